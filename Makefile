@@ -1,0 +1,53 @@
+# Lethe: `make demo` runs the main job on embedded defaults, `make test` runs the checks.
+# Both set up everything they need first (a .venv and node_modules) and are idempotent.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP  := $(VENV)/.lethe-installed
+NPM_STAMP := node_modules/.lethe-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation clean
+
+setup: $(PY_STAMP) $(NPM_STAMP)
+
+$(PY_STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+# npm 11 blocks install scripts; none of our tools needs one (anvil is called from
+# its platform package, solc-js is pure JS/wasm).
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: setup
+	$(BIN)/lethe demo
+
+bench: bench-secagg bench-unlearning bench-gas bench-federation
+
+bench-secagg: setup
+	$(BIN)/python -m bench.secagg
+
+bench-unlearning: setup
+	$(BIN)/python -m bench.unlearning
+
+bench-gas: setup
+	$(BIN)/python -m bench.gas
+
+bench-federation: setup
+	$(BIN)/python -m bench.federation
+
+clean:
+	rm -rf $(VENV) node_modules .lethe .pytest_cache .mypy_cache .ruff_cache

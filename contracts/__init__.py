@@ -1,0 +1,1 @@
+"""The Lethe Solidity contract and its committed, reproducible build artifacts."""

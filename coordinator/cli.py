@@ -1,0 +1,20 @@
+"""`lethe`: the coordinator-side and tooling command line."""
+
+import click
+
+from protocol.lazycli import LazyGroup
+
+COMMANDS = {
+    "demo": "coordinator.secagg_demo:secagg_demo",
+    "secagg-demo": "coordinator.secagg_demo:secagg_demo",
+    "devnet": "coordinator.chain_cli:devnet",
+    "deploy": "coordinator.chain_cli:deploy",
+    "cid": "coordinator.store_cli:cid",
+    "store": "coordinator.store_cli:store",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.version_option(package_name="lethe")
+def main() -> None:
+    """Lethe: federated learning that can provably forget."""

@@ -1,0 +1,1 @@
+"""The participant's side: private records, SISA training, exact forgetting, Flower ClientApp."""

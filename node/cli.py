@@ -1,0 +1,18 @@
+"""`lethe-node`: the participant-side command line."""
+
+import click
+
+from protocol.lazycli import LazyGroup
+
+COMMANDS = {
+    "ingest": "node.commands:ingest",
+    "train": "node.commands:train",
+    "forget": "node.commands:forget",
+    "info": "node.commands:info",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.version_option(package_name="lethe")
+def main() -> None:
+    """Lethe node: private records, SISA training, exact forgetting."""

@@ -1,0 +1,295 @@
+"""The coordinator's durable state in one SQLite file, shared by the ServerApp loop and the API.
+
+Forget requests move received → dispatched → certified → completed (or failed); every
+move is a conditional UPDATE, so two processes, or one restarted, never run a request
+twice. Rounds, nodes and the record index live here too: all of it survives a restart.
+"""
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import LetheError
+
+STATES = ("received", "dispatched", "certified", "completed", "failed")
+OPEN_STATES = ("received", "dispatched", "certified")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forget_requests (
+    request_id TEXT PRIMARY KEY,
+    record_id TEXT NOT NULL,
+    record_commitment TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    node_address TEXT,
+    certificate_cid TEXT,
+    new_model_hash TEXT,
+    round INTEGER,
+    request_tx TEXT,
+    certify_tx TEXT,
+    complete_tx TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS forget_state ON forget_requests(state);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    info TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    address TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS record_index (
+    commitment TEXT PRIMARY KEY,
+    node_address TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS control (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class QueueError(LetheError):
+    """A request cannot be accepted or moved as asked."""
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """One data subject's request, as stored."""
+
+    request_id: str
+    record_id: str
+    record_commitment: str
+    state: str
+    reason: str | None
+    node_address: str | None
+    certificate_cid: str | None
+    new_model_hash: str | None
+    round: int | None
+    request_tx: str | None
+    certify_tx: str | None
+    complete_tx: str | None
+    created_at: float
+    updated_at: float
+    history: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        """The public view served by ``GET /forget/<id>``."""
+        return {
+            "request_id": self.request_id,
+            "record_id": self.record_id,
+            "state": self.state,
+            "reason": self.reason,
+            "node_address": self.node_address,
+            "certificate_cid": self.certificate_cid,
+            "new_model_hash": self.new_model_hash,
+            "round": self.round,
+            "tx": {
+                "request": self.request_tx,
+                "certify": self.certify_tx,
+                "complete": self.complete_tx,
+            },
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "history": self.history,
+        }
+
+
+class CoordinatorDB:
+    """Typed access to the coordinator's SQLite file; safe to open from several processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- forget requests -------------------------------------------------------------
+
+    def submit_forget(
+        self, record_id: str, record_commitment: str, request_id: str | None = None
+    ) -> tuple[ForgetRequest, bool]:
+        """Queue a request; return it and whether it is new (False: an idempotent repeat)."""
+        request_id = request_id or uuid.uuid4().hex
+        now = time.time()
+        history = json.dumps([{"state": "received", "at": now}])
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute(
+                "SELECT record_id FROM forget_requests WHERE request_id=?", (request_id,)
+            ).fetchone()
+            if row is not None:
+                con.execute("COMMIT")
+                if row["record_id"] != record_id:
+                    raise QueueError(
+                        f"request id {request_id!r} was already used for another record"
+                    )
+                return self.get_forget(request_id), False
+            con.execute(
+                "INSERT INTO forget_requests (request_id, record_id, record_commitment, state,"
+                " created_at, updated_at, history) VALUES (?, ?, ?, 'received', ?, ?, ?)",
+                (request_id, record_id, record_commitment, now, now, history),
+            )
+            con.execute("COMMIT")
+        return self.get_forget(request_id), True
+
+    def get_forget(self, request_id: str) -> ForgetRequest:
+        """Return the stored request or raise ``KeyError``."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT * FROM forget_requests WHERE request_id=?", (request_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyError(request_id)
+        fields = dict(row)
+        fields["history"] = json.loads(fields["history"])
+        return ForgetRequest(**fields)
+
+    def list_forgets(self, states: tuple[str, ...] = STATES) -> list[ForgetRequest]:
+        """Requests in any of ``states``, oldest first."""
+        marks = ",".join("?" * len(states))
+        with self._connect() as con:
+            ids = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT request_id FROM forget_requests WHERE state IN ({marks})"
+                    " ORDER BY created_at, request_id",
+                    states,
+                )
+            ]
+        return [self.get_forget(i) for i in ids]
+
+    def advance_forget(self, request_id: str, from_state: str, to_state: str, **fields: Any) -> bool:
+        """Move a request only if it is still in ``from_state``; return whether it moved."""
+        if to_state not in STATES:
+            raise ValueError(f"unknown state {to_state!r}")
+        allowed = {
+            "node_address", "certificate_cid", "new_model_hash", "round", "reason",
+            "request_tx", "certify_tx", "complete_tx",
+        }
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} on a forget request")
+        now = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute(
+                "SELECT state, history FROM forget_requests WHERE request_id=?", (request_id,)
+            ).fetchone()
+            if row is None or row["state"] != from_state:
+                con.execute("COMMIT")
+                return False
+            history = json.loads(row["history"])
+            history.append({"state": to_state, "at": now, **{k: v for k, v in fields.items()}})
+            sets = ", ".join(f"{k}=?" for k in fields)
+            con.execute(
+                f"UPDATE forget_requests SET state=?, updated_at=?, history=?"
+                f"{', ' + sets if sets else ''} WHERE request_id=?",
+                (to_state, now, json.dumps(history), *fields.values(), request_id),
+            )
+            con.execute("COMMIT")
+        return True
+
+    # -- rounds, nodes, record index ---------------------------------------------------
+
+    def save_round(self, round_no: int, state: str, info: dict[str, Any]) -> None:
+        """Insert or replace what the coordinator knows of a round."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO rounds (round, state, info, updated_at) VALUES (?,?,?,?)",
+                (round_no, state, json.dumps(info), time.time()),
+            )
+
+    def get_round(self, round_no: int) -> dict[str, Any]:
+        """Return one round (``KeyError`` if unknown)."""
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM rounds WHERE round=?", (round_no,)).fetchone()
+        if row is None:
+            raise KeyError(round_no)
+        return {"round": row["round"], "state": row["state"], **json.loads(row["info"])}
+
+    def list_rounds(self) -> list[dict[str, Any]]:
+        """Every round, in order."""
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM rounds ORDER BY round").fetchall()
+        return [{"round": r["round"], "state": r["state"], **json.loads(r["info"])} for r in rows]
+
+    def last_round(self) -> int:
+        """The highest round number stored, 0 if none."""
+        with self._connect() as con:
+            row = con.execute("SELECT MAX(round) FROM rounds").fetchone()
+        return int(row[0] or 0)
+
+    def save_node(self, address: str, info: dict[str, Any]) -> None:
+        """Insert or replace what the coordinator knows of a node."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO nodes (address, info, updated_at) VALUES (?,?,?)",
+                (address, json.dumps(info), time.time()),
+            )
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every node seen, by address."""
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM nodes ORDER BY address").fetchall()
+        return [{"address": r["address"], **json.loads(r["info"])} for r in rows]
+
+    def replace_record_index(self, node_address: str, commitments: list[str]) -> None:
+        """Replace the set of record commitments a node holds (hashes, never ids or data)."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("DELETE FROM record_index WHERE node_address=?", (node_address,))
+            con.executemany(
+                "INSERT OR REPLACE INTO record_index (commitment, node_address) VALUES (?,?)",
+                [(c, node_address) for c in commitments],
+            )
+            con.execute("COMMIT")
+
+    def record_owner(self, commitment: str) -> str | None:
+        """Address of the node that announced this record commitment, if any."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT node_address FROM record_index WHERE commitment=?", (commitment,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_count(self) -> int:
+        """How many record commitments are indexed."""
+        with self._connect() as con:
+            return int(con.execute("SELECT COUNT(*) FROM record_index").fetchone()[0])
+
+    # -- control -------------------------------------------------------------------------
+
+    def set_control(self, key: str, value: str) -> None:
+        """Set a control flag (e.g. ``stop``) read by the ServerApp loop."""
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO control (key, value) VALUES (?,?)", (key, value))
+
+    def get_control(self, key: str) -> str | None:
+        """Read a control flag."""
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM control WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])

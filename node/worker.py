@@ -1,0 +1,133 @@
+"""A long-lived ClientApp executor for a SuperNode started with ``--isolation process``.
+
+Flower's default (``subprocess`` isolation) starts a fresh ``flwr-clientapp`` process per
+message: ~1 s of interpreter start-up and imports, paid at every stage of every round.
+In ``process`` isolation Flower leaves running the ClientApp to an outside process that
+acquires tasks from the SuperNode's Runtime API; this is that process, kept warm. It
+runs exactly the task protocol of ``flwr-clientapp`` (acquire → pull input → run the
+ClientApp → push reply and task output), just without exiting in between.
+"""
+
+import functools
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+logger = logging.getLogger("lethe.node.worker")
+
+EXPECTED_FAB_ID = "lethe/lethe"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Where the SuperNode's Runtime API listens and how eagerly to poll it."""
+
+    runtime_api_address: str
+    poll_s: float = 0.02
+    object_backoff_s: float = 0.05
+
+
+def _make_client(address: str, token: str | None) -> "RuntimeHttpClient":
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    interceptors = [RuntimeTokenHttpInterceptor(token)] if token else []
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=interceptors,
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+def _tune_object_pulls(backoff_s: float) -> None:
+    """Retry object pulls sooner than Flower's default 1 s first back-off.
+
+    A just-created task's objects may still be in flight to the SuperNode; waiting a
+    whole second for them would dominate a message stage.
+    """
+    import flwr.supernode.runtime.run_clientapp as flwr_task
+
+    pull = functools.partial(
+        getattr(flwr_task, "pull_and_inflate_object_from_tree"),  # noqa: B009
+        initial_backoff=backoff_s / 5,
+        backoff_cap=backoff_s,
+    )
+    setattr(flwr_task, "pull_and_inflate_object_from_tree", pull)  # noqa: B010
+
+
+def run_task(config: WorkerConfig, token: str, load_app: Callable[[], object]) -> bool:
+    """Execute one acquired task in this process; return True if the ClientApp succeeded."""
+    import flwr.supernode.runtime.run_clientapp as flwr_task
+    from flwr.app import Message
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+
+    client = _make_client(config.runtime_api_address, token)
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    context = None
+    status, details, ok = SubStatus.FAILED, "ClientApp task failed", False
+    try:
+        message, context, run, _fab = flwr_task.pull_task_input(client)
+        try:
+            if run.fab_id != EXPECTED_FAB_ID:
+                raise RuntimeError(f"this node runs {EXPECTED_FAB_ID}, not {run.fab_id}")
+            app = load_app()
+            reply = app(message=message, context=context)  # type: ignore[operator]
+            status, details, ok = SubStatus.COMPLETED, "", True
+        except Exception as exc:
+            logger.exception("ClientApp raised")
+            details = f"{type(exc).__name__}: {exc}"
+            reply = Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details),
+                reply_to=message,
+            )
+        flwr_task.push_message(client, reply, context)
+    finally:
+        flwr_task.push_task_output(client, context, status, details)
+        heartbeat.stop()
+        client.close()
+    return ok
+
+
+def serve(config: WorkerConfig, load_app: Callable[[], object]) -> None:
+    """Acquire and run ClientApp tasks until SIGTERM/SIGINT."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    _tune_object_pulls(config.object_backoff_s)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    acquirer = _make_client(config.runtime_api_address, None)
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    while not stopping:
+        try:
+            res = acquirer.AcquireTask(request)
+        except Exception as exc:  # the SuperNode may still be starting
+            logger.debug("AcquireTask failed: %s", exc)
+            time.sleep(0.5)
+            continue
+        if res.HasField("task") and res.token:
+            started = time.perf_counter()
+            ok = run_task(config, res.token, load_app)
+            elapsed = time.perf_counter() - started
+            logger.info("task %s in %.3f s", "done" if ok else "FAILED", elapsed)
+        else:
+            time.sleep(config.poll_s)
+    acquirer.close()

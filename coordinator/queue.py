@@ -182,7 +182,9 @@ class CoordinatorDB:
             ]
         return [self.get_forget(i) for i in ids]
 
-    def advance_forget(self, request_id: str, from_state: str, to_state: str, **fields: Any) -> bool:
+    def advance_forget(
+        self, request_id: str, from_state: str, to_state: str, **fields: Any
+    ) -> bool:
         """Move a request only if it is still in ``from_state``; return whether it moved."""
         if to_state not in STATES:
             raise ValueError(f"unknown state {to_state!r}")

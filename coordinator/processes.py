@@ -1,0 +1,138 @@
+"""Start, watch and always stop the local processes of a loopback federation.
+
+Each child runs in its own process group with its output in a log file, so stopping it
+also stops what it spawned (the SuperLink's ServerApp, the SuperNode's helpers), and a
+failure can be reported with the last lines of the right log.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.errors import LetheError
+
+
+class ProcessError(LetheError):
+    """A child process failed to start, died early, or did not become ready in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file (empty if it does not exist)."""
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Child:
+    """One started process and where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL it if it lingers."""
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once: a crash, not a shutdown."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.popen.wait(timeout=5)
+
+
+@dataclass
+class ProcessGroup:
+    """Children started together and stopped together, newest first."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
+        """Start ``argv`` in a new session, its output appended to ``<log_dir>/<name>.log``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with log.open("ab") as out:
+            try:
+                popen = subprocess.Popen(
+                    list(argv),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **(env or {})},
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProcessError(f"cannot start {name} ({argv[0]}): {exc}") from exc
+        child = Child(name, popen, log)
+        self.children.append(child)
+        return child
+
+    def wait_until(
+        self, child: Child, ready: Callable[[], bool], *, timeout: float, what: str
+    ) -> None:
+        """Poll ``ready`` until true; fail with the child's log if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if not child.alive():
+                raise ProcessError(
+                    f"{child.name} exited (code {child.popen.returncode}) before {what}:\n"
+                    f"{tail(child.log)}"
+                )
+            time.sleep(0.1)
+        raise ProcessError(f"{child.name}: no {what} within {timeout:.0f} s:\n{tail(child.log)}")
+
+    def stop_all(self) -> None:
+        """Stop every child, newest first; never raises."""
+        for child in reversed(self.children):
+            try:
+                child.stop()
+            except Exception:  # a child that cannot be stopped must not hide the others
+                pass
+        self.children.clear()

@@ -9,6 +9,8 @@ COMMANDS = {
     "secagg-demo": "coordinator.secagg_demo:secagg_demo",
     "devnet": "coordinator.chain_cli:devnet",
     "deploy": "coordinator.chain_cli:deploy",
+    "admit": "coordinator.chain_cli:admit",
+    "build-contract": "coordinator.chain_cli:build_contract",
     "cid": "coordinator.store_cli:cid",
     "store": "coordinator.store_cli:store",
 }

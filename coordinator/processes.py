@@ -5,6 +5,7 @@ also stops what it spawned (the SuperLink's ServerApp, the SuperNode's helpers),
 failure can be reported with the last lines of the right log.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,10 +63,8 @@ class Child:
             os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(timeout=timeout)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait(timeout=5)
 
     def kill(self) -> None:

@@ -1,0 +1,134 @@
+"""Gas benchmark: what every Lethe contract call costs, measured on a real anvil.
+
+``python -m bench.gas`` (``make bench-gas``) deploys the committed build on a fresh dev
+chain, runs a federation of NODES nodes through two rounds and one forget request, and
+writes ``bench/results/gas.json`` (gas used per call; the most expensive occurrence of
+each, e.g. the approval that finalizes a round, the first node admitted) and ``gas.png``.
+Exits non-zero when a target is missed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from coordinator.devnet import Devnet
+from protocol.ledger import Ledger, TxResult, deploy
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NODES = 5
+KEYS = (
+    "deploy",
+    "admit_node",
+    "register_key",
+    "propose_round",
+    "approve_round",
+    "request_forget",
+    "certify_forget",
+    "complete_forget",
+)
+TARGETS: dict[tuple[str, ...], int] = {
+    ("propose_round",): 150_000,
+    ("approve_round",): 60_000,
+    ("request_forget", "certify_forget", "complete_forget"): 200_000,
+}
+# Realistic lengths: CIDv1 base32 of a raw sha2-256 block, as the content store makes them.
+MODEL_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+MANIFEST_CID = "bafkreidgvpkjawlxz6sffxzwgooowe5yt7i6wsyg236mfoks77nywkptdq"
+CERT_CID = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+
+
+def measure(nodes: int = NODES) -> dict[str, int]:
+    """Run the scenario on a fresh anvil; return the worst gas seen for each call."""
+    rng = random.Random(0)
+    worst = dict.fromkeys(KEYS, 0)
+
+    def record(key: str, call: Callable[[], TxResult]) -> None:
+        worst[key] = max(worst[key], call().gas_used)
+
+    with Devnet() as chain:
+        owner_acct, coordinator_acct, *node_accts = chain.accounts[: 2 + nodes]
+        deployment = deploy(
+            chain.rpc_url, owner_acct.private_key, coordinator=coordinator_acct.address
+        )
+        owner = Ledger.from_deployment(deployment, private_key=owner_acct.private_key)
+        worst["deploy"] = owner.receipt(deployment.tx_hash).gas_used
+        coordinator = owner.with_account(coordinator_acct.private_key)
+        node_ledgers = [owner.with_account(a.private_key) for a in node_accts]
+        for acct, node in zip(node_accts, node_ledgers, strict=True):
+            record("admit_node", lambda a=acct: owner.admit_node(a.address))
+            record("register_key", lambda n=node: n.register_key(rng.randbytes(32)))
+
+        def propose(round_number: int) -> TxResult:
+            return coordinator.propose_round(
+                round_number, rng.randbytes(32), MODEL_CID, rng.randbytes(32), MANIFEST_CID
+            )
+
+        def approve_all(round_number: int) -> None:
+            # Every node approves: both plain approvals and the finalizing one are measured.
+            for node in node_ledgers:
+                record("approve_round", lambda n=node: n.approve_round(round_number))
+
+        request_id, owner_node = rng.randbytes(32), node_ledgers[0]
+        record("propose_round", lambda: propose(1))
+        record("request_forget", lambda: coordinator.request_forget(request_id, rng.randbytes(32)))
+        approve_all(1)
+        record(
+            "certify_forget",
+            lambda: owner_node.certify_forget(request_id, CERT_CID, rng.randbytes(32)),
+        )
+        record("propose_round", lambda: propose(2))
+        approve_all(2)
+        record("complete_forget", lambda: coordinator.complete_forget(request_id, 2))
+    return worst
+
+
+def check_targets(gas: dict[str, int]) -> list[str]:
+    """Human-readable lines, one per target, prefixed PASS or FAIL."""
+    lines = []
+    for keys, limit in TARGETS.items():
+        used = sum(gas[k] for k in keys)
+        verdict = "PASS" if used <= limit else "FAIL"
+        lines.append(f"{verdict} {' + '.join(keys)} = {used} (target ≤ {limit})")
+    return lines
+
+
+def plot(gas: dict[str, int], path: Path) -> None:
+    """A bar chart of the calls a round and a forget request cost (deploy is off-scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in KEYS if k != "deploy"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    bars = ax.bar(keys, [gas[k] for k in keys], color="#4c72b0")
+    ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
+    ax.set_ylabel("gas used")
+    ax.set_title(f"Lethe contract calls (deploy: {gas['deploy']:,} gas)")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    """Measure, write the results, report the targets."""
+    gas = measure()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "gas.json").write_text(json.dumps(gas, indent=2) + "\n", encoding="utf-8")
+    plot(gas, RESULTS / "gas.png")
+    width = max(map(len, KEYS))
+    for key in KEYS:
+        print(f"{key:<{width}}  {gas[key]:>9,}")
+    report = check_targets(gas)
+    print("\n".join(report))
+    print(f"wrote {RESULTS / 'gas.json'} and {RESULTS / 'gas.png'}")
+    return 0 if all(line.startswith("PASS") for line in report) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The chain's command line: `lethe devnet`, `deploy`, `admit` and `build-contract`."""
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from coordinator.devnet import (
+    DEFAULT_STATE_FILE,
+    DEV_CHAIN_ID,
+    Devnet,
+    dev_accounts,
+    is_dev_key,
+    save_devnet_info,
+)
+from protocol.errors import LetheError
+from protocol.ledger import (
+    DEFAULT_DEPLOYMENT_FILE,
+    DEPLOYMENT_ENV,
+    PRIVATE_KEY_ENV,
+    RPC_URL_ENV,
+    Deployment,
+    Ledger,
+    rpc_chain_id,
+)
+from protocol.ledger import deploy as deploy_contract
+
+DEVNET_INFO = "devnet.json"
+DEVNET_PORT = 8545
+FC = TypeVar("FC", bound=Callable[..., object])
+
+
+def _devnet_info_path(state_file: Path) -> Path:
+    return state_file.parent / DEVNET_INFO
+
+
+def _running_devnet_url() -> str | None:
+    info = _devnet_info_path(DEFAULT_STATE_FILE)
+    if not info.is_file():
+        return None
+    return str(json.loads(info.read_text(encoding="utf-8"))["rpc_url"])
+
+
+def _resolve_rpc(rpc: str | None) -> str:
+    """--rpc / $LETHE_RPC_URL, else the devnet `lethe devnet` says it is running."""
+    url = rpc or _running_devnet_url()
+    if url is None:
+        raise click.UsageError(
+            f"no RPC endpoint: pass --rpc, set {RPC_URL_ENV}, or start `lethe devnet` first"
+        )
+    return url
+
+
+def _default_devnet_port() -> int:
+    """anvil's usual 8545 when free, so deployment files stay valid across restarts."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", DEVNET_PORT))
+        except OSError:
+            return 0
+    return DEVNET_PORT
+
+
+def _resolve_key(key: str | None, dev_account: int | None, chain_id: int) -> str:
+    """The signing key; DEV-ONLY keys are refused on anything but a local dev chain."""
+    if key and dev_account is not None:
+        raise click.UsageError("give either --key or --dev-account, not both")
+    if key is None:
+        if chain_id != DEV_CHAIN_ID:
+            if dev_account is not None:
+                raise click.UsageError(f"refusing a DEV-ONLY account on chain {chain_id}")
+            raise click.UsageError(
+                f"chain {chain_id} is not a dev chain: pass --key or set {PRIVATE_KEY_ENV}"
+            )
+        index = 0 if dev_account is None else dev_account
+        if not 0 <= index < len(dev_accounts()):
+            raise click.UsageError(f"--dev-account must be 0..{len(dev_accounts()) - 1}")
+        key = dev_accounts()[index].private_key
+    if chain_id != DEV_CHAIN_ID and is_dev_key(key):
+        raise click.UsageError(
+            f"refusing a public DEV-ONLY key on chain {chain_id}: anyone can sign with it"
+        )
+    return key
+
+
+rpc_option = click.option(
+    "--rpc", envvar=RPC_URL_ENV, help=f"JSON-RPC URL [env {RPC_URL_ENV}; default: running devnet]"
+)
+key_option = click.option(
+    "--key",
+    envvar=PRIVATE_KEY_ENV,
+    help=f"Hex private key [env {PRIVATE_KEY_ENV}, preferred over the flag: shell history]",
+)
+dev_account_option = click.option(
+    "--dev-account",
+    type=int,
+    help="Sign with DEV-ONLY account N of the dev mnemonic (dev chain only; default 0).",
+)
+
+
+def deployment_option(flag: str, what: str) -> Callable[[FC], FC]:
+    """The deployment file option: read by `admit`, written by `deploy`."""
+    return click.option(
+        flag,
+        "deployment_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar=DEPLOYMENT_ENV,
+        default=DEFAULT_DEPLOYMENT_FILE,
+        show_default=True,
+        help=f"{what} [env {DEPLOYMENT_ENV}].",
+    )
+
+
+@click.command()
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_STATE_FILE,
+    show_default=True,
+    help="State file: loaded at start if present, written every few seconds and on exit.",
+)
+@click.option(
+    "--port", type=int, help=f"Port; 0 picks a free one [default: {DEVNET_PORT} if free, else 0]."
+)
+def devnet(state_file: Path, port: int | None) -> None:
+    """Run a local dev chain (anvil on 127.0.0.1) in the foreground until Ctrl-C."""
+    if port is None:
+        port = _default_devnet_port()
+    chain = Devnet(state_file, port=port, log_file=state_file.parent / "anvil.log")
+    info = _devnet_info_path(state_file)
+    try:
+        chain.start()
+    except LetheError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        save_devnet_info(chain, info)
+        click.echo(f"RPC URL     {chain.rpc_url}")
+        click.echo(f"chain id    {chain.chain_id}")
+        click.echo(f"state file  {state_file}")
+        click.echo(f"anvil log   {chain.log_file}")
+        click.echo("")
+        click.echo("DEV-ONLY accounts (public test mnemonic: NEVER use these keys on a real chain)")
+        for account in chain.accounts:
+            click.echo(f"  ({account.index}) {account.address}  {account.private_key}")
+        click.echo("")
+        click.echo(f"next: lethe deploy   (or export {RPC_URL_ENV}={chain.rpc_url})")
+        click.echo("Ctrl-C stops the chain and saves its state.")
+        code = chain.wait()
+        raise click.ClickException(f"anvil exited unexpectedly with code {code}")
+    except KeyboardInterrupt:
+        click.echo("\nstopping: writing state file")
+    finally:
+        chain.stop()
+        info.unlink(missing_ok=True)
+
+
+@click.command()
+@rpc_option
+@key_option
+@dev_account_option
+@click.option("--coordinator", help="Admit this address as coordinator at deployment.")
+@click.option(
+    "--quorum", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Approvals a round needs; 0 = ⌈2n/3⌉ of admitted nodes.",
+)  # fmt: skip
+@deployment_option("--out", "Where to write the deployment file")
+def deploy(
+    rpc: str | None,
+    key: str | None,
+    dev_account: int | None,
+    coordinator: str | None,
+    quorum: int,
+    deployment_file: Path,
+) -> None:
+    """Deploy the Lethe contract and write the deployment file."""
+    rpc_url = _resolve_rpc(rpc)
+    try:
+        signer = _resolve_key(key, dev_account, rpc_chain_id(rpc_url))
+        deployment = deploy_contract(rpc_url, signer, coordinator=coordinator, quorum=quorum)
+    except (LetheError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    deployment.save(deployment_file)
+    click.echo(f"Lethe deployed at {deployment.address} on chain {deployment.chain_id}")
+    click.echo(f"  block {deployment.block_number}, tx {deployment.tx_hash}")
+    click.echo(f"  deployment file {deployment_file}")
+
+
+@click.command()
+@rpc_option
+@key_option
+@dev_account_option
+@deployment_option("--deployment", "Deployment file")
+@click.option("--coordinator", help="Admit (or replace) the coordinator.")
+@click.option("--node", "nodes", multiple=True, help="Admit a node (repeatable).")
+@click.option("--quorum", type=click.IntRange(min=0), help="Set the quorum (0 = ⌈2n/3⌉).")
+def admit(
+    rpc: str | None,
+    key: str | None,
+    dev_account: int | None,
+    deployment_file: Path,
+    coordinator: str | None,
+    nodes: tuple[str, ...],
+    quorum: int | None,
+) -> None:
+    """As the contract owner: admit the coordinator and nodes, set the quorum."""
+    if coordinator is None and not nodes and quorum is None:
+        raise click.UsageError("nothing to do: give --coordinator, --node or --quorum")
+    try:
+        deployment = Deployment.load(deployment_file)
+        if rpc is None and deployment.chain_id == DEV_CHAIN_ID:
+            # A restarted devnet may listen elsewhere than when the contract was deployed.
+            rpc = _running_devnet_url()
+        ledger = Ledger.from_deployment(deployment, rpc_url=rpc)
+        ledger = ledger.with_account(_resolve_key(key, dev_account, ledger.chain_id))
+        if coordinator is not None:
+            click.echo(
+                f"coordinator {coordinator}: tx {ledger.admit_coordinator(coordinator).tx_hash}"
+            )
+        for node in nodes:
+            click.echo(f"node {node}: tx {ledger.admit_node(node).tx_hash}")
+        if quorum is not None:
+            click.echo(f"quorum {quorum}: tx {ledger.set_quorum(quorum).tx_hash}")
+    except (LetheError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("build-contract")
+def build_contract() -> None:
+    """Recompile contracts/Lethe.sol offline and rewrite contracts/build/ (commit the result)."""
+    from coordinator.contract_build import write_artifacts
+
+    try:
+        for path in write_artifacts():
+            click.echo(f"wrote {path}")
+    except LetheError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,817 @@
+"""Client of the Lethe contract: typed calls, decoded reverts, safe nonces, chunked event reads.
+
+The only module of ``protocol`` that talks to a chain. web3 is imported when a ``Ledger`` is
+built, not when this module is imported, so modules that merely name these types stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from functools import cache, cached_property, partial
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from protocol.canonical import canonical_json
+from protocol.errors import LedgerError
+from protocol.hashing import keccak256
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from hexbytes import HexBytes
+    from web3 import Web3
+    from web3.contract import Contract
+    from web3.types import Nonce, TxParams, TxReceipt
+
+RPC_URL_ENV = "LETHE_RPC_URL"
+DEPLOYMENT_ENV = "LETHE_DEPLOYMENT"
+CONTRACT_ENV = "LETHE_CONTRACT"
+PRIVATE_KEY_ENV = "LETHE_PRIVATE_KEY"
+DEFAULT_DEPLOYMENT_FILE = Path(".lethe") / "chain" / "deployment.json"
+# anvil answers a 2,000-block eth_getLogs in ~0.4 s; public RPCs commonly cap ranges near this.
+LOG_CHUNK_BLOCKS = 2000
+
+T = TypeVar("T")
+
+
+class ContractRevert(LedgerError):
+    """The contract rejected a call; ``error_name`` is its custom error (``None`` if unknown)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_name: str | None,
+        error_args: dict[str, Any] | None = None,
+        tx_hash: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_name = error_name
+        self.error_args = dict(error_args or {})
+        self.tx_hash = tx_hash
+
+
+class ForgetState(IntEnum):
+    """Lifecycle of a forget request, as the contract's ``ForgetState`` enum."""
+
+    NONE = 0
+    REQUESTED = 1
+    CERTIFIED = 2
+    COMPLETED = 3
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction: what the audit trail and the benchmarks need."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """A round's on-chain state; ``quorum == 0`` means the round was never proposed."""
+
+    quorum: int
+    approvals: int
+    finalized: bool
+
+    @property
+    def proposed(self) -> bool:
+        return self.quorum != 0
+
+
+@dataclass(frozen=True)
+class ForgetStatus:
+    """A forget request's on-chain state; ``node`` is the certifying node once certified."""
+
+    state: ForgetState
+    node: str | None
+    after_round: int
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    """An admitted node and its X25519 public key (``None`` until registered)."""
+
+    address: str
+    key: bytes | None
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One decoded contract event, with where it happened."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The committed build of the contract (contracts/build/Lethe.json)."""
+
+    abi: list[dict[str, Any]]
+    bytecode: str
+    compiler: str
+
+    @property
+    def abi_keccak256(self) -> str:
+        return "0x" + keccak256(canonical_json(self.abi)).hex()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a Lethe contract lives; saved as JSON so every process can find it."""
+
+    chain_id: int
+    address: str
+    block_number: int
+    tx_hash: str
+    deployer: str
+    abi_keccak256: str
+    compiler: str
+    rpc_url: str
+
+    def save(self, path: Path) -> None:
+        """Write the deployment file (parent folders created)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        """Read a deployment file written by :meth:`save` (``lethe deploy``)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**data)
+        except FileNotFoundError as exc:
+            raise LedgerError(f"no deployment file at {path}; run `lethe deploy` first") from exc
+        except (ValueError, TypeError) as exc:
+            raise LedgerError(f"{path} is not a Lethe deployment file: {exc}") from exc
+
+
+@cache
+def load_artifact() -> Artifact:
+    """Return the committed ABI and bytecode (cached: the file never changes at run time)."""
+    text = (resources.files("contracts") / "build" / "Lethe.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    return Artifact(
+        abi=data["abi"], bytecode=data["bytecode"], compiler=data["compiler"]["version"]
+    )
+
+
+@dataclass
+class _NonceSlot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    next_nonce: int | None = None
+
+
+# One slot per (endpoint, chain, account) for the whole process: two Ledger objects signing
+# with the same key must not hand out the same nonce, while different accounts proceed in
+# parallel. The endpoint is part of the key because two local dev chains share a chain id.
+_NONCES: dict[tuple[str, int, str], _NonceSlot] = {}
+_NONCES_LOCK = threading.Lock()
+
+
+def _nonce_slot(rpc_url: str, chain_id: int, address: str) -> _NonceSlot:
+    with _NONCES_LOCK:
+        return _NONCES.setdefault((rpc_url, chain_id, address), _NonceSlot())
+
+
+def _connect(rpc_url: str, timeout: float) -> Web3:
+    import requests
+    from web3 import HTTPProvider, Web3
+    from web3.middleware import ExtraDataToPOAMiddleware
+    from web3.providers.rpc.utils import ExceptionRetryConfiguration
+
+    # Few, short retries: an unreachable endpoint must fail in seconds, not hang.
+    retry = ExceptionRetryConfiguration(
+        errors=(ConnectionError, requests.ConnectionError, requests.Timeout),
+        retries=3,
+        backoff_factor=0.1,
+    )
+    provider = HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": (min(timeout, 3.0), timeout)},
+        exception_retry_configuration=retry,
+    )
+    w3 = Web3(provider)
+    # Proof-of-authority chains put long extraData in blocks; harmless elsewhere.
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
+
+
+def rpc_chain_id(rpc_url: str, *, timeout: float = 5.0) -> int:
+    """Chain id served at ``rpc_url``; LedgerError naming the URL if it does not answer."""
+    w3 = _connect(rpc_url, timeout)
+    with _rpc_errors(rpc_url, "eth_chainId"):
+        return int(w3.eth.chain_id)
+
+
+@contextmanager
+def _rpc_errors(rpc_url: str, action: str) -> Iterator[None]:
+    """Turn transport and node errors into LedgerError naming the endpoint."""
+    import requests
+    from web3.exceptions import Web3Exception
+
+    try:
+        yield
+    except LedgerError:
+        raise
+    except requests.RequestException as exc:
+        raise LedgerError(
+            f"cannot reach the Ethereum JSON-RPC at {rpc_url} ({action}): {exc}"
+        ) from exc
+    except (Web3Exception, OSError) as exc:
+        raise LedgerError(f"{action} failed at {rpc_url}: {exc}") from exc
+
+
+def _hex(value: bytes | str) -> str:
+    return value if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
+def _bytes32(value: bytes, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {value!r}")
+    return bytes(value)
+
+
+class _ErrorDecoder:
+    """Maps revert data to the contract's custom error (4-byte selector → name and args)."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self._errors: dict[bytes, tuple[str, list[str], list[str]]] = {}
+        for item in abi:
+            if item["type"] == "error":
+                types = [i["type"] for i in item["inputs"]]
+                signature = f"{item['name']}({','.join(types)})"
+                names = [i["name"] for i in item["inputs"]]
+                self._errors[keccak256(signature.encode())[:4]] = (item["name"], types, names)
+
+    def decode(self, data: bytes) -> tuple[str | None, dict[str, Any]]:
+        from eth_abi.abi import decode
+        from eth_utils.address import to_checksum_address
+
+        entry = self._errors.get(data[:4])
+        if entry is None:
+            return None, {}
+        name, types, names = entry
+        try:
+            values = decode(types, data[4:])
+        except Exception:
+            return name, {}
+        return name, {
+            n: to_checksum_address(v) if t == "address" else v
+            for n, t, v in zip(names, types, values, strict=True)
+        }
+
+
+def _revert_data(exc: Exception) -> bytes | None:
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return bytes.fromhex(data[2:])
+        except ValueError:
+            return None
+    return None
+
+
+class Ledger:
+    """The Lethe contract at ``address`` on the chain behind ``rpc_url``.
+
+    With ``private_key`` the ledger can send transactions from that account; without, it
+    reads only. Write methods block until the receipt and return a :class:`TxResult`;
+    reverts raise :class:`ContractRevert` carrying the contract's error name.
+    """
+
+    def __init__(
+        self,
+        rpc_url: str,
+        address: str,
+        *,
+        private_key: str | bytes | None = None,
+        deployment_block: int = 0,
+        timeout: float = 10.0,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        from web3 import Web3
+
+        if not Web3.is_address(address):
+            raise ValueError(f"not an Ethereum address: {address!r}")
+        self.rpc_url = rpc_url
+        self.address = Web3.to_checksum_address(address)
+        self.deployment_block = deployment_block
+        self._receipt_timeout = receipt_timeout
+        self._w3 = _connect(rpc_url, timeout)
+        artifact = load_artifact()
+        self._contract: Contract = self._w3.eth.contract(address=self.address, abi=artifact.abi)
+        self._errors = _ErrorDecoder(artifact.abi)
+        self._account: LocalAccount | None = None
+        if private_key is not None:
+            from eth_account import Account
+
+            self._account = Account.from_key(private_key)
+        self._chain_id: int | None = None
+
+    # ----- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_deployment(
+        cls,
+        deployment: Deployment | Path,
+        *,
+        rpc_url: str | None = None,
+        private_key: str | bytes | None = None,
+        timeout: float = 10.0,
+    ) -> Ledger:
+        """Connect to a deployment, checking the endpoint serves that chain and contract."""
+        if isinstance(deployment, Path):
+            deployment = Deployment.load(deployment)
+        ledger = cls(
+            rpc_url or deployment.rpc_url,
+            deployment.address,
+            private_key=private_key,
+            deployment_block=deployment.block_number,
+            timeout=timeout,
+        )
+        if ledger.chain_id != deployment.chain_id:
+            raise LedgerError(
+                f"{ledger.rpc_url} serves chain {ledger.chain_id}, "
+                f"but the deployment is on chain {deployment.chain_id}"
+            )
+        ledger.check_deployed()
+        return ledger
+
+    @classmethod
+    def from_env(cls, *, private_key: str | bytes | None = None, timeout: float = 10.0) -> Ledger:
+        """Connect as configured by the environment.
+
+        ``LETHE_RPC_URL`` overrides the endpoint; ``LETHE_CONTRACT`` names the contract
+        directly, otherwise ``LETHE_DEPLOYMENT`` (default ``.lethe/chain/deployment.json``)
+        is read; ``LETHE_PRIVATE_KEY`` is the signing key when ``private_key`` is not given.
+        """
+        rpc_url = os.environ.get(RPC_URL_ENV) or None
+        key = private_key if private_key is not None else os.environ.get(PRIVATE_KEY_ENV) or None
+        address = os.environ.get(CONTRACT_ENV)
+        if address:
+            if rpc_url is None:
+                raise LedgerError(f"{CONTRACT_ENV} is set but {RPC_URL_ENV} is not")
+            ledger = cls(rpc_url, address, private_key=key, timeout=timeout)
+            ledger.check_deployed()
+            ledger.deployment_block = ledger.deployed_block()
+            return ledger
+        path = Path(os.environ.get(DEPLOYMENT_ENV) or DEFAULT_DEPLOYMENT_FILE)
+        return cls.from_deployment(path, rpc_url=rpc_url, private_key=key, timeout=timeout)
+
+    def with_account(self, private_key: str | bytes) -> Ledger:
+        """The same contract and connection, signing with another key."""
+        from eth_account import Account
+
+        ledger = copy.copy(self)
+        ledger._account = Account.from_key(private_key)
+        return ledger
+
+    @property
+    def account(self) -> str | None:
+        """Checksummed address of the signing account, ``None`` for a read-only ledger."""
+        return None if self._account is None else str(self._account.address)
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = self._read(lambda: int(self._w3.eth.chain_id), "eth_chainId")
+        return self._chain_id
+
+    def check_deployed(self) -> None:
+        """Raise LedgerError unless contract code exists at ``address``."""
+        code = self._read(lambda: bytes(self._w3.eth.get_code(self.address)), "eth_getCode")
+        if not code:
+            raise LedgerError(f"no contract at {self.address} on {self.rpc_url}")
+
+    # ----- writes ------------------------------------------------------------------------
+
+    def admit_coordinator(self, account: str) -> TxResult:
+        """Owner: make ``account`` the coordinator."""
+        return self._transact("admitCoordinator", account)
+
+    def admit_node(self, node: str) -> TxResult:
+        """Owner: admit ``node`` to the federation."""
+        return self._transact("admitNode", node)
+
+    def remove_node(self, node: str) -> TxResult:
+        """Owner: remove ``node`` (its past approvals stay on record)."""
+        return self._transact("removeNode", node)
+
+    def set_quorum(self, quorum: int) -> TxResult:
+        """Owner: approvals a round needs from now on; 0 restores ⌈2n/3⌉."""
+        return self._transact("setQuorum", quorum)
+
+    def register_key(self, key: bytes) -> TxResult:
+        """Node: publish (or rotate) its 32-byte X25519 public key."""
+        return self._transact("registerKey", _bytes32(key, "X25519 public key"))
+
+    def propose_round(
+        self,
+        round_number: int,
+        global_model_hash: bytes,
+        global_model_cid: str,
+        updates_root: bytes,
+        manifest_cid: str,
+    ) -> TxResult:
+        """Coordinator: propose a round's global model for approval."""
+        return self._transact(
+            "proposeRound",
+            round_number,
+            _bytes32(global_model_hash, "global model hash"),
+            global_model_cid,
+            _bytes32(updates_root, "updates root"),
+            manifest_cid,
+        )
+
+    def approve_round(self, round_number: int) -> TxResult:
+        """Node: approve a proposed round (after checking it off-chain)."""
+        return self._transact("approveRound", round_number)
+
+    def request_forget(self, request_id: bytes, record_commitment: bytes) -> TxResult:
+        """Coordinator: open a forget request."""
+        return self._transact(
+            "requestForget",
+            _bytes32(request_id, "request id"),
+            _bytes32(record_commitment, "record commitment"),
+        )
+
+    def certify_forget(
+        self, request_id: bytes, certificate_cid: str, new_model_hash: bytes
+    ) -> TxResult:
+        """Node: certify it forgot the record; the certificate lives at ``certificate_cid``."""
+        return self._transact(
+            "certifyForget",
+            _bytes32(request_id, "request id"),
+            certificate_cid,
+            _bytes32(new_model_hash, "new model hash"),
+        )
+
+    def complete_forget(self, request_id: bytes, round_number: int) -> TxResult:
+        """Coordinator: close a certified request with the finalized round carrying the model."""
+        return self._transact("completeForget", _bytes32(request_id, "request id"), round_number)
+
+    # ----- views -------------------------------------------------------------------------
+
+    def owner(self) -> str:
+        return str(self._call("owner"))
+
+    def coordinator(self) -> str | None:
+        """The coordinator's address, ``None`` before one is admitted."""
+        return _address_or_none(self._call("coordinator"))
+
+    def deployed_block(self) -> int:
+        return int(self._call("deployedBlock"))
+
+    def last_round(self) -> int:
+        return int(self._call("lastRound"))
+
+    def quorum(self) -> int:
+        """Approvals a round proposed now would need."""
+        return int(self._call("quorum"))
+
+    def configured_quorum(self) -> int:
+        """The owner's quorum setting; 0 means the default ⌈2n/3⌉."""
+        return int(self._call("configuredQuorum"))
+
+    def node_count(self) -> int:
+        return int(self._call("nodeCount"))
+
+    def is_node(self, account: str) -> bool:
+        return bool(self._call("isNode", account))
+
+    def node_key(self, node: str) -> bytes | None:
+        """The node's X25519 public key, ``None`` if it has not registered one."""
+        key = bytes(self._call("nodeKey", node))
+        return key if any(key) else None
+
+    def roster(self) -> list[RosterEntry]:
+        """Admitted nodes with their keys, in the contract's roster order."""
+        nodes, keys = self._call("roster")
+        return [
+            RosterEntry(address=str(n), key=bytes(k) if any(k) else None)
+            for n, k in zip(nodes, keys, strict=True)
+        ]
+
+    def round_state(self, round_number: int) -> RoundState:
+        quorum, approvals, finalized = self._call("roundState", round_number)
+        return RoundState(quorum=int(quorum), approvals=int(approvals), finalized=bool(finalized))
+
+    def has_approved(self, round_number: int, node: str) -> bool:
+        return bool(self._call("hasApproved", round_number, node))
+
+    def forget_state(self, request_id: bytes) -> ForgetStatus:
+        state, node, after_round = self._call("forgetState", _bytes32(request_id, "request id"))
+        return ForgetStatus(
+            state=ForgetState(state), node=_address_or_none(node), after_round=int(after_round)
+        )
+
+    def block_number(self) -> int:
+        return self._read(lambda: int(self._w3.eth.block_number), "eth_blockNumber")
+
+    def block_timestamp(self, block_number: int) -> int:
+        """Unix time of a block (for timelines in the explorer)."""
+        block = self._read(lambda: self._w3.eth.get_block(block_number), "eth_getBlockByNumber")
+        return int(block["timestamp"])
+
+    def receipt(self, tx_hash: str) -> TxResult:
+        """Block and gas of a mined transaction (e.g. one found through an event)."""
+        receipt = self._read(
+            lambda: self._w3.eth.get_transaction_receipt(tx_hash),  # type: ignore[arg-type]
+            "eth_getTransactionReceipt",
+        )
+        return _tx_result(receipt)
+
+    # ----- events ------------------------------------------------------------------------
+
+    def events(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        from_block: int | None = None,
+        to_block: int | None = None,
+        chunk_blocks: int = LOG_CHUNK_BLOCKS,
+    ) -> list[LedgerEvent]:
+        """Decoded contract events in chain order, read in block ranges of ``chunk_blocks``.
+
+        ``from_block`` defaults to the deployment block, ``to_block`` to the latest block;
+        ``names`` restricts to those events (default: all).
+        """
+        if chunk_blocks < 1:
+            raise ValueError("chunk_blocks must be at least 1")
+        by_topic = self._event_topics
+        wanted = set(names) if names is not None else {n for n, _ in by_topic.values()}
+        unknown = wanted - {n for n, _ in by_topic.values()}
+        if unknown:
+            raise ValueError(f"the contract has no event(s) {sorted(unknown)}")
+        topics = [t for t, (n, _) in by_topic.items() if n in wanted]
+        start = self.deployment_block if from_block is None else from_block
+        end = self.block_number() if to_block is None else to_block
+        found: list[LedgerEvent] = []
+        for low in range(start, end + 1, chunk_blocks):
+            high = min(low + chunk_blocks - 1, end)
+            params: Any = {
+                "address": self.address,
+                "fromBlock": low,
+                "toBlock": high,
+                "topics": [topics],
+            }
+            logs = self._read(partial(self._w3.eth.get_logs, params), "eth_getLogs")
+            for log in logs:
+                name, event = by_topic[_hex(log["topics"][0])]
+                decoded = event().process_log(log)
+                found.append(
+                    LedgerEvent(
+                        name=name,
+                        args={k: _plain(v) for k, v in decoded["args"].items()},
+                        block_number=int(log["blockNumber"]),
+                        tx_hash=_hex(log["transactionHash"]),
+                        log_index=int(log["logIndex"]),
+                    )
+                )
+        found.sort(key=lambda e: (e.block_number, e.log_index))
+        return found
+
+    @cached_property
+    def _event_topics(self) -> dict[str, tuple[str, Any]]:
+        """topic0 → (event name, web3 event class), for decoding logs."""
+        topics: dict[str, tuple[str, Any]] = {}
+        for item in self._contract.abi:
+            if item["type"] == "event":
+                name = str(item["name"])
+                signature = f"{name}({','.join(i['type'] for i in item['inputs'])})"
+                topic = "0x" + keccak256(signature.encode()).hex()
+                topics[topic] = (name, self._contract.events[name])
+        return topics
+
+    # ----- plumbing ----------------------------------------------------------------------
+
+    def _function(self, function: str, args: tuple[Any, ...]) -> Any:
+        """The bound contract function; bad argument types are the caller's ValueError."""
+        from web3.exceptions import MismatchedABI
+
+        try:
+            return self._contract.functions[function](*args)
+        except MismatchedABI as exc:
+            raise ValueError(f"{function}: arguments {args!r} do not fit the contract ABI") from exc
+
+    def _read(self, fn: Callable[[], T], action: str) -> T:
+        with _rpc_errors(self.rpc_url, action):
+            return fn()
+
+    def _call(self, function: str, *args: Any) -> Any:
+        from web3.exceptions import ContractLogicError
+
+        bound = self._function(function, args)
+        with _rpc_errors(self.rpc_url, f"{function}()"):
+            try:
+                return bound.call()
+            except ContractLogicError as exc:
+                raise self._revert(function, exc) from exc
+
+    def _revert(self, function: str, exc: Exception, tx_hash: str | None = None) -> ContractRevert:
+        from web3.exceptions import ContractPanicError
+
+        data = _revert_data(exc)
+        name, args = self._errors.decode(data) if data else (None, {})
+        if name is None and isinstance(exc, ContractPanicError):
+            name = "Panic"
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in args.items())
+        detail = f"{name}({shown})" if name else str(exc)
+        return ContractRevert(
+            f"{function} reverted: {detail}", error_name=name, error_args=args, tx_hash=tx_hash
+        )
+
+    def _transact(self, function: str, *args: Any) -> TxResult:
+        from web3.exceptions import ContractLogicError
+
+        if self._account is None:
+            raise LedgerError(f"{function}: this ledger is read-only (no private key given)")
+        account = self._account
+        call = self._function(function, args)
+        with _rpc_errors(self.rpc_url, function):
+            try:
+                gas = call.estimate_gas({"from": account.address}, block_identifier="pending")
+            except ContractLogicError as exc:
+                raise self._revert(function, exc) from exc
+            sent: dict[str, Any] = {}
+
+            def build(nonce: int) -> Any:
+                params: TxParams = {
+                    "from": account.address,
+                    "nonce": cast("Nonce", nonce),
+                    "chainId": self.chain_id,
+                    # Head-room: a concurrent approval can turn ours into the finalizing one,
+                    # which emits one more event.
+                    "gas": gas * 5 // 4 + 20_000,
+                }
+                tx = call.build_transaction(params)
+                sent.update(tx)
+                return tx
+
+            receipt = _send_and_wait(
+                self._w3,
+                _nonce_slot(self.rpc_url, self.chain_id, account.address),
+                account,
+                build,
+                self._receipt_timeout,
+            )
+        result = _tx_result(receipt)
+        if receipt["status"] != 1:
+            raise self._replay_revert(function, sent, result)
+        return result
+
+    def _replay_revert(self, function: str, tx: Any, result: TxResult) -> ContractRevert:
+        """Find why a mined transaction failed by re-running it on the state its block left.
+
+        A transaction that passed estimation but failed when mined usually lost a race to an
+        earlier one in the same block (e.g. the same approval twice), which that state shows.
+        """
+        from web3.exceptions import ContractLogicError
+
+        call = cast("TxParams", {k: tx[k] for k in ("from", "to", "data", "gas") if k in tx})
+        with _rpc_errors(self.rpc_url, f"replay of {function}"):
+            try:
+                self._w3.eth.call(call, block_identifier=result.block_number)
+            except ContractLogicError as exc:
+                return self._revert(function, exc, tx_hash=result.tx_hash)
+        return ContractRevert(
+            f"{function} reverted on chain (tx {result.tx_hash}, block {result.block_number})",
+            error_name=None,
+            tx_hash=result.tx_hash,
+        )
+
+
+def deploy(
+    rpc_url: str,
+    private_key: str | bytes,
+    *,
+    coordinator: str | None = None,
+    quorum: int = 0,
+    timeout: float = 10.0,
+    receipt_timeout: float = 120.0,
+) -> Deployment:
+    """Deploy the committed contract build and return where it landed.
+
+    ``coordinator`` may be admitted later; ``quorum`` 0 means the default ⌈2n/3⌉.
+    """
+    from eth_account import Account
+
+    artifact = load_artifact()
+    w3 = _connect(rpc_url, timeout)
+    account = Account.from_key(private_key)
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    zero = "0x" + "00" * 20
+    with _rpc_errors(rpc_url, "deploy"):
+        chain_id = int(w3.eth.chain_id)
+        constructor = factory.constructor(coordinator or zero, quorum)
+        receipt = _send_and_wait(
+            w3,
+            _nonce_slot(rpc_url, chain_id, account.address),
+            account,
+            lambda nonce: constructor.build_transaction(
+                {"from": account.address, "nonce": nonce, "chainId": chain_id}
+            ),
+            receipt_timeout,
+        )
+    result = _tx_result(receipt)
+    if receipt["status"] != 1 or receipt["contractAddress"] is None:
+        raise LedgerError(f"deployment transaction {result.tx_hash} failed on {rpc_url}")
+    return Deployment(
+        chain_id=chain_id,
+        address=str(receipt["contractAddress"]),
+        block_number=result.block_number,
+        tx_hash=result.tx_hash,
+        deployer=str(account.address),
+        abi_keccak256=artifact.abi_keccak256,
+        compiler=artifact.compiler,
+        rpc_url=rpc_url,
+    )
+
+
+def _send_and_wait(
+    w3: Web3,
+    slot: _NonceSlot,
+    account: LocalAccount,
+    build: Callable[[int], Any],
+    receipt_timeout: float,
+) -> TxReceipt:
+    """Sign ``build(nonce)`` with the account's next nonce, send it, wait for the receipt.
+
+    The per-account lock covers nonce → sign → send, so one account's transactions get
+    consecutive nonces in call order while the receipt waits run in parallel. On a nonce
+    error (another process used the key) the nonce is re-read and the send retried once;
+    a receipt that never comes also drops the local nonce (the chain may have lost the tx).
+    """
+    from web3.exceptions import TimeExhausted
+
+    tx_hash = _sign_and_send(w3, slot, account, build)
+    try:
+        return w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=receipt_timeout, poll_latency=0.1
+        )
+    except TimeExhausted:
+        with slot.lock:
+            slot.next_nonce = None
+        raise
+
+
+def _sign_and_send(
+    w3: Web3, slot: _NonceSlot, account: LocalAccount, build: Callable[[int], Any]
+) -> HexBytes:
+    from web3.exceptions import Web3RPCError
+
+    with slot.lock:
+        for attempt in (1, 2):
+            if slot.next_nonce is None:
+                slot.next_nonce = w3.eth.get_transaction_count(account.address, "pending")
+            signed = account.sign_transaction(build(slot.next_nonce))
+            try:
+                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Web3RPCError as exc:
+                slot.next_nonce = None
+                if attempt == 1 and "nonce" in str(exc).lower():
+                    continue
+                raise
+            except Exception:
+                slot.next_nonce = None
+                raise
+            slot.next_nonce += 1
+            return tx_hash
+    raise AssertionError("unreachable")
+
+
+def _tx_result(receipt: TxReceipt) -> TxResult:
+    return TxResult(
+        tx_hash=_hex(receipt["transactionHash"]),
+        block_number=int(receipt["blockNumber"]),
+        gas_used=int(receipt["gasUsed"]),
+    )
+
+
+def _address_or_none(value: Any) -> str | None:
+    text = str(value)
+    return None if int(text, 16) == 0 else text
+
+
+def _plain(value: Any) -> Any:
+    """Event arguments as plain Python values (HexBytes → bytes)."""
+    return bytes(value) if isinstance(value, bytes | bytearray) else value
+
+
+def _show(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)

@@ -130,8 +130,7 @@ class ProcessGroup:
     def stop_all(self) -> None:
         """Stop every child, newest first; never raises."""
         for child in reversed(self.children):
-            try:
+            # A child that cannot be stopped must not keep the others running.
+            with contextlib.suppress(Exception):
                 child.stop()
-            except Exception:  # a child that cannot be stopped must not hide the others
-                pass
         self.children.clear()

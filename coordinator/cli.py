@@ -5,7 +5,9 @@ import click
 from protocol.lazycli import LazyGroup
 
 COMMANDS = {
-    "demo": "coordinator.secagg_demo:secagg_demo",
+    "demo": "coordinator.demo:demo",
+    "api": "coordinator.serve_cli:api",
+    "up": "coordinator.serve_cli:up",
     "secagg-demo": "coordinator.secagg_demo:secagg_demo",
     "devnet": "coordinator.chain_cli:devnet",
     "deploy": "coordinator.chain_cli:deploy",

@@ -9,6 +9,7 @@ COMMANDS = {
     "train": "node.commands:train",
     "forget": "node.commands:forget",
     "info": "node.commands:info",
+    "run": "node.run_cli:run",
 }
 
 

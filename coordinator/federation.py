@@ -1,0 +1,355 @@
+"""A whole federation on one machine, from real parts: what `lethe demo` and the tests run.
+
+anvil (dev chain) with the Lethe contract, one Flower SuperLink, one ``lethe-node run``
+(SuperNode + warm ClientApp worker) per node with its own SQLite file and keys, the
+coordinator's Flask API, and the ServerApp submitted with ``flwr run``. Every process is
+on 127.0.0.1 and is stopped by :meth:`LocalFederation.stop`, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from coordinator.config import CoordinatorConfig
+from coordinator.processes import Child, ProcessError, ProcessGroup, free_port, port_open
+from coordinator.queue import CoordinatorDB
+from node.runtime import NodeRunConfig, write_secret
+
+APP_DIR = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class FederationSpec:
+    """Size and data of a local federation; the defaults are the demo's."""
+
+    nodes: int = 3
+    slices: int = 4
+    records_per_node: int | None = 400
+    test_records: int | None = 300
+    federation_id: str = "lethe-demo"
+    exclude_records: tuple[str, ...] = ()
+
+
+@dataclass
+class NodeHandle:
+    """One started node: its config, data and process."""
+
+    index: int
+    address: str
+    config_path: Path
+    config: NodeRunConfig
+    child: Child | None = None
+
+
+class LocalFederation:
+    """Sets up and runs a federation under ``workdir``; reuses what a previous run left."""
+
+    def __init__(
+        self, workdir: Path, spec: FederationSpec | None = None, *,
+        report: Callable[[str], None] = print,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.spec = spec or FederationSpec()
+        self.report = report
+        self.group = ProcessGroup(self.workdir / "logs")
+        self.nodes: list[NodeHandle] = []
+        self.devnet: Any = None
+        self.api_url = ""
+        self.superlink_address = ""
+        self.flwr_home = self.workdir / "flwr"
+        self.coordinator_config_path = self.workdir / "coordinator" / "coordinator.json"
+        self.coordinator_config: CoordinatorConfig | None = None
+        self.db: CoordinatorDB | None = None
+        self.deployment: Any = None
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def _chain(self) -> None:
+        from coordinator.devnet import Devnet, dev_accounts
+        from protocol.ledger import Deployment, Ledger, deploy
+
+        chain_dir = self.workdir / "chain"
+        chain_dir.mkdir(parents=True, exist_ok=True)
+        self.devnet = Devnet(chain_dir / "anvil-state.json", log_file=chain_dir / "anvil.log")
+        self.devnet.start()
+        accounts = dev_accounts(self.spec.nodes + 2)
+        owner, coordinator, node_accounts = accounts[0], accounts[1], accounts[2:]
+        deployment_file = chain_dir / "deployment.json"
+        if deployment_file.exists():
+            self.deployment = Deployment.load(deployment_file)
+        else:
+            self.deployment = deploy(
+                self.devnet.rpc_url, owner.private_key, coordinator=coordinator.address
+            )
+            self.deployment.save(deployment_file)
+            self.report(f"contract deployed at {self.deployment.address} "
+                        f"(tx {self.deployment.tx_hash})")
+        ledger = Ledger(self.devnet.rpc_url, self.deployment.address,
+                        private_key=owner.private_key,
+                        deployment_block=self.deployment.block_number)
+        for account in node_accounts:
+            if not ledger.is_node(account.address):
+                ledger.admit_node(account.address)
+        self._accounts = (coordinator, node_accounts)
+
+    def _test_embeddings(self) -> Callable[[list[str]], Any]:
+        """Embed the shared test split once for all nodes (it is the same texts)."""
+        cache: dict[str, Any] = {}
+
+        def embed(texts: list[str]) -> Any:
+            from node.features import encode
+
+            missing = [t for t in texts if t not in cache]
+            if missing:
+                for text, row in zip(missing, encode(missing, progress=True), strict=True):
+                    cache[text] = row
+            return [cache[t] for t in texts]
+
+        return embed
+
+    def _node(self, index: int, account: Any, embed_test: Callable[[list[str]], Any]) -> None:
+        from node.sisa import SisaNode
+        from node.store import NodeConfig, load_default
+        from protocol.envelope import generate_private_key, private_key_bytes, public_key_bytes
+        from protocol.ledger import Ledger
+
+        spec = self.spec
+        home = self.workdir / f"node-{index}"
+        config_path = home / "node.json"
+        db = home / "node.sqlite"
+        if not config_path.exists():
+            write_secret(home / "eth.key", account.private_key.encode())
+            write_secret(home / "x25519.key", private_key_bytes(generate_private_key()))
+            node_config = NodeConfig(spec.federation_id, f"node-{index}", slices=spec.slices)
+            data = load_default((index, spec.nodes), limit=spec.records_per_node,
+                                test_limit=spec.test_records)
+            train = [r for r in data.train if r.id not in spec.exclude_records]
+            self.report(f"node-{index}: embedding {len(train)} records")
+            with SisaNode.create(db, node_config) as node:
+                node.ingest(train)
+                node.ingest_test(data.test, embed=embed_test, progress=False)
+            run_config = NodeRunConfig(
+                federation_id=spec.federation_id, name=f"node-{index}", db=str(db),
+                eth_key_file=str(home / "eth.key"), x25519_key_file=str(home / "x25519.key"),
+                rpc_url=self.devnet.rpc_url, contract=self.deployment.address,
+                store=str(self.workdir / "store"),
+                deployment_block=self.deployment.block_number,
+            )
+            run_config.save(config_path)
+        run_config = NodeRunConfig.load(config_path)
+        if run_config.rpc_url != self.devnet.rpc_url:  # anvil restarted on another port
+            run_config = NodeRunConfig(**{**run_config.__dict__, "rpc_url": self.devnet.rpc_url})
+            run_config.save(config_path)
+        from node.runtime import NodeRuntime
+
+        runtime = NodeRuntime(run_config)
+        ledger = Ledger(run_config.rpc_url, run_config.contract, private_key=runtime.eth_key)
+        public = public_key_bytes(runtime.x25519_key)
+        if ledger.node_key(runtime.address) != public:
+            tx = ledger.register_key(public)
+            self.report(f"node-{index}: share key registered on chain (tx {tx.tx_hash})")
+        self.nodes.append(NodeHandle(index, runtime.address, config_path, run_config))
+
+    def _coordinator_config(self) -> None:
+        home = self.workdir / "coordinator"
+        coordinator, _ = self._accounts
+        if not (home / "api.token").exists():
+            write_secret(home / "coordinator.key", coordinator.private_key.encode())
+            write_secret(home / "api.token", secrets.token_urlsafe(24).encode())
+        self.coordinator_config = CoordinatorConfig(
+            federation_id=self.spec.federation_id, rpc_url=self.devnet.rpc_url,
+            contract=self.deployment.address, coordinator_key_file=str(home / "coordinator.key"),
+            store=str(self.workdir / "store"), db=str(home / "coordinator.sqlite"),
+            api_token_file=str(home / "api.token"), slices=self.spec.slices,
+            min_nodes=2,
+            deployment_block=self.deployment.block_number,
+        )
+        self.coordinator_config.save(self.coordinator_config_path)
+        self.db = CoordinatorDB(Path(self.coordinator_config.db))
+
+    def prepare(self) -> None:
+        """Chain, contract, node data and keys, configs: everything before any Flower process."""
+        self._chain()
+        embed_test = self._test_embeddings()
+        _, node_accounts = self._accounts
+        for index, account in enumerate(node_accounts, start=1):
+            self._node(index, account, embed_test)
+        self._coordinator_config()
+
+    # -- processes ----------------------------------------------------------------------
+
+    def _superlink(self) -> None:
+        port = free_port()
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        self.superlink_address = f"127.0.0.1:{port}"
+        (self.flwr_home / "config.toml").write_text(
+            '[superlink]\ndefault = "lethe"\n\n[superlink.lethe]\n'
+            f'address = "{self.superlink_address}"\ninsecure = true\n'
+        )
+        child = self.group.start(
+            "superlink",
+            [str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+             "--host", "127.0.0.1", "--port", str(port),
+             "--database", str(self.flwr_home / "superlink.db")],
+            env=_env(FLWR_HOME=str(self.flwr_home)),
+        )
+        self.group.wait_until(child, lambda: port_open(port), timeout=60, what="SuperLink port")
+
+    def start_node(self, node: NodeHandle) -> None:
+        """Start (or restart) one node's SuperNode and worker."""
+        node.child = self.group.start(
+            node.config.name,
+            [str(BIN / "lethe-node"), "run", "--config", str(node.config_path),
+             "--superlink", self.superlink_address, "--insecure"],
+            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
+        )
+
+    def _api(self) -> None:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        child = self.group.start(
+            "api",
+            [str(BIN / "lethe"), "api", "--config", str(self.coordinator_config_path),
+             "--host", "127.0.0.1", "--port", str(port)],
+        )
+        self.group.wait_until(child, lambda: port_open(port), timeout=60, what="API port")
+
+    def _submit_run(self) -> None:
+        result = subprocess.run(
+            [str(BIN / "flwr"), "run", str(APP_DIR), "lethe", "--format", "json",
+             "--run-config", f'coordinator-config="{self.coordinator_config_path}"'],
+            env=_env(FLWR_HOME=str(self.flwr_home)),
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        if result.returncode != 0:
+            raise ProcessError(f"flwr run failed:\n{result.stdout}\n{result.stderr}")
+        self.report("ServerApp submitted to the SuperLink")
+
+    def start(self) -> None:
+        """Start SuperLink, nodes, API and the ServerApp."""
+        assert self.db is not None, "call prepare() first"
+        self.db.set_control("stop", "0")
+        self.db.set_control("stopped", "0")
+        self._superlink()
+        for node in self.nodes:
+            self.start_node(node)
+        self._api()
+        self._submit_run()
+
+    def up(self) -> None:
+        """prepare() then start(); stops everything if any step fails."""
+        try:
+            self.prepare()
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- use ----------------------------------------------------------------------------
+
+    def api_token(self) -> str:
+        """The bearer token of the coordinator API."""
+        assert self.coordinator_config is not None
+        return self.coordinator_config.api_token()
+
+    def wait_rounds(self, count: int, timeout: float = 600.0,
+                    on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Wait until ``count`` rounds are finalized, calling ``on_round`` for each new one."""
+        assert self.db is not None
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rounds = [r for r in self.db.list_rounds() if r["state"] == "finalized"]
+            for r in rounds:
+                if r["round"] not in seen:
+                    seen.add(r["round"])
+                    if on_round:
+                        on_round(r)
+            if len(rounds) >= count:
+                return rounds
+            self._check_alive()
+            time.sleep(0.3)
+        raise ProcessError(f"fewer than {count} rounds finalized within {timeout:.0f} s; "
+                           f"see {self.group.log_dir}")
+
+    def forget(self, record_id: str, request_id: str | None = None) -> dict[str, Any]:
+        """POST /forget over HTTP, as a data subject's agent would."""
+        body: dict[str, Any] = {"record_id": record_id}
+        if request_id:
+            body["request_id"] = request_id
+        res = requests.post(f"{self.api_url}/forget", json=body, timeout=10,
+                            headers={"Authorization": f"Bearer {self.api_token()}"})
+        if res.status_code not in (200, 202):
+            raise ProcessError(f"POST /forget → {res.status_code}: {res.text}")
+        return dict(res.json())
+
+    def follow(self, request_id: str, timeout: float = 300.0,
+               on_state: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll GET /forget/<id> until completed or failed."""
+        last = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = requests.get(f"{self.api_url}/forget/{request_id}", timeout=10).json()
+            if state["state"] != last:
+                last = state["state"]
+                if on_state:
+                    on_state(state)
+            if state["state"] in ("completed", "failed"):
+                return dict(state)
+            self._check_alive()
+            time.sleep(0.2)
+        raise ProcessError(f"request {request_id} not done within {timeout:.0f} s")
+
+    def _check_alive(self) -> None:
+        for child in self.group.children:
+            if child.name in ("superlink", "api") and not child.alive():
+                raise ProcessError(f"{child.name} died; see {child.log}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask the ServerApp to stop, then stop every process this federation started."""
+        if self.db is not None and self.group.children:
+            self.db.set_control("stop", "1")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.db.get_control("stopped") != "1":
+                if not any(c.name == "superlink" and c.alive() for c in self.group.children):
+                    break
+                time.sleep(0.2)
+        self.group.stop_all()
+        if self.devnet is not None:
+            self.devnet.stop()
+            self.devnet = None
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """This environment, with this interpreter's bin directory first on PATH.
+
+    Flower's SuperLink starts ``flower-superexec`` and ``flwr-serverapp`` by name.
+    """
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def describe(federation: LocalFederation) -> str:
+    """A JSON summary of where everything runs (for `lethe up`)."""
+    return json.dumps({
+        "rpc_url": federation.devnet.rpc_url if federation.devnet else None,
+        "contract": federation.deployment.address if federation.deployment else None,
+        "superlink": federation.superlink_address,
+        "api": federation.api_url,
+        "store": str(federation.workdir / "store"),
+        "nodes": [{"name": n.config.name, "address": n.address} for n in federation.nodes],
+    }, indent=2)

@@ -1,0 +1,77 @@
+"""`lethe api` and `lethe up`: run the coordinator API, or a whole local federation."""
+
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from coordinator.config import CoordinatorConfig
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              required=True, help="The coordinator's coordinator.json.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+def api(config_path: str, host: str, port: int) -> None:
+    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer)."""
+    from werkzeug.serving import run_simple
+
+    from coordinator.api import create_app
+    from coordinator.queue import CoordinatorDB
+
+    config = CoordinatorConfig.load(config_path)
+    db = CoordinatorDB(Path(config.db))
+    app = create_app(db, token=config.api_token(), federation_id=config.federation_id,
+                     explorer=_explorer(config, db))
+    run_simple(host, port, app, threaded=True)
+
+
+def _explorer(config: CoordinatorConfig, db: object):  # type: ignore[no-untyped-def]
+    """The explorer page renderer, if the audit module is installed."""
+    try:
+        from coordinator.explorer import render_explorer
+    except ImportError:
+        return None
+    from protocol.ledger import Ledger
+    from protocol.store import open_store
+
+    def render() -> str:
+        ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
+        return render_explorer(ledger, open_store(config.store), db)  # type: ignore[arg-type]
+
+    return render
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(file_okay=False), default=".lethe/federation",
+              show_default=True, help="Where chain state, node data and logs live.")
+@click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True)
+@click.option("--records-per-node", type=click.IntRange(10), default=400, show_default=True)
+@click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True)
+def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
+    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API)."""
+    from coordinator.federation import FederationSpec, LocalFederation, describe
+
+    federation = LocalFederation(
+        Path(workdir),
+        FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
+    )
+    federation.up()
+    click.echo(describe(federation))
+    click.echo(f"API token: {federation.api_token()}  (Ctrl-C stops everything)")
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        click.echo("stopping the federation …")
+        federation.stop()

@@ -1,0 +1,50 @@
+"""The coordinator's Flower ServerApp: secure rounds, then forget requests until stopped.
+
+The run config names the coordinator's JSON config (``coordinator-config``); the loop
+ends when the ``stop`` control flag is set in the coordinator database (``lethe stop``
+or the demo's shutdown), so a forget request is never cut off mid-way by a kill.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.config import CoordinatorConfig
+from coordinator.queue import CoordinatorDB
+from coordinator.rounds import Coordinator
+from coordinator.transport import FlowerTransport, tune_object_pulls
+
+app = ServerApp()
+
+
+def _report(line: str) -> None:
+    print(f"[lethe] {line}", flush=True)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the federation described by the run config's ``coordinator-config`` file."""
+    from protocol.ledger import Ledger
+    from protocol.store import open_store
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="[lethe] %(message)s")
+    config = CoordinatorConfig.load(str(context.run_config["coordinator-config"]))
+    tune_object_pulls(config.poll_s)
+    db = CoordinatorDB(Path(config.db))
+    db.set_control("stopped", "0")
+    ledger = Ledger(
+        config.rpc_url, config.contract, private_key=config.coordinator_key(),
+        deployment_block=config.deployment_block,
+    )
+    coordinator = Coordinator(
+        config, FlowerTransport(grid, poll_s=config.poll_s), ledger, open_store(config.store),
+        db, report=_report,
+    )
+    try:
+        coordinator.serve(stop=lambda: db.get_control("stop") == "1")
+    finally:
+        db.set_control("stopped", "1")
+        _report("coordinator stopped")

@@ -1,0 +1,135 @@
+"""A node's run-time identity and connections: its SQLite store, keys, chain and content store.
+
+Everything a ClientApp message needs is named by one JSON file (``node.json``) that the
+SuperNode passes in ``--node-config lethe-config=PATH``; no state lives in the ClientApp
+process itself, so a message may be handled by a fresh process or by the warm worker,
+which merely caches the opened handles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from node.store import NodeError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from node.sisa import SisaNode
+    from protocol.ledger import Ledger
+    from protocol.store import ContentStore
+
+CONFIG_KEY = "lethe-config"
+
+
+@dataclass(frozen=True)
+class NodeRunConfig:
+    """Where a node's data and keys are, and which chain, contract and store it uses."""
+
+    federation_id: str
+    name: str
+    db: str
+    eth_key_file: str
+    x25519_key_file: str
+    rpc_url: str
+    contract: str
+    store: str
+    deployment_block: int = 0
+
+    def save(self, path: Path) -> None:
+        """Write the config as JSON, readable only by its owner (it names key files)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.chmod(path, 0o600)
+
+    @classmethod
+    def load(cls, path: Path | str) -> NodeRunConfig:
+        """Read a config; NodeError says which file and what is wrong."""
+        try:
+            data: dict[str, Any] = json.loads(Path(path).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise NodeError(f"cannot read node config {path}: {exc}") from exc
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write key material with owner-only permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+class NodeRuntime:
+    """Lazily opened handles for one node; cheap to create, cached by the warm worker."""
+
+    def __init__(self, config: NodeRunConfig) -> None:
+        self.config = config
+
+    @cached_property
+    def eth_key(self) -> str:
+        """The node's Ethereum private key (hex): signs transactions, leaves, certificates."""
+        return Path(self.config.eth_key_file).read_text().strip()
+
+    @cached_property
+    def address(self) -> str:
+        """The node's checksummed Ethereum address."""
+        from eth_account import Account
+
+        return str(Account.from_key(self.eth_key).address)
+
+    @cached_property
+    def x25519_key(self) -> X25519PrivateKey:
+        """The node's X25519 key: receives secret shares."""
+        from protocol.envelope import load_private_key
+
+        return load_private_key(Path(self.config.x25519_key_file).read_bytes())
+
+    @cached_property
+    def public_key(self) -> bytes:
+        """Raw 32-byte X25519 public key, as registered on chain."""
+        from protocol.envelope import public_key_bytes
+
+        return public_key_bytes(self.x25519_key)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The Lethe contract, signing with the node's own key."""
+        from protocol.ledger import Ledger
+
+        return Ledger(
+            self.config.rpc_url,
+            self.config.contract,
+            private_key=self.eth_key,
+            deployment_block=self.config.deployment_block,
+        )
+
+    @cached_property
+    def store(self) -> ContentStore:
+        """Where certificates are put and global models are fetched."""
+        from protocol.store import open_store
+
+        return open_store(self.config.store)
+
+    def sisa(self) -> SisaNode:
+        """Open the node's SISA store (completing any forget a crash interrupted)."""
+        from node.sisa import SisaNode
+
+        return SisaNode.open(self.config.db)
+
+
+_RUNTIMES: dict[str, NodeRuntime] = {}
+
+
+def runtime_for(config_path: str) -> NodeRuntime:
+    """The runtime named by ``config_path``, cached per process."""
+    if not config_path:
+        raise NodeError(f"the SuperNode was started without --node-config {CONFIG_KEY}=PATH")
+    if config_path not in _RUNTIMES:
+        _RUNTIMES[config_path] = NodeRuntime(NodeRunConfig.load(config_path))
+    return _RUNTIMES[config_path]

@@ -1,0 +1,243 @@
+"""What a node does at each message stage (DESIGN §4, §7), independent of the transport.
+
+Each handler takes the node's runtime and the coordinator's payload and returns the
+reply payload. The node trusts the coordinator for nothing it can check itself: it
+takes share keys and its x-coordinate from the chain, refuses a threshold below the
+default for the roster size, re-checks its own commitment before sharing and before
+approving, and fetches the global model by CID to compare hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from node.store import NodeError
+from protocol.commitments import record_commitment, sign_leaf, update_leaf
+from protocol.errors import LedgerError, ProtocolError
+from protocol.hashing import keccak256
+from protocol.messages import AGGREGATE, APPROVE, FORGET, SHARE, TRAIN, Payload
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from node.runtime import NodeRuntime
+    from node.sisa import NodeModel, SisaNode
+    from protocol.secure_sum import Roster
+
+logger = logging.getLogger("lethe.node")
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+@dataclass(frozen=True)
+class RoundHeader:
+    """The fields every round stage carries."""
+
+    federation_id: str
+    round: int
+    through_slice: int | None
+
+    @classmethod
+    def parse(cls, rt: NodeRuntime, payload: Payload) -> RoundHeader:
+        payload.require("federation_id", "round")
+        fed = str(payload.header["federation_id"])
+        if fed != rt.config.federation_id:
+            raise ProtocolError(f"message for federation {fed!r}, this node is in "
+                                f"{rt.config.federation_id!r}")
+        through = payload.header.get("through_slice")
+        return cls(fed, int(payload.header["round"]), None if through is None else int(through))
+
+
+def _model(node: SisaNode, through_slice: int | None) -> NodeModel:
+    return node.model(through_slice)
+
+
+def _checked_roster(rt: NodeRuntime, payload: Payload, head: RoundHeader) -> Roster:
+    """The round's roster, re-checked against the chain and the default threshold."""
+    from protocol.secure_sum import Roster, default_threshold
+
+    if "roster" not in payload.blobs:
+        raise ProtocolError("stage carries no roster")
+    roster = Roster.from_bytes(payload.blobs["roster"])
+    if (roster.federation_id, roster.round) != (head.federation_id, head.round):
+        raise ProtocolError("roster is for another federation or round")
+    if roster.threshold < default_threshold(roster.n):
+        raise ProtocolError(
+            f"threshold {roster.threshold} is below ⌊n/2⌋+1 = {default_threshold(roster.n)}: "
+            "a lowered threshold would let fewer colluders read this node's model"
+        )
+    on_chain = {entry.address.lower(): (index + 1, entry.key)
+                for index, entry in enumerate(rt.ledger.roster())}
+    for member in roster.members:
+        expected = on_chain.get(member.node_id.lower())
+        if expected is None or expected != (member.x, member.public_key):
+            raise ProtocolError(f"roster entry {member.node_id} does not match the chain")
+    roster.member(rt.address)
+    return roster
+
+
+def handle_train(rt: NodeRuntime, payload: Payload) -> Payload:
+    """Train through the requested slice; commit to the model with a signed leaf."""
+    head = RoundHeader.parse(rt, payload)
+    with rt.sisa() as node:
+        node.train(on_slice=None)
+        model = _model(node, head.through_slice)
+        ids = node.store.record_ids()
+        accuracy = node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
+    leaf = update_leaf(head.federation_id, head.round, rt.address, model.hash, model.n_samples)
+    commitments = b"".join(record_commitment(head.federation_id, rid) for rid in ids)
+    return Payload(
+        {
+            "address": rt.address,
+            "public_key": _hex(rt.public_key),
+            "model_hash": model.hash_hex,
+            "n_samples": model.n_samples,
+            "signature": sign_leaf(leaf, rt.eth_key),
+            "local_accuracy": accuracy,
+        },
+        {"records": commitments},
+    )
+
+
+def handle_share(rt: NodeRuntime, payload: Payload) -> Payload:
+    """Shamir-share n_i/N · w_i to the roster, one sealed envelope per recipient."""
+    from protocol.field import FixedPoint
+    from protocol.secure_sum import make_shares
+
+    head = RoundHeader.parse(rt, payload)
+    payload.require("model_hash", "n_total", "clip", "frac_bits")
+    roster = _checked_roster(rt, payload, head)
+    fixed_point = FixedPoint(float(payload.header["clip"]), int(payload.header["frac_bits"]))
+    fixed_point.check_parties(roster.n)
+    with rt.sisa() as node:
+        model = _model(node, head.through_slice)
+    if model.hash_hex != payload.header["model_hash"]:
+        raise ProtocolError("asked to share a model other than the one this node committed to")
+    n_total = int(payload.header["n_total"])
+    if not 0 < model.n_samples <= n_total:
+        raise ProtocolError(f"n_total {n_total} cannot include this node's {model.n_samples}")
+    envelopes = make_shares(
+        roster, rt.address, rt.x25519_key, model.vector,
+        weight=model.n_samples / n_total, fixed_point=fixed_point,
+    )
+    return Payload({"address": rt.address}, {f"env:{k}": v for k, v in envelopes.items()})
+
+
+def handle_aggregate(rt: NodeRuntime, payload: Payload) -> Payload:
+    """Open the envelopes addressed to this node and reply their sum, signed."""
+    from protocol.secure_sum import open_and_sum
+
+    head = RoundHeader.parse(rt, payload)
+    payload.require("senders")
+    roster = _checked_roster(rt, payload, head)
+    envelopes = {k[4:]: v for k, v in payload.blobs.items() if k.startswith("env:")}
+    summed = open_and_sum(
+        roster, rt.address, rt.x25519_key, envelopes, senders=list(payload.header["senders"])
+    )
+    data = summed.to_bytes()
+    return Payload(
+        {"address": rt.address, "signature": sign_leaf(keccak256(data), rt.eth_key)},
+        {"summed_share": data},
+    )
+
+
+def handle_approve(rt: NodeRuntime, payload: Payload) -> Payload:
+    """Check the proposal against this node's own commitment and the stored bytes; approve."""
+    from protocol.manifest import RoundManifest
+    from protocol.model import vector_from_bytes
+
+    head = RoundHeader.parse(rt, payload)
+    payload.require("model_cid", "model_hash", "updates_root", "manifest_cid")
+    manifest = RoundManifest.from_bytes(rt.store.get(str(payload.header["manifest_cid"])))
+    if (manifest.federation_id, manifest.round) != (head.federation_id, head.round):
+        raise ProtocolError("manifest is for another federation or round")
+    if _hex(manifest.updates_root()) != payload.header["updates_root"]:
+        raise ProtocolError("updates root does not match the manifest's updates")
+    mine = manifest.update_of(rt.address)
+    with rt.sisa() as node:
+        model = _model(node, head.through_slice)
+        if mine is None or mine.model_hash != model.hash_hex:
+            raise ProtocolError("this node's commitment is missing from the round or altered")
+        if mine.signer(head.federation_id, head.round).lower() != rt.address.lower():
+            raise ProtocolError("this node's update in the manifest is not signed by it")
+        global_bytes = rt.store.get(str(payload.header["model_cid"]))
+        if _hex(keccak256(global_bytes)) != payload.header["model_hash"] or (
+            manifest.global_model_hash != payload.header["model_hash"]
+        ):
+            raise ProtocolError("the global model's bytes do not hash to the proposed hash")
+        accuracy = (
+            node.test_accuracy(vector_from_bytes(global_bytes))
+            if node.store.counts().get("test_records") else None
+        )
+    try:
+        tx = rt.ledger.approve_round(head.round).tx_hash
+    except LedgerError as exc:
+        if getattr(exc, "error_name", None) != "AlreadyApproved":
+            raise
+        tx = None
+    return Payload({"address": rt.address, "approved": True, "tx_hash": tx, "accuracy": accuracy})
+
+
+def handle_forget(rt: NodeRuntime, payload: Payload) -> Payload:
+    """Forget the named records this node holds, store signed certificates, certify on chain.
+
+    Requests for records held elsewhere get no entry: the node's models are untouched.
+    """
+    payload.require("federation_id", "requests")
+    if payload.header["federation_id"] != rt.config.federation_id:
+        raise ProtocolError("forget request for another federation")
+    requests = [(str(r["request_id"]), str(r["record_id"])) for r in payload.header["requests"]]
+    with rt.sisa() as node:
+        held = node.store.locate([rid for _, rid in requests])
+        done = {req for req, _ in requests if node.forget_result(req) is not None}
+        mine = [(req, rid) for req, rid in requests if rid in held or req in done]
+        if not mine:
+            return Payload({"address": rt.address, "results": []})
+        fresh = [(req, rid) for req, rid in mine if req not in done]
+        if fresh:
+            node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
+        results = [_certify(rt, node, request_id) for request_id, _ in mine]
+    return Payload({"address": rt.address, "results": results})
+
+
+def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> dict[str, Any]:
+    """Sign, store and certify on chain one request's certificate (idempotent on retry)."""
+    result = node.forget_result(request_id)
+    if result is None:
+        raise NodeError(f"no forget result for request {request_id}")
+    chain_id = keccak256(request_id.encode())
+    from protocol.ledger import ForgetState
+
+    if rt.ledger.forget_state(chain_id).state >= ForgetState.CERTIFIED:
+        # Certified before a crash or a lost reply: report what the chain already holds.
+        event = next(
+            e for e in rt.ledger.events(["ForgetCertified"])
+            if bytes(e.args["requestId"]) == chain_id
+        )
+        cid, tx = str(event.args["certificateCid"]), event.tx_hash
+    else:
+        certificate = result.certificate(request_id).signed(rt.eth_key)
+        cid = rt.store.put(certificate.to_bytes())
+        tx = rt.ledger.certify_forget(
+            chain_id, cid, bytes.fromhex(result.model_hash_after.removeprefix("0x"))
+        ).tx_hash
+    return {
+        "request_id": request_id,
+        "certificate_cid": cid,
+        "certify_tx": tx,
+        "new_model_hash": result.model_hash_after,
+        "n_samples_after": result.n_samples_after,
+    }
+
+
+HANDLERS: dict[str, Callable[[NodeRuntime, Payload], Payload]] = {
+    TRAIN: handle_train,
+    SHARE: handle_share,
+    AGGREGATE: handle_aggregate,
+    APPROVE: handle_approve,
+    FORGET: handle_forget,
+}

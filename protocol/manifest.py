@@ -1,0 +1,106 @@
+"""The round manifest: what a finalized round consisted of, stored by CID and named on chain.
+
+``proposeRound`` puts the manifest's CID, the global model's CID and keccak256 hash, and
+``updatesRoot`` on chain. The manifest lists every node update of the round (address,
+model hash, sample count, EIP-191 signature over its :func:`update_leaf`), in the order
+of the Merkle tree whose root is ``updatesRoot`` (sorted by address), plus the roster,
+threshold, who answered each stage and who dropped out. With it and the chain's events
+anyone can re-check a round without trusting the coordinator.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from protocol.canonical import canonical_json
+from protocol.commitments import recover_leaf_signer, update_leaf
+from protocol.errors import ProtocolError
+from protocol.merkle import merkle_proof, merkle_root
+
+SCHEMA = "lethe.manifest.v1"
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    """One node's signed commitment to the model it contributed to a round."""
+
+    address: str
+    model_hash: str
+    n_samples: int
+    signature: str
+
+    def leaf(self, federation_id: str, round_no: int) -> bytes:
+        """The Merkle leaf of this update."""
+        return update_leaf(
+            federation_id, round_no, self.address, bytes.fromhex(self.model_hash[2:]),
+            self.n_samples,
+        )
+
+    def signer(self, federation_id: str, round_no: int) -> str:
+        """Address that signed this update's leaf."""
+        return recover_leaf_signer(self.leaf(federation_id, round_no), self.signature)
+
+
+@dataclass(frozen=True)
+class RoundManifest:
+    """Everything about one round that is public; canonical JSON, stored by CID."""
+
+    federation_id: str
+    round: int
+    threshold: int
+    roster: list[dict[str, Any]]
+    updates: list[NodeUpdate]
+    responders: dict[str, list[str]]
+    dropped: list[str]
+    global_model_cid: str
+    global_model_hash: str
+    n_total: int
+    fixed_point: dict[str, Any]
+    forget_requests: list[str] = field(default_factory=list)
+    schema: str = SCHEMA
+
+    def __post_init__(self) -> None:
+        addresses = [u.address.lower() for u in self.updates]
+        if addresses != sorted(addresses) or len(set(addresses)) != len(addresses):
+            raise ProtocolError("manifest updates must be sorted by address, one per node")
+
+    def leaves(self) -> list[bytes]:
+        """The update leaves, in tree order."""
+        return [u.leaf(self.federation_id, self.round) for u in self.updates]
+
+    def updates_root(self) -> bytes:
+        """Merkle root of the update leaves: the round's ``updatesRoot`` on chain."""
+        return merkle_root(self.leaves())
+
+    def proof_for(self, address: str) -> tuple[int, list[bytes]]:
+        """Index and inclusion proof of one node's update."""
+        for index, update in enumerate(self.updates):
+            if update.address.lower() == address.lower():
+                return index, merkle_proof(self.leaves(), index)
+        raise ProtocolError(f"no update from {address} in round {self.round}")
+
+    def update_of(self, address: str) -> NodeUpdate | None:
+        """The update a node contributed, if any."""
+        return next((u for u in self.updates if u.address.lower() == address.lower()), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON object."""
+        return asdict(self)
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes: what is stored and named by CID."""
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RoundManifest:
+        """Parse stored bytes; ProtocolError on anything that is not a v1 manifest."""
+        try:
+            raw = json.loads(data)
+            if raw.get("schema") != SCHEMA:
+                raise ProtocolError(f"not a {SCHEMA} document")
+            raw["updates"] = [NodeUpdate(**u) for u in raw["updates"]]
+            return cls(**raw)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise ProtocolError(f"malformed round manifest: {exc}") from exc

@@ -20,8 +20,9 @@ def _short(value: str | None) -> str:
 
 def _print_round(r: dict[str, Any]) -> None:
     acc = "n/a" if r.get("accuracy") is None else f"{r['accuracy']:.3f}"
-    label = ("all slices" if r.get("through_slice") is None
-             else f"slices 1..{r['through_slice'] + 1}")
+    label = (
+        "all slices" if r.get("through_slice") is None else f"slices 1..{r['through_slice'] + 1}"
+    )
     answered = r.get("responders", {}).get("aggregate", [])
     click.echo(
         f"  round {r['round']:>2} ({label}): accuracy {acc} | {len(answered)} nodes answered, "
@@ -43,8 +44,13 @@ def _pick_record(federation: Any) -> str:
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False), default=".lethe/demo",
-              show_default=True, help="Chain state, node data, store and logs.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=".lethe/demo",
+    show_default=True,
+    help="Chain state, node data, store and logs.",
+)
 @click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True)
 @click.option("--records-per-node", type=click.IntRange(10), default=400, show_default=True)
 @click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True)
@@ -60,15 +66,18 @@ def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bo
     if fresh and path.exists():
         shutil.rmtree(path)
     federation = LocalFederation(
-        path, FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
+        path,
+        FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
         report=lambda line: click.echo(f"  {line}"),
     )
     click.echo(f"== Lethe demo: {nodes} nodes, {records_per_node} records each, {slices} slices")
     click.echo("-- setting up chain, contract, node data and keys")
     try:
         federation.up()
-        click.echo(f"-- federation running: SuperLink {federation.superlink_address}, "
-                   f"API {federation.api_url}, logs in {federation.group.log_dir}")
+        click.echo(
+            f"-- federation running: SuperLink {federation.superlink_address}, "
+            f"API {federation.api_url}, logs in {federation.group.log_dir}"
+        )
         click.echo("-- secure rounds (one per slice; nodes approve on chain with their own keys)")
         federation.wait_rounds(slices, on_round=_print_round)
 
@@ -119,8 +128,11 @@ def _audit(federation: Any) -> None:
     from protocol.ledger import Ledger
     from protocol.store import LocalStore
 
-    ledger = Ledger(federation.devnet.rpc_url, federation.deployment.address,
-                    deployment_block=federation.deployment.block_number)
+    ledger = Ledger(
+        federation.devnet.rpc_url,
+        federation.deployment.address,
+        deployment_block=federation.deployment.block_number,
+    )
     report = audit(ledger, LocalStore(federation.workdir / "store"))
     click.echo("-- audit (chain events + content store only)")
     for line in report.lines:

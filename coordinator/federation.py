@@ -57,7 +57,10 @@ class LocalFederation:
     """Sets up and runs a federation under ``workdir``; reuses what a previous run left."""
 
     def __init__(
-        self, workdir: Path, spec: FederationSpec | None = None, *,
+        self,
+        workdir: Path,
+        spec: FederationSpec | None = None,
+        *,
         report: Callable[[str], None] = print,
     ) -> None:
         self.workdir = Path(workdir).resolve()
@@ -94,11 +97,15 @@ class LocalFederation:
                 self.devnet.rpc_url, owner.private_key, coordinator=coordinator.address
             )
             self.deployment.save(deployment_file)
-            self.report(f"contract deployed at {self.deployment.address} "
-                        f"(tx {self.deployment.tx_hash})")
-        ledger = Ledger(self.devnet.rpc_url, self.deployment.address,
-                        private_key=owner.private_key,
-                        deployment_block=self.deployment.block_number)
+            self.report(
+                f"contract deployed at {self.deployment.address} (tx {self.deployment.tx_hash})"
+            )
+        ledger = Ledger(
+            self.devnet.rpc_url,
+            self.deployment.address,
+            private_key=owner.private_key,
+            deployment_block=self.deployment.block_number,
+        )
         for account in node_accounts:
             if not ledger.is_node(account.address):
                 ledger.admit_node(account.address)
@@ -133,17 +140,22 @@ class LocalFederation:
             write_secret(home / "eth.key", account.private_key.encode())
             write_secret(home / "x25519.key", private_key_bytes(generate_private_key()))
             node_config = NodeConfig(spec.federation_id, f"node-{index}", slices=spec.slices)
-            data = load_default((index, spec.nodes), limit=spec.records_per_node,
-                                test_limit=spec.test_records)
+            data = load_default(
+                (index, spec.nodes), limit=spec.records_per_node, test_limit=spec.test_records
+            )
             train = [r for r in data.train if r.id not in spec.exclude_records]
             self.report(f"node-{index}: embedding {len(train)} records")
             with SisaNode.create(db, node_config) as node:
                 node.ingest(train)
                 node.ingest_test(data.test, embed=embed_test, progress=False)
             run_config = NodeRunConfig(
-                federation_id=spec.federation_id, name=f"node-{index}", db=str(db),
-                eth_key_file=str(home / "eth.key"), x25519_key_file=str(home / "x25519.key"),
-                rpc_url=self.devnet.rpc_url, contract=self.deployment.address,
+                federation_id=spec.federation_id,
+                name=f"node-{index}",
+                db=str(db),
+                eth_key_file=str(home / "eth.key"),
+                x25519_key_file=str(home / "x25519.key"),
+                rpc_url=self.devnet.rpc_url,
+                contract=self.deployment.address,
                 store=str(self.workdir / "store"),
                 deployment_block=self.deployment.block_number,
             )
@@ -169,10 +181,14 @@ class LocalFederation:
             write_secret(home / "coordinator.key", coordinator.private_key.encode())
             write_secret(home / "api.token", secrets.token_urlsafe(24).encode())
         self.coordinator_config = CoordinatorConfig(
-            federation_id=self.spec.federation_id, rpc_url=self.devnet.rpc_url,
-            contract=self.deployment.address, coordinator_key_file=str(home / "coordinator.key"),
-            store=str(self.workdir / "store"), db=str(home / "coordinator.sqlite"),
-            api_token_file=str(home / "api.token"), slices=self.spec.slices,
+            federation_id=self.spec.federation_id,
+            rpc_url=self.devnet.rpc_url,
+            contract=self.deployment.address,
+            coordinator_key_file=str(home / "coordinator.key"),
+            store=str(self.workdir / "store"),
+            db=str(home / "coordinator.sqlite"),
+            api_token_file=str(home / "api.token"),
+            slices=self.spec.slices,
             min_nodes=2,
             deployment_block=self.deployment.block_number,
         )
@@ -200,9 +216,17 @@ class LocalFederation:
         )
         child = self.group.start(
             "superlink",
-            [str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-             "--host", "127.0.0.1", "--port", str(port),
-             "--database", str(self.flwr_home / "superlink.db")],
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--database",
+                str(self.flwr_home / "superlink.db"),
+            ],
             env=_env(FLWR_HOME=str(self.flwr_home)),
         )
         self.group.wait_until(child, lambda: port_open(port), timeout=60, what="SuperLink port")
@@ -211,8 +235,15 @@ class LocalFederation:
         """Start (or restart) one node's SuperNode and worker."""
         node.child = self.group.start(
             node.config.name,
-            [str(BIN / "lethe-node"), "run", "--config", str(node.config_path),
-             "--superlink", self.superlink_address, "--insecure"],
+            [
+                str(BIN / "lethe-node"),
+                "run",
+                "--config",
+                str(node.config_path),
+                "--superlink",
+                self.superlink_address,
+                "--insecure",
+            ],
             env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
         )
 
@@ -221,17 +252,36 @@ class LocalFederation:
         self.api_url = f"http://127.0.0.1:{port}"
         child = self.group.start(
             "api",
-            [str(BIN / "lethe"), "api", "--config", str(self.coordinator_config_path),
-             "--host", "127.0.0.1", "--port", str(port)],
+            [
+                str(BIN / "lethe"),
+                "api",
+                "--config",
+                str(self.coordinator_config_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
         )
         self.group.wait_until(child, lambda: port_open(port), timeout=60, what="API port")
 
     def _submit_run(self) -> None:
         result = subprocess.run(
-            [str(BIN / "flwr"), "run", str(APP_DIR), "lethe", "--format", "json",
-             "--run-config", f'coordinator-config="{self.coordinator_config_path}"'],
+            [
+                str(BIN / "flwr"),
+                "run",
+                str(APP_DIR),
+                "lethe",
+                "--format",
+                "json",
+                "--run-config",
+                f'coordinator-config="{self.coordinator_config_path}"',
+            ],
             env=_env(FLWR_HOME=str(self.flwr_home)),
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if result.returncode != 0:
             raise ProcessError(f"flwr run failed:\n{result.stdout}\n{result.stderr}")
@@ -264,8 +314,12 @@ class LocalFederation:
         assert self.coordinator_config is not None
         return self.coordinator_config.api_token()
 
-    def wait_rounds(self, count: int, timeout: float = 600.0,
-                    on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def wait_rounds(
+        self,
+        count: int,
+        timeout: float = 600.0,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Wait until ``count`` rounds are finalized, calling ``on_round`` for each new one."""
         assert self.db is not None
         seen: set[int] = set()
@@ -281,22 +335,31 @@ class LocalFederation:
                 return rounds
             self._check_alive()
             time.sleep(0.3)
-        raise ProcessError(f"fewer than {count} rounds finalized within {timeout:.0f} s; "
-                           f"see {self.group.log_dir}")
+        raise ProcessError(
+            f"fewer than {count} rounds finalized within {timeout:.0f} s; see {self.group.log_dir}"
+        )
 
     def forget(self, record_id: str, request_id: str | None = None) -> dict[str, Any]:
         """POST /forget over HTTP, as a data subject's agent would."""
         body: dict[str, Any] = {"record_id": record_id}
         if request_id:
             body["request_id"] = request_id
-        res = requests.post(f"{self.api_url}/forget", json=body, timeout=10,
-                            headers={"Authorization": f"Bearer {self.api_token()}"})
+        res = requests.post(
+            f"{self.api_url}/forget",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.api_token()}"},
+        )
         if res.status_code not in (200, 202):
             raise ProcessError(f"POST /forget → {res.status_code}: {res.text}")
         return dict(res.json())
 
-    def follow(self, request_id: str, timeout: float = 300.0,
-               on_state: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def follow(
+        self,
+        request_id: str,
+        timeout: float = 300.0,
+        on_state: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Poll GET /forget/<id> until completed or failed."""
         last = None
         deadline = time.monotonic() + timeout
@@ -345,11 +408,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 def describe(federation: LocalFederation) -> str:
     """A JSON summary of where everything runs (for `lethe up`)."""
-    return json.dumps({
-        "rpc_url": federation.devnet.rpc_url if federation.devnet else None,
-        "contract": federation.deployment.address if federation.deployment else None,
-        "superlink": federation.superlink_address,
-        "api": federation.api_url,
-        "store": str(federation.workdir / "store"),
-        "nodes": [{"name": n.config.name, "address": n.address} for n in federation.nodes],
-    }, indent=2)
+    return json.dumps(
+        {
+            "rpc_url": federation.devnet.rpc_url if federation.devnet else None,
+            "contract": federation.deployment.address if federation.deployment else None,
+            "superlink": federation.superlink_address,
+            "api": federation.api_url,
+            "store": str(federation.workdir / "store"),
+            "nodes": [{"name": n.config.name, "address": n.address} for n in federation.nodes],
+        },
+        indent=2,
+    )

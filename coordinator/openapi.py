@@ -89,8 +89,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "State, transactions and certificate of one request",
                     "parameters": [
-                        {"name": "request_id", "in": "path", "required": True,
-                         "schema": {"type": "string"}}
+                        {
+                            "name": "request_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
                     ],
                     "responses": {
                         "200": _json(request_ref, "ok"),
@@ -108,8 +112,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "One round",
                     "parameters": [
-                        {"name": "round", "in": "path", "required": True,
-                         "schema": {"type": "integer"}}
+                        {
+                            "name": "round",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
                     ],
                     "responses": {
                         "200": _json({"type": "object"}, "ok"),

@@ -189,8 +189,14 @@ class CoordinatorDB:
         if to_state not in STATES:
             raise ValueError(f"unknown state {to_state!r}")
         allowed = {
-            "node_address", "certificate_cid", "new_model_hash", "round", "reason",
-            "request_tx", "certify_tx", "complete_tx",
+            "node_address",
+            "certificate_cid",
+            "new_model_hash",
+            "round",
+            "reason",
+            "request_tx",
+            "certify_tx",
+            "complete_tx",
         }
         unknown = set(fields) - allowed
         if unknown:

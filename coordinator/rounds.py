@@ -115,8 +115,9 @@ class Coordinator:
             if member is None or _hex(member[1]) != h.get("public_key"):
                 logger.warning("node %s (%s) is not registered with that key", node, address)
                 continue
-            leaf = update_leaf(self.fed, round_no, address, bytes.fromhex(h["model_hash"][2:]),
-                               int(h["n_samples"]))
+            leaf = update_leaf(
+                self.fed, round_no, address, bytes.fromhex(h["model_hash"][2:]), int(h["n_samples"])
+            )
             if recover_leaf_signer(leaf, h["signature"]).lower() != address.lower():
                 logger.warning("node %s signed its commitment with another key; ignored", address)
                 continue
@@ -142,11 +143,14 @@ class Coordinator:
         self.report(f"round {round_no}: training ({label})")
         trained = self._train(round_no, through_slice)
         if len(trained) < self.config.min_nodes:
-            raise RoundFailed(f"round {round_no}: {len(trained)} nodes committed, "
-                              f"need {self.config.min_nodes}")
+            raise RoundFailed(
+                f"round {round_no}: {len(trained)} nodes committed, need {self.config.min_nodes}"
+            )
         by_x = sorted(trained.values(), key=lambda t: t["x"])
         roster = Roster(
-            federation_id=self.fed, round=round_no, threshold=default_threshold(len(by_x)),
+            federation_id=self.fed,
+            round=round_no,
+            threshold=default_threshold(len(by_x)),
             members=tuple(Member(t["address"], t["x"], t["key"]) for t in by_x),
         )
         fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
@@ -154,33 +158,51 @@ class Coordinator:
         base = {"federation_id": self.fed, "round": round_no, "through_slice": through_slice}
         roster_blob = {"roster": roster.to_bytes()}
 
-        shares = self.transport.exchange(SHARE, {
-            t["node"]: Payload(
-                {**base, "model_hash": t["model_hash"], "n_total": n_total,
-                 "clip": fixed_point.clip, "frac_bits": fixed_point.frac_bits},
-                dict(roster_blob),
-            )
-            for t in by_x
-        }, self.config.stage_timeout_s)
+        shares = self.transport.exchange(
+            SHARE,
+            {
+                t["node"]: Payload(
+                    {
+                        **base,
+                        "model_hash": t["model_hash"],
+                        "n_total": n_total,
+                        "clip": fixed_point.clip,
+                        "frac_bits": fixed_point.frac_bits,
+                    },
+                    dict(roster_blob),
+                )
+                for t in by_x
+            },
+            self.config.stage_timeout_s,
+        )
         envelopes = {
-            self.address_of[node]: reply.blobs for node, reply in shares.items()
+            self.address_of[node]: reply.blobs
+            for node, reply in shares.items()
             if all(f"env:{m.node_id}" in reply.blobs for m in roster.members)
         }
         senders = sorted(envelopes, key=str.lower)
         if len(senders) < roster.threshold:
-            raise RoundFailed(f"round {round_no}: {len(senders)} nodes shared, "
-                              f"threshold {roster.threshold}")
+            raise RoundFailed(
+                f"round {round_no}: {len(senders)} nodes shared, threshold {roster.threshold}"
+            )
         self.report(
             f"round {round_no}: {len(senders)}/{roster.n} nodes shared (t={roster.threshold})"
         )
 
-        aggregated = self.transport.exchange(AGGREGATE, {
-            trained[s]["node"]: Payload(
-                {**base, "senders": senders},
-                {**roster_blob, **{f"env:{src}": envelopes[src][f"env:{s}"] for src in senders}},
-            )
-            for s in senders
-        }, self.config.stage_timeout_s)
+        aggregated = self.transport.exchange(
+            AGGREGATE,
+            {
+                trained[s]["node"]: Payload(
+                    {**base, "senders": senders},
+                    {
+                        **roster_blob,
+                        **{f"env:{src}": envelopes[src][f"env:{s}"] for src in senders},
+                    },
+                )
+                for s in senders
+            },
+            self.config.stage_timeout_s,
+        )
         summed = []
         for node, reply in aggregated.items():
             data = reply.blobs.get("summed_share", b"")
@@ -190,45 +212,75 @@ class Coordinator:
                 continue
             summed.append(SummedShare.from_bytes(data))
         if len(summed) < roster.threshold:
-            raise RoundFailed(f"round {round_no}: {len(summed)} summed shares, "
-                              f"threshold {roster.threshold}")
-        total = self._reconstruct(roster, summed, fixed_point, n_total,
-                                  sum(int(trained[s]["n_samples"]) for s in senders))
+            raise RoundFailed(
+                f"round {round_no}: {len(summed)} summed shares, threshold {roster.threshold}"
+            )
+        total = self._reconstruct(
+            roster, summed, fixed_point, n_total, sum(int(trained[s]["n_samples"]) for s in senders)
+        )
         responders = sorted((s.node_id for s in summed), key=str.lower)
         global_bytes = model_bytes(total)
         global_hash = _hex(keccak256(global_bytes))
         model_cid = self.store.put(global_bytes)
         manifest = RoundManifest(
-            federation_id=self.fed, round=round_no, threshold=roster.threshold,
-            roster=[{"address": m.node_id, "x": m.x, "public_key": _hex(m.public_key)}
-                    for m in roster.members],
-            updates=[NodeUpdate(s, trained[s]["model_hash"], int(trained[s]["n_samples"]),
-                                trained[s]["signature"]) for s in senders],
-            responders={"train": sorted(trained, key=str.lower), "share": senders,
-                        "aggregate": responders},
+            federation_id=self.fed,
+            round=round_no,
+            threshold=roster.threshold,
+            roster=[
+                {"address": m.node_id, "x": m.x, "public_key": _hex(m.public_key)}
+                for m in roster.members
+            ],
+            updates=[
+                NodeUpdate(
+                    s,
+                    trained[s]["model_hash"],
+                    int(trained[s]["n_samples"]),
+                    trained[s]["signature"],
+                )
+                for s in senders
+            ],
+            responders={
+                "train": sorted(trained, key=str.lower),
+                "share": senders,
+                "aggregate": responders,
+            },
             dropped=sorted({m.node_id for m in roster.members} - set(responders), key=str.lower),
-            global_model_cid=model_cid, global_model_hash=global_hash,
+            global_model_cid=model_cid,
+            global_model_hash=global_hash,
             n_total=sum(int(trained[s]["n_samples"]) for s in senders),
             fixed_point={"clip": fixed_point.clip, "frac_bits": fixed_point.frac_bits},
             forget_requests=list(forget_requests),
         )
         manifest_cid = self.store.put(manifest.to_bytes())
         proposal = self.ledger.propose_round(
-            round_no, bytes.fromhex(global_hash[2:]), model_cid, manifest.updates_root(),
+            round_no,
+            bytes.fromhex(global_hash[2:]),
+            model_cid,
+            manifest.updates_root(),
             manifest_cid,
         )
         self.report(f"round {round_no}: proposed (tx {proposal.tx_hash}, gas {proposal.gas_used})")
 
-        approvals = self.transport.exchange(APPROVE, {
-            trained[a]["node"]: Payload({
-                **base, "model_cid": model_cid, "model_hash": global_hash,
-                "updates_root": _hex(manifest.updates_root()), "manifest_cid": manifest_cid,
-            })
-            for a in responders
-        }, self.config.stage_timeout_s)
+        approvals = self.transport.exchange(
+            APPROVE,
+            {
+                trained[a]["node"]: Payload(
+                    {
+                        **base,
+                        "model_cid": model_cid,
+                        "model_hash": global_hash,
+                        "updates_root": _hex(manifest.updates_root()),
+                        "manifest_cid": manifest_cid,
+                    }
+                )
+                for a in responders
+            },
+            self.config.stage_timeout_s,
+        )
         state = self.ledger.round_state(round_no)
-        accuracies = [r.header["accuracy"] for r in approvals.values()
-                      if r.header.get("accuracy") is not None]
+        accuracies = [
+            r.header["accuracy"] for r in approvals.values() if r.header.get("accuracy") is not None
+        ]
         info = {
             "through_slice": through_slice,
             "threshold": roster.threshold,
@@ -243,8 +295,9 @@ class Coordinator:
             "propose_tx": proposal.tx_hash,
             "propose_block": proposal.block_number,
             "propose_gas": proposal.gas_used,
-            "approvals": {self.address_of[n]: r.header.get("tx_hash")
-                          for n, r in approvals.items()},
+            "approvals": {
+                self.address_of[n]: r.header.get("tx_hash") for n, r in approvals.items()
+            },
             "quorum": state.quorum,
             "accuracy": float(np.mean(accuracies)) if accuracies else None,
             "forget_requests": list(forget_requests),
@@ -291,8 +344,7 @@ class Coordinator:
         """Send the open requests to every node; the owner retrains and certifies."""
         payload = {
             "federation_id": self.fed,
-            "requests": [{"request_id": r.request_id, "record_id": r.record_id}
-                         for r in requests],
+            "requests": [{"request_id": r.request_id, "record_id": r.record_id} for r in requests],
         }
         nodes = self.transport.node_ids()
         replies = self.transport.exchange(
@@ -308,15 +360,22 @@ class Coordinator:
             if req.request_id in claimed:
                 address, result = claimed[req.request_id]
                 self.db.advance_forget(
-                    req.request_id, "dispatched", "certified", node_address=address,
-                    certificate_cid=result["certificate_cid"], certify_tx=result["certify_tx"],
+                    req.request_id,
+                    "dispatched",
+                    "certified",
+                    node_address=address,
+                    certificate_cid=result["certificate_cid"],
+                    certify_tx=result["certify_tx"],
                     new_model_hash=result["new_model_hash"],
                 )
-                self.report(f"forget {req.request_id}: certified by {address} "
-                            f"(certificate {result['certificate_cid']})")
+                self.report(
+                    f"forget {req.request_id}: certified by {address} "
+                    f"(certificate {result['certificate_cid']})"
+                )
             elif everyone <= answered:
-                self.db.advance_forget(req.request_id, "dispatched", "failed",
-                                       reason="no node holds this record")
+                self.db.advance_forget(
+                    req.request_id, "dispatched", "failed", reason="no node holds this record"
+                )
 
     def _complete(self, requests: list[ForgetRequest]) -> None:
         """Run the round that publishes the retrained models; complete what it includes."""
@@ -329,10 +388,16 @@ class Coordinator:
                 logger.warning("round %s lacks the new model of %s", outcome.round, req.request_id)
                 continue
             tx = self.ledger.complete_forget(keccak256(req.request_id.encode()), outcome.round)
-            self.db.advance_forget(req.request_id, "certified", "completed",
-                                   complete_tx=tx.tx_hash, round=outcome.round)
-            self.report(f"forget {req.request_id}: completed in round {outcome.round} "
-                        f"(tx {tx.tx_hash})")
+            self.db.advance_forget(
+                req.request_id,
+                "certified",
+                "completed",
+                complete_tx=tx.tx_hash,
+                round=outcome.round,
+            )
+            self.report(
+                f"forget {req.request_id}: completed in round {outcome.round} (tx {tx.tx_hash})"
+            )
 
     def process_forgets(self) -> bool:
         """Advance every open request one step; return whether anything was open."""

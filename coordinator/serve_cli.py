@@ -10,8 +10,13 @@ from coordinator.config import CoordinatorConfig
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              required=True, help="The coordinator's coordinator.json.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="The coordinator's coordinator.json.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
 def api(config_path: str, host: str, port: int) -> None:
@@ -23,8 +28,12 @@ def api(config_path: str, host: str, port: int) -> None:
 
     config = CoordinatorConfig.load(config_path)
     db = CoordinatorDB(Path(config.db))
-    app = create_app(db, token=config.api_token(), federation_id=config.federation_id,
-                     explorer=_explorer(config, db))
+    app = create_app(
+        db,
+        token=config.api_token(),
+        federation_id=config.federation_id,
+        explorer=_explorer(config, db),
+    )
     run_simple(host, port, app, threaded=True)
 
 
@@ -45,8 +54,13 @@ def _explorer(config: CoordinatorConfig, db: object):  # type: ignore[no-untyped
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False), default=".lethe/federation",
-              show_default=True, help="Where chain state, node data and logs live.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=".lethe/federation",
+    show_default=True,
+    help="Where chain state, node data and logs live.",
+)
 @click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True)
 @click.option("--records-per-node", type=click.IntRange(10), default=400, show_default=True)
 @click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True)

@@ -36,12 +36,18 @@ def main(grid: Grid, context: Context) -> None:
     db = CoordinatorDB(Path(config.db))
     db.set_control("stopped", "0")
     ledger = Ledger(
-        config.rpc_url, config.contract, private_key=config.coordinator_key(),
+        config.rpc_url,
+        config.contract,
+        private_key=config.coordinator_key(),
         deployment_block=config.deployment_block,
     )
     coordinator = Coordinator(
-        config, FlowerTransport(grid, poll_s=config.poll_s), ledger, open_store(config.store),
-        db, report=_report,
+        config,
+        FlowerTransport(grid, poll_s=config.poll_s),
+        ledger,
+        open_store(config.store),
+        db,
+        report=_report,
     )
     try:
         coordinator.serve(stop=lambda: db.get_control("stop") == "1")

@@ -1,4 +1,4 @@
-"""`lethe-node run`: join a federation: a Flower SuperNode plus this node's warm ClientApp worker."""
+"""`lethe-node run`: join a federation as a Flower SuperNode plus a warm ClientApp worker."""
 
 import logging
 import os
@@ -20,16 +20,32 @@ def _free_port() -> int:
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              required=True, help="The node's node.json (data, keys, chain, store).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="The node's node.json (data, keys, chain, store).",
+)
 @click.option("--superlink", required=True, help="SuperLink address host:port.")
 @click.option("--insecure", is_flag=True, help="Plain HTTP to the SuperLink (loopback only).")
-@click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
-              help="CA bundle to verify the SuperLink's TLS certificate.")
-@click.option("--runtime-port", type=int, default=0, show_default="a free port",
-              help="Port of the SuperNode's local Runtime API (127.0.0.1 only).")
+@click.option(
+    "--root-certificates",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle to verify the SuperLink's TLS certificate.",
+)
+@click.option(
+    "--runtime-port",
+    type=int,
+    default=0,
+    show_default="a free port",
+    help="Port of the SuperNode's local Runtime API (127.0.0.1 only).",
+)
 def run(
-    config_path: str, superlink: str, insecure: bool, root_certificates: str | None,
+    config_path: str,
+    superlink: str,
+    insecure: bool,
+    root_certificates: str | None,
     runtime_port: int,
 ) -> None:
     """Start the SuperNode (process isolation) and serve its ClientApp tasks in this process."""
@@ -43,9 +59,17 @@ def run(
         raise click.UsageError("give --root-certificates for TLS, or --insecure on loopback")
     port = runtime_port or _free_port()
     argv = [
-        sys.executable, "-m", "node.supernode", "--superlink", superlink,
-        "--isolation", "process", "--port", str(port),
-        "--node-config", f'{CONFIG_KEY}="{Path(config_path).resolve()}"',
+        sys.executable,
+        "-m",
+        "node.supernode",
+        "--superlink",
+        superlink,
+        "--isolation",
+        "process",
+        "--port",
+        str(port),
+        "--node-config",
+        f'{CONFIG_KEY}="{Path(config_path).resolve()}"',
     ]
     argv += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
     logging.basicConfig(level=logging.INFO, format=f"[{config.name}] %(message)s")

@@ -46,8 +46,9 @@ class RoundHeader:
         payload.require("federation_id", "round")
         fed = str(payload.header["federation_id"])
         if fed != rt.config.federation_id:
-            raise ProtocolError(f"message for federation {fed!r}, this node is in "
-                                f"{rt.config.federation_id!r}")
+            raise ProtocolError(
+                f"message for federation {fed!r}, this node is in {rt.config.federation_id!r}"
+            )
         through = payload.header.get("through_slice")
         return cls(fed, int(payload.header["round"]), None if through is None else int(through))
 
@@ -70,8 +71,10 @@ def _checked_roster(rt: NodeRuntime, payload: Payload, head: RoundHeader) -> Ros
             f"threshold {roster.threshold} is below ⌊n/2⌋+1 = {default_threshold(roster.n)}: "
             "a lowered threshold would let fewer colluders read this node's model"
         )
-    on_chain = {entry.address.lower(): (index + 1, entry.key)
-                for index, entry in enumerate(rt.ledger.roster())}
+    on_chain = {
+        entry.address.lower(): (index + 1, entry.key)
+        for index, entry in enumerate(rt.ledger.roster())
+    }
     for member in roster.members:
         expected = on_chain.get(member.node_id.lower())
         if expected is None or expected != (member.x, member.public_key):
@@ -87,7 +90,9 @@ def handle_train(rt: NodeRuntime, payload: Payload) -> Payload:
         node.train(on_slice=None)
         model = _model(node, head.through_slice)
         ids = node.store.record_ids()
-        accuracy = node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
+        accuracy = (
+            node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
+        )
     leaf = update_leaf(head.federation_id, head.round, rt.address, model.hash, model.n_samples)
     commitments = b"".join(record_commitment(head.federation_id, rid) for rid in ids)
     return Payload(
@@ -121,8 +126,12 @@ def handle_share(rt: NodeRuntime, payload: Payload) -> Payload:
     if not 0 < model.n_samples <= n_total:
         raise ProtocolError(f"n_total {n_total} cannot include this node's {model.n_samples}")
     envelopes = make_shares(
-        roster, rt.address, rt.x25519_key, model.vector,
-        weight=model.n_samples / n_total, fixed_point=fixed_point,
+        roster,
+        rt.address,
+        rt.x25519_key,
+        model.vector,
+        weight=model.n_samples / n_total,
+        fixed_point=fixed_point,
     )
     return Payload({"address": rt.address}, {f"env:{k}": v for k, v in envelopes.items()})
 
@@ -171,7 +180,8 @@ def handle_approve(rt: NodeRuntime, payload: Payload) -> Payload:
             raise ProtocolError("the global model's bytes do not hash to the proposed hash")
         accuracy = (
             node.test_accuracy(vector_from_bytes(global_bytes))
-            if node.store.counts().get("test_records") else None
+            if node.store.counts().get("test_records")
+            else None
         )
     try:
         tx = rt.ledger.approve_round(head.round).tx_hash
@@ -215,7 +225,8 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> dict[str, Any]
     if rt.ledger.forget_state(chain_id).state >= ForgetState.CERTIFIED:
         # Certified before a crash or a lost reply: report what the chain already holds.
         event = next(
-            e for e in rt.ledger.events(["ForgetCertified"])
+            e
+            for e in rt.ledger.events(["ForgetCertified"])
             if bytes(e.args["requestId"]) == chain_id
         )
         cid, tx = str(event.args["certificateCid"]), event.tx_hash

@@ -34,7 +34,10 @@ class NodeUpdate:
     def leaf(self, federation_id: str, round_no: int) -> bytes:
         """The Merkle leaf of this update."""
         return update_leaf(
-            federation_id, round_no, self.address, bytes.fromhex(self.model_hash[2:]),
+            federation_id,
+            round_no,
+            self.address,
+            bytes.fromhex(self.model_hash[2:]),
             self.n_samples,
         )
 

@@ -105,7 +105,8 @@ def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bo
         signer = certificate.verify(expected_signer=final["node_address"])
         click.echo(f"-- certificate {final['certificate_cid']}")
         click.echo(
-            f"  signed by {signer} (the owning node); record leaf {_short(certificate.record_leaf)} "
+            f"  signed by {signer} (the owning node); record leaf "
+            f"{_short(certificate.record_leaf)} "
             f"proven in old slice root {_short(certificate.old_slice_root)}; retrained slices "
             f"{list(certificate.slices_retrained)} ({certificate.samples_retrained} samples) "
             f"from checkpoint {_short(certificate.from_checkpoint_hash)}; model "

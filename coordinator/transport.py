@@ -41,9 +41,9 @@ def tune_object_pulls(backoff_s: float) -> None:
     import flwr.superlink.grid.http_grid as http_grid
 
     pull = functools.partial(
-        getattr(http_grid, "pull_objects"),
+        getattr(http_grid, "pull_objects"),  # noqa: B009 (not in its __all__)
         initial_backoff=backoff_s / 5,
-        backoff_cap=backoff_s,  # noqa: B009
+        backoff_cap=backoff_s,
     )
     setattr(http_grid, "pull_objects", pull)  # noqa: B010
 

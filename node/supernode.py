@@ -30,9 +30,9 @@ def _patch_waits(poll_s: float) -> None:
     shim.sleep = lambda seconds: real_sleep(min(seconds, poll_s))
     setattr(loop, "time", shim)  # noqa: B010
     pull = functools.partial(
-        getattr(loop, "pull_objects"),
+        getattr(loop, "pull_objects"),  # noqa: B009 (not in its __all__)
         initial_backoff=poll_s / 10,
-        backoff_cap=poll_s,  # noqa: B009
+        backoff_cap=poll_s,
     )
     setattr(loop, "pull_objects", pull)  # noqa: B010
 

@@ -231,8 +231,8 @@ class LocalFederation:
         )
         self.group.wait_until(child, lambda: port_open(port), timeout=60, what="SuperLink port")
 
-    def start_node(self, node: NodeHandle) -> None:
-        """Start (or restart) one node's SuperNode and worker."""
+    def start_node(self, node: NodeHandle, **env: str) -> None:
+        """Start (or restart) one node's SuperNode and worker, with extra environment."""
         node.child = self.group.start(
             node.config.name,
             [
@@ -244,7 +244,7 @@ class LocalFederation:
                 self.superlink_address,
                 "--insecure",
             ],
-            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
+            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr"), **env),
         )
 
     def _api(self) -> None:

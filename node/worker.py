@@ -10,6 +10,7 @@ ClientApp → push reply and task output), just without exiting in between.
 
 import functools
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lethe.node.worker")
 
 EXPECTED_FAB_ID = "lethe/lethe"
+FAULT_ENV = "LETHE_FAULT_EXIT_AFTER"
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,10 @@ def _tune_object_pulls(backoff_s: float) -> None:
     setattr(flwr_task, "pull_and_inflate_object_from_tree", pull)  # noqa: B010
 
 
-def run_task(config: WorkerConfig, token: str, load_app: Callable[[], object]) -> bool:
-    """Execute one acquired task in this process; return True if the ClientApp succeeded."""
+def run_task(
+    config: WorkerConfig, token: str, load_app: Callable[[], object]
+) -> tuple[bool, str]:
+    """Execute one acquired task in this process; return (succeeded, message type)."""
     import flwr.supernode.runtime.run_clientapp as flwr_task
     from flwr.app import Message
     from flwr.app.error import Error
@@ -76,9 +80,11 @@ def run_task(config: WorkerConfig, token: str, load_app: Callable[[], object]) -
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
     context = None
+    stage = ""
     status, details, ok = SubStatus.FAILED, "ClientApp task failed", False
     try:
         message, context, run, _fab = flwr_task.pull_task_input(client)
+        stage = message.metadata.message_type
         try:
             if run.fab_id != EXPECTED_FAB_ID:
                 raise RuntimeError(f"this node runs {EXPECTED_FAB_ID}, not {run.fab_id}")
@@ -97,7 +103,7 @@ def run_task(config: WorkerConfig, token: str, load_app: Callable[[], object]) -
         flwr_task.push_task_output(client, context, status, details)
         heartbeat.stop()
         client.close()
-    return ok
+    return ok, stage
 
 
 def serve(config: WorkerConfig, load_app: Callable[[], object]) -> None:
@@ -125,9 +131,22 @@ def serve(config: WorkerConfig, load_app: Callable[[], object]) -> None:
             continue
         if res.HasField("task") and res.token:
             started = time.perf_counter()
-            ok = run_task(config, res.token, load_app)
+            ok, stage = run_task(config, res.token, load_app)
             elapsed = time.perf_counter() - started
-            logger.info("task %s in %.3f s", "done" if ok else "FAILED", elapsed)
+            logger.info("%s %s in %.3f s", stage, "done" if ok else "FAILED", elapsed)
+            _crash_if_asked(stage)
         else:
             time.sleep(config.poll_s)
     acquirer.close()
+
+
+def _crash_if_asked(stage: str) -> None:
+    """Fault injection for tests and drills: die like a killed machine after ``stage``.
+
+    With ``LETHE_FAULT_EXIT_AFTER=<message type>`` the node answers that stage, waits for
+    the SuperNode to forward the reply, then SIGKILLs its whole process group.
+    """
+    if stage and os.environ.get(FAULT_ENV) == stage:
+        logger.warning("%s=%s: killing this node now", FAULT_ENV, stage)
+        time.sleep(2.0)
+        os.killpg(os.getpgid(0), signal.SIGKILL)

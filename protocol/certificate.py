@@ -1,0 +1,258 @@
+"""Unlearning certificate, schema v1: what a node proves after forgetting a record (DESIGN §7).
+
+A certificate names the forgotten record only by its leaf
+``keccak256(record_id ‖ keccak256(content))`` (content: the canonical JSON of its text and
+label), so it can be published by CID; the data subject, who knows id, text and label,
+checks the leaf with :meth:`Certificate.covers`. The Merkle proof shows the leaf was in
+the slice's root before the forget; the model hashes and retrained slices tie the forget
+to the node's next round commitment, which must equal ``model_hash_after``.
+
+Signing: the node signs ``keccak256("lethe.certificate.v1\\0" ‖ canonical JSON of every
+field but the signature)`` with EIP-191 (``personal_sign`` of those 32 bytes), so the same
+digest can be checked with ``ecrecover`` on chain. Integers only in the signed body
+(milliseconds, Unix seconds): no float formatting can make two encoders disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from protocol.canonical import canonical_json
+from protocol.errors import ProtocolError
+from protocol.hashing import keccak256
+from protocol.merkle import proof_length, verify_proof
+
+VERSION = 1
+_DIGEST_DOMAIN = b"lethe.certificate.v1\x00"
+_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_SIGNATURE = re.compile(r"^0x[0-9a-f]{130}$")
+MAX_REQUEST_ID = 200
+
+
+def record_content_hash(text: str, label: str) -> bytes:
+    """keccak256 of a record's content: the canonical JSON ``{"label": …, "text": …}``."""
+    return keccak256(canonical_json({"label": label, "text": text}))
+
+
+def record_leaf(record_id: str, text: str, label: str) -> bytes:
+    """A record's Merkle leaf: ``keccak256(utf8(record_id) ‖ keccak256(content))``.
+
+    The content hash has a fixed 32 bytes at the end, so the concatenation is unambiguous.
+    """
+    if not record_id:
+        raise ProtocolError("record id must not be empty")
+    return keccak256(record_id.encode() + record_content_hash(text, label))
+
+
+def hex32(value: bytes) -> str:
+    """32 bytes as the ``0x``-prefixed lowercase hex the certificate uses."""
+    if len(value) != 32:
+        raise ProtocolError(f"expected 32 bytes, got {len(value)}")
+    return "0x" + value.hex()
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """One forgotten record's certificate; unsigned until :meth:`signed`."""
+
+    request_id: str
+    federation_id: str
+    shard: int
+    slice: int
+    slices_total: int
+    record_leaf: str
+    leaf_index: int
+    leaf_count: int
+    merkle_proof: tuple[str, ...]
+    old_slice_root: str
+    new_slice_root: str
+    from_checkpoint_hash: str
+    model_hash_before: str
+    model_hash_after: str
+    slices_retrained: tuple[int, ...]
+    samples_retrained: int
+    wall_time_ms: int
+    timestamp: int
+    node_address: str = ""
+    version: int = VERSION
+    signature: str = ""
+
+    # -- encoding ---------------------------------------------------------------------
+
+    def body(self) -> dict[str, Any]:
+        """Every field except the signature, as JSON values: what is signed."""
+        data = asdict(self)
+        del data["signature"]
+        data["merkle_proof"] = list(self.merkle_proof)
+        data["slices_retrained"] = list(self.slices_retrained)
+        return data
+
+    def to_json(self) -> dict[str, Any]:
+        """The full certificate as a JSON object."""
+        return {**self.body(), "signature": self.signature}
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON bytes: what is stored by CID."""
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Any) -> Certificate:
+        """Parse a JSON object, checking field names and types (not yet the content)."""
+        if not isinstance(data, dict):
+            raise ProtocolError("a certificate must be a JSON object")
+        names = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        missing = sorted(set(names) - set(data))
+        if unknown or missing:
+            raise ProtocolError(
+                f"certificate fields: unknown {unknown or 'none'}, missing {missing or 'none'}"
+            )
+        values: dict[str, Any] = {}
+        for name, f in names.items():
+            value = data[name]
+            if f.type == "int":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ProtocolError(f"certificate field {name} must be an integer")
+            elif f.type == "str":
+                if not isinstance(value, str):
+                    raise ProtocolError(f"certificate field {name} must be a string")
+            else:
+                item = str if name == "merkle_proof" else int
+                if not isinstance(value, list) or not all(
+                    isinstance(v, item) and not isinstance(v, bool) for v in value
+                ):
+                    raise ProtocolError(
+                        f"certificate field {name} must be a list of {item.__name__}"
+                    )
+                value = tuple(value)
+            values[name] = value
+        return cls(**values)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Certificate:
+        """Parse stored certificate bytes."""
+        try:
+            return cls.from_json(json.loads(data))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"certificate is not JSON: {exc}") from exc
+
+    # -- signing ----------------------------------------------------------------------
+
+    def digest(self) -> bytes:
+        """The 32 bytes the node signs."""
+        return keccak256(_DIGEST_DOMAIN + canonical_json(self.body()))
+
+    def signed(self, private_key: str | bytes) -> Certificate:
+        """This certificate with ``node_address`` set to the key's address, and signed."""
+        address = str(Account.from_key(private_key).address)
+        unsigned = replace(self, node_address=address, signature="")
+        signature = Account.sign_message(
+            encode_defunct(primitive=unsigned.digest()), private_key=private_key
+        ).signature
+        return replace(unsigned, signature="0x" + bytes(signature).hex())
+
+    def signer(self) -> str:
+        """The checksummed address that produced ``signature``."""
+        if not _SIGNATURE.match(self.signature):
+            raise ProtocolError("signature must be 65 bytes as 0x-prefixed lowercase hex")
+        try:
+            return str(
+                Account.recover_message(
+                    encode_defunct(primitive=self.digest()), signature=self.signature
+                )
+            )
+        except Exception as exc:
+            raise ProtocolError(f"unreadable signature: {exc}") from exc
+
+    # -- checks -----------------------------------------------------------------------
+
+    def covers(self, record_id: str, text: str, label: str) -> bool:
+        """Whether this certificate is about the record with that id, text and label."""
+        return hex32(record_leaf(record_id, text, label)) == self.record_leaf
+
+    def _field_problems(self) -> list[str]:
+        problems = []
+        if self.version != VERSION:
+            problems.append(f"version is {self.version}, this verifier reads {VERSION}")
+        if not self.request_id or len(self.request_id) > MAX_REQUEST_ID:
+            problems.append(f"request id must have 1..{MAX_REQUEST_ID} characters")
+        if not self.federation_id:
+            problems.append("federation id is empty")
+        if not _ADDRESS.match(self.node_address):
+            problems.append(f"node address {self.node_address!r} is not an Ethereum address")
+        named = {
+            "record_leaf": self.record_leaf,
+            "old_slice_root": self.old_slice_root,
+            "new_slice_root": self.new_slice_root,
+            "from_checkpoint_hash": self.from_checkpoint_hash,
+            "model_hash_before": self.model_hash_before,
+            "model_hash_after": self.model_hash_after,
+            **{f"merkle_proof[{i}]": h for i, h in enumerate(self.merkle_proof)},
+        }
+        problems += [
+            f"{name} is not a 32-byte 0x-prefixed lowercase hex hash"
+            for name, value in named.items()
+            if not _HASH.match(value)
+        ]
+        if self.old_slice_root == self.new_slice_root:
+            problems.append("old and new slice roots are equal: the slice did not change")
+        if not 0 <= self.slice < self.slices_total:
+            problems.append(f"slice {self.slice} is not within 0..{self.slices_total - 1}")
+        if self.shard < 0:
+            problems.append("shard must be ≥ 0")
+        retrained = list(self.slices_retrained)
+        if (
+            not retrained
+            or retrained != list(range(retrained[0], self.slices_total))
+            or retrained[0] > self.slice
+        ):
+            problems.append(
+                f"slices retrained {retrained} must run from at most slice {self.slice} "
+                f"through the last slice {self.slices_total - 1}"
+            )
+        if not 0 <= self.leaf_index < self.leaf_count:
+            problems.append(f"leaf index {self.leaf_index} is not within 0..{self.leaf_count - 1}")
+        elif len(self.merkle_proof) != proof_length(self.leaf_index, self.leaf_count):
+            problems.append(
+                f"Merkle proof has {len(self.merkle_proof)} hashes, leaf {self.leaf_index} "
+                f"of {self.leaf_count} needs {proof_length(self.leaf_index, self.leaf_count)}"
+            )
+        if self.samples_retrained < 0 or self.wall_time_ms < 0 or self.timestamp <= 0:
+            problems.append("samples retrained and wall time must be ≥ 0, timestamp > 0")
+        return problems
+
+    def verify(self, *, expected_signer: str | None = None) -> str:
+        """Check fields, Merkle proof and signature; return the signer's address.
+
+        Raises ProtocolError naming everything that failed.
+        """
+        problems = self._field_problems()
+        if not problems:
+            proof = [bytes.fromhex(h[2:]) for h in self.merkle_proof]
+            if not verify_proof(
+                bytes.fromhex(self.old_slice_root[2:]),
+                bytes.fromhex(self.record_leaf[2:]),
+                self.leaf_index,
+                self.leaf_count,
+                proof,
+            ):
+                problems.append("Merkle proof does not put the record leaf in the old slice root")
+        signer = ""
+        try:
+            signer = self.signer()
+        except ProtocolError as exc:
+            problems.append(str(exc))
+        if signer and signer.lower() != self.node_address.lower():
+            problems.append(f"signed by {signer}, not by the node {self.node_address}")
+        if signer and expected_signer is not None and signer.lower() != expected_signer.lower():
+            problems.append(f"signed by {signer}, expected {expected_signer}")
+        if problems:
+            raise ProtocolError("certificate does not verify: " + "; ".join(problems))
+        return signer

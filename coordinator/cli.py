@@ -15,6 +15,7 @@ COMMANDS = {
     "build-contract": "coordinator.chain_cli:build_contract",
     "cid": "coordinator.store_cli:cid",
     "store": "coordinator.store_cli:store",
+    "audit": "coordinator.audit_cli:audit",
 }
 
 

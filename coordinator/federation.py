@@ -377,8 +377,10 @@ class LocalFederation:
 
     def _check_alive(self) -> None:
         for child in self.group.children:
-            if child.name in ("superlink", "api") and not child.alive():
-                raise ProcessError(f"{child.name} died; see {child.log}")
+            code = child.popen.poll()
+            # A node SIGKILLed on purpose (fault drills) is a dropout; anything else a failure.
+            if code is not None and (child.name in ("superlink", "api") or code >= 0):
+                raise ProcessError(f"{child.name} exited with code {code}; see {child.log}")
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask the ServerApp to stop, then stop every process this federation started."""

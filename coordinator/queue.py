@@ -132,7 +132,11 @@ class CoordinatorDB:
     def submit_forget(
         self, record_id: str, record_commitment: str, request_id: str | None = None
     ) -> tuple[ForgetRequest, bool]:
-        """Queue a request; return it and whether it is new (False: an idempotent repeat)."""
+        """Queue a request; return it and whether it is new.
+
+        Not new (an idempotent repeat) when the request id is known, or when a request
+        for the same record is still open: that one is returned instead.
+        """
         request_id = request_id or uuid.uuid4().hex
         now = time.time()
         history = json.dumps([{"state": "received", "at": now}])
@@ -148,6 +152,14 @@ class CoordinatorDB:
                         f"request id {request_id!r} was already used for another record"
                     )
                 return self.get_forget(request_id), False
+            open_row = con.execute(
+                "SELECT request_id FROM forget_requests WHERE record_commitment=? AND state IN"
+                " ('received', 'dispatched', 'certified') ORDER BY created_at LIMIT 1",
+                (record_commitment,),
+            ).fetchone()
+            if open_row is not None:  # the same record is already being forgotten
+                con.execute("COMMIT")
+                return self.get_forget(open_row["request_id"]), False
             con.execute(
                 "INSERT INTO forget_requests (request_id, record_id, record_commitment, state,"
                 " created_at, updated_at, history) VALUES (?, ?, ?, 'received', ?, ?, ?)",

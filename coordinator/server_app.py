@@ -20,8 +20,11 @@ from coordinator.transport import FlowerTransport, tune_object_pulls
 app = ServerApp()
 
 
+logger = logging.getLogger("lethe.coordinator")
+
+
 def _report(line: str) -> None:
-    print(f"[lethe] {line}", flush=True)
+    logger.info(line)
 
 
 @app.main()
@@ -30,8 +33,13 @@ def main(grid: Grid, context: Context) -> None:
     from protocol.ledger import Ledger
     from protocol.store import open_store
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="[lethe] %(message)s")
     config = CoordinatorConfig.load(str(context.run_config["coordinator-config"]))
+    # The ServerApp's stdout goes to Flower's log stream; keep a file beside the queue too.
+    handler = logging.FileHandler(Path(config.db).with_name("coordinator.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("lethe").addHandler(handler)
+    logging.getLogger("lethe").setLevel(logging.INFO)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="[lethe] %(message)s")
     tune_object_pulls(config.poll_s)
     db = CoordinatorDB(Path(config.db))
     db.set_control("stopped", "0")

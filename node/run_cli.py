@@ -21,6 +21,13 @@ def _free_port() -> int:
 
 @click.command()
 @click.option(
+    "--allow-app",
+    "extra_apps",
+    multiple=True,
+    metavar="PUBLISHER/NAME",
+    help="Also run this Flower app's ClientApp (e.g. a benchmark baseline).",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False),
@@ -47,9 +54,10 @@ def run(
     insecure: bool,
     root_certificates: str | None,
     runtime_port: int,
+    extra_apps: tuple[str, ...],
 ) -> None:
     """Start the SuperNode (process isolation) and serve its ClientApp tasks in this process."""
-    from node.worker import WorkerConfig, serve
+    from node.worker import LETHE_APP, WorkerConfig, serve
 
     config = NodeRunConfig.load(config_path)
     host = superlink.rsplit(":", 1)[0]
@@ -76,9 +84,7 @@ def run(
     click.echo(f"{config.name}: SuperNode → {superlink}, Runtime API 127.0.0.1:{port}")
     supernode = subprocess.Popen(argv, env={**os.environ})
     try:
-        from node.client_app import app
-
-        serve(WorkerConfig(runtime_api_address=f"127.0.0.1:{port}"), lambda: app)
+        serve(WorkerConfig(f"127.0.0.1:{port}", allowed_apps=(LETHE_APP, *extra_apps)))
     finally:
         supernode.terminate()
         try:

@@ -200,7 +200,11 @@ def handle_forget(rt: NodeRuntime, payload: Payload) -> Payload:
     payload.require("federation_id", "requests")
     if payload.header["federation_id"] != rt.config.federation_id:
         raise ProtocolError("forget request for another federation")
-    requests = [(str(r["request_id"]), str(r["record_id"])) for r in payload.header["requests"]]
+    requests: list[tuple[str, str]] = []
+    for entry in payload.header["requests"]:
+        pair = (str(entry["request_id"]), str(entry["record_id"]))
+        if pair[1] not in {rid for _, rid in requests}:  # one retrain per record
+            requests.append(pair)
     with rt.sisa() as node:
         held = node.store.locate([rid for _, rid in requests])
         done = {req for req, _ in requests if node.forget_result(req) is not None}

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lethe.node.worker")
 
-EXPECTED_FAB_ID = "lethe/lethe"
+LETHE_APP = "lethe/lethe"
 FAULT_ENV = "LETHE_FAULT_EXIT_AFTER"
 
 
@@ -33,6 +32,7 @@ class WorkerConfig:
     runtime_api_address: str
     poll_s: float = 0.02
     object_backoff_s: float = 0.05
+    allowed_apps: tuple[str, ...] = (LETHE_APP,)
 
 
 def _make_client(address: str, token: str | None) -> "RuntimeHttpClient":
@@ -66,9 +66,23 @@ def _tune_object_pulls(backoff_s: float) -> None:
     setattr(flwr_task, "pull_and_inflate_object_from_tree", pull)  # noqa: B010
 
 
-def run_task(
-    config: WorkerConfig, token: str, load_app: Callable[[], object]
-) -> tuple[bool, str]:
+_APPS: dict[str, object] = {}
+
+
+def _load_app(fab: object, run: object) -> object:
+    """Install a FAB once and load its ClientApp, as ``flwr-clientapp`` does, then cache it."""
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.utils import get_load_client_app_fn
+
+    key = str(fab.hash_str)  # type: ignore[attr-defined]
+    if key not in _APPS:
+        install_from_fab(fab.content, skip_prompt=True)  # type: ignore[attr-defined]
+        load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+        _APPS[key] = load(run.fab_id, run.fab_version, key)  # type: ignore[attr-defined]
+    return _APPS[key]
+
+
+def run_task(config: WorkerConfig, token: str) -> tuple[bool, str]:
     """Execute one acquired task in this process; return (succeeded, message type)."""
     import flwr.supernode.runtime.run_clientapp as flwr_task
     from flwr.app import Message
@@ -83,12 +97,12 @@ def run_task(
     stage = ""
     status, details, ok = SubStatus.FAILED, "ClientApp task failed", False
     try:
-        message, context, run, _fab = flwr_task.pull_task_input(client)
+        message, context, run, fab = flwr_task.pull_task_input(client)
         stage = message.metadata.message_type
         try:
-            if run.fab_id != EXPECTED_FAB_ID:
-                raise RuntimeError(f"this node runs {EXPECTED_FAB_ID}, not {run.fab_id}")
-            app = load_app()
+            if run.fab_id not in config.allowed_apps:
+                raise RuntimeError(f"this node runs only {', '.join(config.allowed_apps)}")
+            app = _load_app(fab, run)
             reply = app(message=message, context=context)  # type: ignore[operator]
             status, details, ok = SubStatus.COMPLETED, "", True
         except Exception as exc:
@@ -100,13 +114,15 @@ def run_task(
             )
         flwr_task.push_message(client, reply, context)
     finally:
-        flwr_task.push_task_output(client, context, status, details)
+        # Stop heartbeats first: pushing the task output retires the token, and a
+        # heartbeat sent after that is refused (401), which Flower treats as fatal.
         heartbeat.stop()
+        flwr_task.push_task_output(client, context, status, details)
         client.close()
     return ok, stage
 
 
-def serve(config: WorkerConfig, load_app: Callable[[], object]) -> None:
+def serve(config: WorkerConfig) -> None:
     """Acquire and run ClientApp tasks until SIGTERM/SIGINT."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
@@ -131,7 +147,7 @@ def serve(config: WorkerConfig, load_app: Callable[[], object]) -> None:
             continue
         if res.HasField("task") and res.token:
             started = time.perf_counter()
-            ok, stage = run_task(config, res.token, load_app)
+            ok, stage = run_task(config, res.token)
             elapsed = time.perf_counter() - started
             logger.info("%s %s in %.3f s", stage, "done" if ok else "FAILED", elapsed)
             _crash_if_asked(stage)

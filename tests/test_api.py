@@ -117,3 +117,10 @@ def test_openapi_document_lists_every_endpoint(api: str) -> None:
     assert {"/forget", "/forget/{request_id}", "/rounds", "/rounds/{round}", "/nodes",
             "/health"} <= set(doc["paths"])
     assert requests.get(f"{api}/health", timeout=5).json()["status"] == "ok"
+
+
+def test_a_second_request_for_a_record_being_forgotten_returns_the_first(api: str) -> None:
+    first = _post(api, {"record_id": "rec-2"})
+    second = _post(api, {"record_id": "rec-2"})
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.json()["request_id"] == first.json()["request_id"]

@@ -1,0 +1,310 @@
+"""Real federation histories for the audit tests: SISA nodes, a local store, rounds and forgets
+on anvil, recorded exactly as the federation records them; plus a contract without guards.
+
+A round: the global model (``model_bytes`` of the sample-weighted average of the node
+models) and the manifest go to the store, the coordinator proposes with their CIDs, the
+model's keccak256 and the manifest's updates root, and nodes approve with their own keys.
+A forget: the coordinator requests it (keccak256 of the request id string, the record
+commitment), the node forgets for real, stores its signed certificate and certifies; a
+later finalized round carrying the node's new model completes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from eth_account import Account
+
+from node.sisa import NodeModel, SisaNode, assign, average, evaluate, model_bytes
+from node.store import NodeConfig, Record
+from protocol.certificate import Certificate
+from protocol.commitments import record_commitment, sign_leaf, update_leaf
+from protocol.hashing import keccak256
+from protocol.ledger import Ledger
+from protocol.manifest import NodeUpdate, RoundManifest
+from protocol.store import LocalStore
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from coordinator.devnet import Devnet
+    from tests.chain_fixtures import Federation
+
+FED_ID = "fed-audit"
+LABELS = ("negative", "neutral", "positive")
+DIM = 384
+SLICES = 4
+UNGUARDED_SOURCE = Path(__file__).parent / "contracts" / "UnguardedLethe.sol"
+
+
+def copy_store(source: Path, target: Path) -> LocalStore:
+    """A private copy of a blockstore, safe to corrupt."""
+    shutil.copytree(source, target)
+    return LocalStore(target)
+
+
+def synthetic_embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """Embeddings that depend on each text alone: its label's centroid plus seeded noise."""
+    centroids = np.random.default_rng(7).normal(size=(len(LABELS), DIM))
+    rows = []
+    for text in texts:
+        label = LABELS.index(text.split()[0])
+        noise = np.random.default_rng(int.from_bytes(keccak256(text.encode())[:8], "big"))
+        rows.append(centroids[label] + 6.0 * noise.normal(size=DIM))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def make_records(prefix: str, start: int, count: int) -> list[Record]:
+    """``count`` labelled records whose text starts with their label."""
+    return [
+        Record(f"{prefix}-r{j}", f"{LABELS[j % 3]} note {j} from {prefix}", LABELS[j % 3])
+        for j in range(start, start + count)
+    ]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One node's model in a round, and the key that signs its update."""
+
+    address: str
+    private_key: str
+    vector: npt.NDArray[np.float32]
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class PublishedRound:
+    """What ``proposeRound`` takes, and the manifest behind it."""
+
+    round: int
+    model_hash: bytes
+    model_cid: str
+    updates_root: bytes
+    manifest_cid: str
+    manifest: RoundManifest
+    global_vector: npt.NDArray[np.float32]
+
+
+def publish_round(
+    store: LocalStore,
+    round_no: int,
+    contributions: Sequence[Contribution],
+    *,
+    edit: Callable[[RoundManifest], RoundManifest] | None = None,
+) -> PublishedRound:
+    """Store a round's global model and manifest as the coordinator does."""
+    ordered = sorted(contributions, key=lambda c: c.address.lower())
+    vector = average([c.vector for c in ordered], [c.n_samples for c in ordered])
+    model = model_bytes(vector)
+    model_cid = store.put(model)
+    updates = []
+    for c in ordered:
+        digest = keccak256(model_bytes(c.vector))
+        leaf = update_leaf(FED_ID, round_no, c.address, digest, c.n_samples)
+        updates.append(
+            NodeUpdate(c.address, "0x" + digest.hex(), c.n_samples, sign_leaf(leaf, c.private_key))
+        )
+    addresses = [c.address for c in ordered]
+    manifest = RoundManifest(
+        federation_id=FED_ID,
+        round=round_no,
+        threshold=2,
+        roster=[{"address": a, "x": i + 1} for i, a in enumerate(addresses)],
+        updates=updates,
+        responders={"train": addresses, "share": addresses, "aggregate": addresses},
+        dropped=[],
+        global_model_cid=model_cid,
+        global_model_hash="0x" + keccak256(model).hex(),
+        n_total=sum(c.n_samples for c in ordered),
+        fixed_point={"prime": 2**31 - 1, "fraction_bits": 16},
+    )
+    if edit is not None:
+        manifest = edit(manifest)
+    return PublishedRound(
+        round=round_no,
+        model_hash=keccak256(model),
+        model_cid=model_cid,
+        updates_root=manifest.updates_root(),
+        manifest_cid=store.put(manifest.to_bytes()),
+        manifest=manifest,
+        global_vector=vector,
+    )
+
+
+def drop_update(address: str) -> Callable[[RoundManifest], RoundManifest]:
+    """Manifest edit: leave one responder's update out (its model stays in the aggregate)."""
+
+    def edit(manifest: RoundManifest) -> RoundManifest:
+        kept = [u for u in manifest.updates if u.address != address]
+        return replace(manifest, updates=kept, n_total=sum(u.n_samples for u in kept))
+
+    return edit
+
+
+class History:
+    """A federation on anvil with real SISA nodes, driven round by round."""
+
+    def __init__(self, fed: Federation, devnet: Devnet, store: LocalStore, workdir: Path) -> None:
+        self.fed = fed
+        self.store = store
+        keys = {a.address: a.private_key for a in devnet.accounts}
+        self.keys = [keys[str(n.account)] for n in fed.nodes]
+        self.addresses = fed.node_addresses
+        self.nodes: list[SisaNode] = []
+        self.ingested: list[int] = []
+        for i, address in enumerate(self.addresses):
+            config = NodeConfig(FED_ID, node_id=address, slices=SLICES, epochs=4)
+            node = SisaNode.create(workdir / f"node-{i}.sqlite", config)
+            node.ingest(make_records(f"n{i}", 0, 16), embed=synthetic_embed, progress=False)
+            node.train()
+            self.nodes.append(node)
+            self.ingested.append(16)
+            fed.nodes[i].register_key(keccak256(b"x25519 " + address.encode()))
+        self.committed: dict[int, NodeModel] = {}
+        self.rounds: list[PublishedRound] = []
+        self.accuracy: dict[int, float] = {}
+        self.request_ids: dict[str, bytes] = {}
+        self.forgotten: set[str] = set()
+        self.certificates: dict[str, tuple[Certificate, str]] = {}
+        tests = make_records("test", 0, 30)
+        self.test_x = synthetic_embed([r.text for r in tests])
+        self.test_y = np.array([LABELS.index(r.label) for r in tests])
+
+    def run_round(
+        self,
+        *,
+        grow: bool = False,
+        stale: Collection[int] = (),
+        approvers: Sequence[int] | None = None,
+        edit: Callable[[RoundManifest], RoundManifest] | None = None,
+    ) -> PublishedRound:
+        """One round: ``grow`` ingests new records first, ``stale`` nodes commit their last
+        round's model, ``approvers`` (default all) approve."""
+        round_no = len(self.rounds) + 1
+        contributions = []
+        for i, node in enumerate(self.nodes):
+            if i in stale:
+                model = self.committed[i]
+            else:
+                if grow:
+                    fresh = make_records(f"n{i}", self.ingested[i], 4)
+                    node.ingest(fresh, embed=synthetic_embed, progress=False)
+                    self.ingested[i] += 4
+                    node.train()
+                model = node.model()
+            self.committed[i] = model
+            contributions.append(
+                Contribution(self.addresses[i], self.keys[i], model.vector, model.n_samples)
+            )
+        published = publish_round(self.store, round_no, contributions, edit=edit)
+        self.fed.coordinator.propose_round(
+            round_no,
+            published.model_hash,
+            published.model_cid,
+            published.updates_root,
+            published.manifest_cid,
+        )
+        for i in range(len(self.nodes)) if approvers is None else approvers:
+            self.fed.nodes[i].approve_round(round_no)
+        self.rounds.append(published)
+        self.accuracy[round_no] = evaluate(published.global_vector, self.test_x, self.test_y)
+        return published
+
+    def forgettable_record(self, node: int) -> str:
+        """A record of ``node`` in a middle slice, so the retrain is partial."""
+        for j in range(self.ingested[node]):
+            record_id = f"n{node}-r{j}"
+            if record_id not in self.forgotten and assign(record_id, FED_ID, 1, SLICES)[1] == 2:
+                return record_id
+        raise AssertionError("no record in the middle slice")
+
+    def forget(self, node: int, request_id: str, *, sign_with: str | None = None) -> str:
+        """Request, forget for real and certify; return the certificate's CID."""
+        record_id = self.forgettable_record(node)
+        self.forgotten.add(record_id)
+        on_chain = keccak256(request_id.encode())
+        self.request_ids[request_id] = on_chain
+        self.fed.coordinator.request_forget(on_chain, record_commitment(FED_ID, record_id))
+        result = self.nodes[node].forget([record_id], request_ids=[request_id])
+        cert = result.certificate(request_id).signed(sign_with or self.keys[node])
+        cid = self.store.put(cert.to_bytes())
+        self.fed.nodes[node].certify_forget(
+            on_chain, cid, bytes.fromhex(cert.model_hash_after.removeprefix("0x"))
+        )
+        self.certificates[request_id] = (cert, cid)
+        return cid
+
+    def complete(self, request_id: str, round_no: int) -> None:
+        """The coordinator closes a certified request with a finalized round."""
+        self.fed.coordinator.complete_forget(self.request_ids[request_id], round_no)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def build_correct_history(history: History) -> None:
+    """Two rounds, a forget on node 1, the round carrying its retrained model completes it,
+    and a last round still waiting for its quorum."""
+    history.run_round()
+    history.run_round(grow=True)
+    history.forget(1, "forget-001")
+    history.run_round()
+    history.complete("forget-001", 3)
+    history.run_round(approvers=[0])
+
+
+# ----- a contract without guards --------------------------------------------------------------
+
+
+@cache
+def unguarded_artifact() -> dict[str, Any]:
+    """tests/contracts/UnguardedLethe.sol, built by the project's own solc-js path."""
+    from coordinator.contract_build import compile_contract
+
+    artifact: dict[str, Any] = json.loads(
+        compile_contract(UNGUARDED_SOURCE.read_text(encoding="utf-8")).artifact
+    )
+    return artifact
+
+
+class UnguardedLethe:
+    """A deployed UnguardedLethe: any history of Lethe events, written by one dev account."""
+
+    def __init__(self, devnet: Devnet, *, account: int = 8) -> None:
+        from web3 import Web3
+
+        artifact = unguarded_artifact()
+        self._w3 = Web3(Web3.HTTPProvider(devnet.rpc_url))
+        self._account = Account.from_key(devnet.accounts[account].private_key)
+        factory = self._w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        receipt = self._send(factory.constructor())
+        self.address = str(receipt["contractAddress"])
+        self.deployment_block = int(receipt["blockNumber"])
+        self._contract = self._w3.eth.contract(address=self.address, abi=artifact["abi"])
+        self.ledger = Ledger(devnet.rpc_url, self.address, deployment_block=self.deployment_block)
+
+    def _send(self, call: Any) -> Any:
+        tx = call.build_transaction(
+            {
+                "from": self._account.address,
+                "nonce": self._w3.eth.get_transaction_count(self._account.address, "pending"),
+            }
+        )
+        signed = self._account.sign_transaction(tx)
+        tx_hash = self._w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = self._w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.05)
+        assert receipt["status"] == 1
+        return receipt
+
+    def emit(self, function: str, *args: Any) -> str:
+        """Emit one event through its same-named function; return the tx hash."""
+        receipt = self._send(self._contract.functions[function](*args))
+        return "0x" + bytes(receipt["transactionHash"]).hex()

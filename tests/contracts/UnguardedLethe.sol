@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title A Lethe that lets anyone emit any event (TEST ONLY)
+/// @notice Same events as contracts/Lethe.sol, no access control and no state: a test can
+///         write a history the real contract would refuse (an approval from an address that
+///         was never admitted) and check that the audit, which reads events only, rejects it.
+/// @dev Named Lethe so coordinator.contract_build.compile_contract builds it unchanged.
+contract Lethe {
+    uint256 public immutable deployedBlock;
+
+    event CoordinatorAdmitted(address indexed coordinator, address indexed previous);
+    event NodeAdmitted(address indexed node, uint256 nodeCount);
+    event NodeRemoved(address indexed node, uint256 nodeCount);
+    event KeyRegistered(address indexed node, bytes32 key);
+    event QuorumSet(uint32 configuredQuorum);
+    event RoundProposed(
+        uint64 indexed round,
+        address indexed proposer,
+        bytes32 globalModelHash,
+        string globalModelCid,
+        bytes32 updatesRoot,
+        string manifestCid,
+        uint32 quorum,
+        uint256 nodeCount
+    );
+    event RoundApproved(uint64 indexed round, address indexed node, uint32 approvals);
+    event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
+    event ForgetRequested(bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator);
+    event ForgetCertified(
+        bytes32 indexed requestId,
+        address indexed node,
+        string certificateCid,
+        bytes32 newModelHash,
+        uint64 afterRound
+    );
+    event ForgetCompleted(bytes32 indexed requestId, uint64 indexed round, address indexed node);
+
+    constructor() {
+        deployedBlock = block.number;
+    }
+
+    function coordinatorAdmitted(address coordinator, address previous) external {
+        emit CoordinatorAdmitted(coordinator, previous);
+    }
+
+    function nodeAdmitted(address node, uint256 nodeCount) external {
+        emit NodeAdmitted(node, nodeCount);
+    }
+
+    function nodeRemoved(address node, uint256 nodeCount) external {
+        emit NodeRemoved(node, nodeCount);
+    }
+
+    function quorumSet(uint32 configuredQuorum) external {
+        emit QuorumSet(configuredQuorum);
+    }
+
+    function roundProposed(
+        uint64 round,
+        address proposer,
+        bytes32 globalModelHash,
+        string calldata globalModelCid,
+        bytes32 updatesRoot,
+        string calldata manifestCid,
+        uint32 quorum,
+        uint256 nodeCount
+    ) external {
+        emit RoundProposed(round, proposer, globalModelHash, globalModelCid, updatesRoot, manifestCid, quorum, nodeCount);
+    }
+
+    function roundApproved(uint64 round, address node, uint32 approvals) external {
+        emit RoundApproved(round, node, approvals);
+    }
+
+    function roundFinalized(uint64 round, uint32 approvals, uint32 quorum) external {
+        emit RoundFinalized(round, approvals, quorum);
+    }
+}

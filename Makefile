@@ -29,7 +29,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The explorer's browser test drives the system Chromium (Debian package, never a download).
 test: lint
+	@scripts/ensure_chromium.sh
 	$(BIN)/pytest -q
 
 demo: setup

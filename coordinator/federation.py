@@ -14,11 +14,13 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import requests
 
 from coordinator.config import CoordinatorConfig
@@ -40,6 +42,7 @@ class FederationSpec:
     test_records: int | None = 300
     federation_id: str = "lethe-demo"
     exclude_records: tuple[str, ...] = ()
+    allowed_apps: tuple[str, ...] = ()
 
 
 @dataclass
@@ -111,22 +114,27 @@ class LocalFederation:
                 ledger.admit_node(account.address)
         self._accounts = (coordinator, node_accounts)
 
-    def _test_embeddings(self) -> Callable[[list[str]], Any]:
+    def _test_embeddings(self) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
         """Embed the shared test split once for all nodes (it is the same texts)."""
-        cache: dict[str, Any] = {}
+        cache: dict[str, npt.NDArray[np.float32]] = {}
 
-        def embed(texts: list[str]) -> Any:
+        def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
             from node.features import encode
 
             missing = [t for t in texts if t not in cache]
             if missing:
                 for text, row in zip(missing, encode(missing, progress=True), strict=True):
                     cache[text] = row
-            return [cache[t] for t in texts]
+            return np.stack([cache[t] for t in texts])
 
         return embed
 
-    def _node(self, index: int, account: Any, embed_test: Callable[[list[str]], Any]) -> None:
+    def _node(
+        self,
+        index: int,
+        account: Any,
+        embed_test: Callable[[Sequence[str]], npt.NDArray[np.float32]],
+    ) -> None:
         from node.sisa import SisaNode
         from node.store import NodeConfig, load_default
         from protocol.envelope import generate_private_key, private_key_bytes, public_key_bytes
@@ -243,6 +251,7 @@ class LocalFederation:
                 "--superlink",
                 self.superlink_address,
                 "--insecure",
+                *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
             env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr"), **env),
         )

@@ -2,11 +2,13 @@
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from coordinator.config import CoordinatorConfig
+from coordinator.queue import CoordinatorDB
 
 
 @click.command()
@@ -24,7 +26,6 @@ def api(config_path: str, host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     from coordinator.api import create_app
-    from coordinator.queue import CoordinatorDB
 
     config = CoordinatorConfig.load(config_path)
     db = CoordinatorDB(Path(config.db))
@@ -37,18 +38,15 @@ def api(config_path: str, host: str, port: int) -> None:
     run_simple(host, port, app, threaded=True)
 
 
-def _explorer(config: CoordinatorConfig, db: object):  # type: ignore[no-untyped-def]
-    """The explorer page renderer, if the audit module is installed."""
-    try:
-        from coordinator.explorer import render_explorer
-    except ImportError:
-        return None
+def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]:
+    """The explorer page renderer: the audit's verdicts over the chain and the store."""
+    from coordinator.explorer import render_explorer
     from protocol.ledger import Ledger
     from protocol.store import open_store
 
     def render() -> str:
         ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
-        return render_explorer(ledger, open_store(config.store), db)  # type: ignore[arg-type]
+        return render_explorer(ledger, open_store(config.store), db)
 
     return render
 

@@ -8,6 +8,7 @@ COMMANDS = {
     "demo": "coordinator.demo:demo",
     "api": "coordinator.serve_cli:api",
     "up": "coordinator.serve_cli:up",
+    "configure": "coordinator.serve_cli:configure",
     "secagg-demo": "coordinator.secagg_demo:secagg_demo",
     "devnet": "coordinator.chain_cli:devnet",
     "deploy": "coordinator.chain_cli:deploy",

@@ -87,3 +87,67 @@ def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
     finally:
         click.echo("stopping the federation …")
         federation.stop()
+
+
+@click.command()
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Where to write coordinator.json."
+)
+@click.option("--federation", "federation_id", required=True, help="Federation id.")
+@click.option("--rpc", envvar="LETHE_RPC_URL", required=True, help="JSON-RPC URL.")
+@click.option("--contract", envvar="LETHE_CONTRACT", required=True, help="Lethe contract.")
+@click.option("--deployment-block", type=int, default=0, show_default=True)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="File holding the coordinator's Ethereum private key (hex).",
+)
+@click.option(
+    "--store",
+    envvar="LETHE_STORE_SPEC",
+    required=True,
+    help="Content store: a folder, or a Kubo RPC address.",
+)
+@click.option(
+    "--db", type=click.Path(dir_okay=False), required=True, help="The coordinator's SQLite queue."
+)
+@click.option(
+    "--slices",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="Initial rounds: one per SISA slice (must match the nodes').",
+)
+def configure(
+    out: str,
+    federation_id: str,
+    rpc: str,
+    contract: str,
+    deployment_block: int,
+    key_file: str,
+    store: str,
+    db: str,
+    slices: int,
+) -> None:
+    """Write the coordinator's config and an API token beside it (kept if it exists)."""
+    import secrets
+
+    from node.runtime import write_secret
+
+    folder = Path(out).resolve().parent
+    token = folder / "api.token"
+    if not token.exists():
+        write_secret(token, secrets.token_urlsafe(24).encode())
+    CoordinatorConfig(
+        federation_id=federation_id,
+        rpc_url=rpc,
+        contract=contract,
+        coordinator_key_file=str(Path(key_file).resolve()),
+        store=store,
+        db=str(Path(db).resolve()),
+        api_token_file=str(token),
+        slices=slices,
+        deployment_block=deployment_block,
+    ).save(Path(out))
+    click.echo(f"wrote {out}; API token in {token}")

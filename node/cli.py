@@ -10,6 +10,7 @@ COMMANDS = {
     "forget": "node.commands:forget",
     "info": "node.commands:info",
     "run": "node.run_cli:run",
+    "join": "node.run_cli:join",
 }
 
 

@@ -91,3 +91,75 @@ def run(
             supernode.wait(timeout=10)
         except subprocess.TimeoutExpired:
             supernode.kill()
+
+
+@click.command()
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="The node's SQLite store (from `lethe-node ingest`).",
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Where the node's keys and node.json are kept (created if missing).",
+)
+@click.option("--name", required=True, help="A name for logs, e.g. node-1.")
+@click.option("--rpc", envvar="LETHE_RPC_URL", required=True, help="JSON-RPC URL.")
+@click.option("--contract", envvar="LETHE_CONTRACT", required=True, help="Lethe contract.")
+@click.option(
+    "--store",
+    envvar="LETHE_STORE_SPEC",
+    required=True,
+    help="Content store: a folder, or a Kubo RPC address (http://… or /ip4/…).",
+)
+@click.option(
+    "--eth-key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="File holding this node's Ethereum private key (hex).",
+)
+def join(
+    db: str, home: str, name: str, rpc: str, contract: str, store: str, eth_key_file: str
+) -> None:
+    """Write node.json, create the X25519 share key if missing, and register it on chain.
+
+    The node must already be admitted by the contract owner (`lethe admit --node ADDR`).
+    """
+    from node.runtime import NodeRuntime, write_secret
+    from node.sisa import SisaNode
+    from protocol.envelope import generate_private_key, private_key_bytes
+    from protocol.errors import LetheError
+
+    folder = Path(home).resolve()
+    share_key = folder / "x25519.key"
+    if not share_key.exists():
+        write_secret(share_key, private_key_bytes(generate_private_key()))
+    try:
+        with SisaNode.open(db) as node:
+            federation_id = node.config.federation_id
+        config = NodeRunConfig(
+            federation_id=federation_id,
+            name=name,
+            db=str(Path(db).resolve()),
+            eth_key_file=str(Path(eth_key_file).resolve()),
+            x25519_key_file=str(share_key),
+            rpc_url=rpc,
+            contract=contract,
+            store=store,
+        )
+        config.save(folder / "node.json")
+        runtime = NodeRuntime(config)
+        if not runtime.ledger.is_node(runtime.address):
+            raise click.ClickException(
+                f"{runtime.address} is not admitted yet: the owner runs "
+                f"`lethe admit --node {runtime.address}`"
+            )
+        if runtime.ledger.node_key(runtime.address) != runtime.public_key:
+            tx = runtime.ledger.register_key(runtime.public_key)
+            click.echo(f"{name}: share key registered (tx {tx.tx_hash})")
+    except LetheError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: {folder / 'node.json'} ready; start with `lethe-node run --config …`")

@@ -677,19 +677,14 @@ class SisaNode:
         repeated = self._repeated(ids, requests)
         if repeated is not None:
             return repeated
+        self._locate_all(ids)
         self.train()
         before = self.model()
         import torch  # noqa: F401  (loaded before the clock starts: wall time is the forget's)
 
         started = time.perf_counter()
         with self.store.transaction():
-            located = self.store.locate(ids)
-            unknown = [rid for rid in ids if rid not in located]
-            if unknown:
-                raise NodeError(
-                    f"unknown record id(s) on this node: {', '.join(map(repr, unknown[:10]))}"
-                    "; nothing was changed"
-                )
+            located = self._locate_all(ids)
             plan, new_slices = self._plan_forget(ids, requests, located, before)
             self.store.delete_records(ids)
             self.store.set_slices(new_slices)
@@ -707,6 +702,16 @@ class SisaNode:
         if result is None:
             raise NodeError("forget journal entry vanished")
         return result
+
+    def _locate_all(self, ids: Sequence[str]) -> dict[str, RecordLocation]:
+        located = self.store.locate(ids)
+        unknown = [rid for rid in ids if rid not in located]
+        if unknown:
+            raise NodeError(
+                f"unknown record id(s) on this node: {', '.join(map(repr, unknown[:10]))}"
+                "; nothing was changed"
+            )
+        return located
 
     def _repeated(self, ids: Sequence[str], requests: Sequence[str]) -> ForgetResult | None:
         """The stored result if every request was already journaled for these records."""

@@ -237,33 +237,39 @@ def _check_fields(
     return Record(rid, text, label), []
 
 
-def _decode(raw: bytes, source: str) -> str:
+def _read_text(path: Path | str) -> str:
+    """A UTF-8 file's text; a decoding error names its line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise NodeError(f"cannot read {path}: {exc.strerror}") from exc
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise IngestError(source, [f"line {line}: not valid UTF-8 ({exc.reason})"]) from exc
+        raise IngestError(str(path), [f"line {line}: not valid UTF-8 ({exc.reason})"]) from exc
 
 
-def _check_duplicates(records: list[tuple[int, Record]]) -> list[str]:
+def _finish(source: str, parsed: list[tuple[int, Record]], problems: list[str]) -> list[Record]:
+    """The records, unless any line was bad or an id repeats: then every problem at once."""
     first: dict[str, int] = {}
-    problems = []
-    for line, rec in records:
+    for line, rec in parsed:
         if rec.id in first:
             problems.append(f"line {line}: duplicate id {rec.id!r} (first on line {first[rec.id]})")
         else:
             first[rec.id] = line
-    return problems
+    if problems:
+        raise IngestError(source, problems)
+    if not parsed:
+        raise IngestError(source, ["no records"])
+    return [rec for _, rec in parsed]
 
 
 def read_csv(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Record]:
     """Parse a UTF-8 CSV with a header naming ``id``, ``text`` and ``label`` (other columns
     are ignored); raise :class:`IngestError` listing every bad line, so nothing half-loads."""
     source = str(path)
-    try:
-        text = _decode(Path(path).read_bytes(), source)
-    except OSError as exc:
-        raise NodeError(f"cannot read {source}: {exc.strerror}") from exc
+    text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
@@ -301,22 +307,14 @@ def read_csv(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[R
                 if rec is not None:
                     parsed.append((line, rec))
         line = reader.line_num + 1
-    problems += _check_duplicates(parsed)
-    if problems:
-        raise IngestError(source, problems)
-    if not parsed:
-        raise IngestError(source, ["no records after the header"])
-    return [rec for _, rec in parsed]
+    return _finish(source, parsed, problems)
 
 
 def read_jsonl(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Record]:
     """Parse JSON Lines, one ``{"id", "text", "label"}`` object per line (blank lines
     skipped); raise :class:`IngestError` listing every bad line."""
     source = str(path)
-    try:
-        text = _decode(Path(path).read_bytes(), source)
-    except OSError as exc:
-        raise NodeError(f"cannot read {source}: {exc.strerror}") from exc
+    text = _read_text(path)
     parsed: list[tuple[int, Record]] = []
     problems: list[str] = []
     for line, raw in enumerate(text.splitlines(), start=1):
@@ -339,12 +337,7 @@ def read_jsonl(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list
         problems += errs
         if rec is not None:
             parsed.append((line, rec))
-    problems += _check_duplicates(parsed)
-    if problems:
-        raise IngestError(source, problems)
-    if not parsed:
-        raise IngestError(source, ["no records"])
-    return [rec for _, rec in parsed]
+    return _finish(source, parsed, problems)
 
 
 def parse_partition(spec: str) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -81,8 +82,9 @@ def test_data_subject_recognises_their_record() -> None:
         ("wall_time_ms", 1),
     ],
 )
-def test_any_edit_after_signing_is_detected(field: str, value: object) -> None:
-    forged = dataclasses.replace(make_certificate(), **{field: value})
+def test_any_edit_after_signing_is_detected(field: str, value: Any) -> None:
+    changes: dict[str, Any] = {field: value}
+    forged = dataclasses.replace(make_certificate(), **changes)
     with pytest.raises(ProtocolError, match="signed by 0x"):
         forged.verify()
 

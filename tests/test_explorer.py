@@ -3,7 +3,6 @@ audit's badges; nothing loaded from outside; everything from the chain escaped."
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -21,39 +20,12 @@ from coordinator.queue import CoordinatorDB
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
 from tests.audit_history import FED_ID, Contribution, UnguardedLethe, copy_store, publish_round
-from tests.conftest import REPO_ROOT
+from tests.browser import CHROMIUM_ARGS
 
 if TYPE_CHECKING:
     from tests.audit_fixtures import AuditedHistory
 
 pytest_plugins = ["tests.chain_fixtures", "tests.audit_fixtures"]
-
-CHROMIUM_ENV = "LETHE_CHROMIUM"
-DEFAULT_CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOT = REPO_ROOT / "bench" / "results" / "explorer.png"
-
-
-@pytest.fixture
-def chromium() -> str:
-    """The system Chromium; its absence is a setup error, not a reason to skip."""
-    path = os.environ.get(CHROMIUM_ENV) or DEFAULT_CHROMIUM
-    if not os.access(path, os.X_OK):
-        pytest.fail(
-            f"no Chromium at {path} for the explorer's browser test: run make setup "
-            f"(scripts/ensure_chromium.sh installs the Debian package), or set {CHROMIUM_ENV}"
-        )
-    return path
-
 
 @pytest.fixture
 def explorer_url(audited_history: AuditedHistory, tmp_path: Path) -> Iterator[str]:
@@ -76,7 +48,7 @@ def explorer_url(audited_history: AuditedHistory, tmp_path: Path) -> Iterator[st
 
 
 def test_explorer_shows_rounds_nodes_and_forget_timeline_in_chromium(
-    chromium: str, explorer_url: str, audited_history: AuditedHistory
+    chromium: str, explorer_url: str, audited_history: AuditedHistory, tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -136,12 +108,11 @@ def test_explorer_shows_rounds_nodes_and_forget_timeline_in_chromium(
                 "Completed",
             ]
 
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
         finally:
             browser.close()
     assert requested and all(url.startswith(explorer_url) for url in requested), requested
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert (tmp_path / "explorer.png").stat().st_size > 10_000
 
 
 def test_failed_checks_get_failed_badges_from_the_audit(

@@ -116,3 +116,36 @@ def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation)
     assert victim.address in survived["responders"]["share"]
     assert len(survived["responders"]["aggregate"]) == 2 >= survived["threshold"]
     assert not victim.child.alive()
+
+
+def test_real_history_passes_the_audit_and_shows_in_the_explorer(
+    federation: LocalFederation, chromium: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from coordinator.audit import audit
+    from tests.browser import CHROMIUM_ARGS
+    from tests.conftest import REPO_ROOT
+
+    report = audit(_ledger(federation), LocalStore(federation.workdir / "store"))
+    assert report.ok, report.verdict()
+    completed = [f for f in report.forgets if f.completed is not None]
+    assert len(completed) >= 1
+    assert all(r.status in ("verified", "pending") for r in report.rounds)
+
+    screenshot = REPO_ROOT / "bench" / "results" / "explorer.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            response = page.goto(f"{federation.api_url}/explorer", wait_until="load")
+            assert response is not None and response.status == 200
+            assert "AUDIT PASSED" in page.inner_text(".verdict.ok")
+            assert page.locator("tr.round").count() == len(report.rounds)
+            assert page.locator("tr.node").count() == SPEC.nodes
+            timeline = page.locator("section.forget").first.inner_text()
+            assert "e2e-forget-1" in timeline or "e2e-forget-2" in timeline
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000

@@ -73,7 +73,7 @@ def test_bad_csv_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     [
         ("", "line 1: empty file"),
         ("id,text\n1,x\n", "lacks column\\(s\\) label"),
-        ("id,text,label\n", "no records after the header"),
+        ("id,text,label\n", "no records"),
         ('id,text,label\na,"unterminated,positive\n', "line 2: unexpected end of data"),
     ],
 )

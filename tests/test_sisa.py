@@ -21,12 +21,12 @@ from node.sisa import (
     epochs_per_slice,
     evaluate,
     head_to_vector,
-    model_hash,
     predict,
     vector_to_head,
 )
-from node.store import NodeError
+from node.store import NodeError, Record
 from protocol.commitments import record_commitment
+from protocol.model import model_hash
 from tests.conftest import REPO_ROOT
 from tests.node_fixtures import build_node, fake_embed, make_records, small_config, store_files
 
@@ -45,7 +45,7 @@ def checkpoint_hashes(node: SisaNode) -> dict[tuple[int, int], bytes]:
     return hashes
 
 
-def without(ids: set[str]) -> list:
+def without(ids: set[str]) -> list[Record]:
     return [r for r in RECORDS if r.id not in ids]
 
 
@@ -186,7 +186,7 @@ def test_forgotten_text_is_gone_from_the_files(tmp_path: Path) -> None:
     db = tmp_path / "node.db"
     canary_id = "canary-id-91c2"
     canary_text = "CANARY-7f3a9 great secret that must vanish"
-    canary = type(RECORDS[0])(canary_id, canary_text, "positive")
+    canary = Record(canary_id, canary_text, "positive")
     node = build_node(db, [*RECORDS, canary])
     embedding = fake_embed([canary_text])[0].astype("<f4").tobytes()
     raw = store_files(db)
@@ -204,7 +204,7 @@ def test_forgotten_text_is_gone_from_the_files(tmp_path: Path) -> None:
 def test_unknown_id_changes_nothing(tmp_path: Path) -> None:
     node = build_node(tmp_path / "a.db", RECORDS)
     before = node.model().hash
-    with pytest.raises(NodeError, match="unknown record id.*'nope'"):
+    with pytest.raises(NodeError, match=r"unknown record id.*'nope'"):
         node.forget([RECORDS[0].id, "nope"])
     assert node.model().hash == before
     assert node.store.locate([RECORDS[0].id])
@@ -301,3 +301,14 @@ def test_forget_killed_mid_retrain_is_completed_on_restart(tmp_path: Path) -> No
     assert restarted.model().hash == scratch.model().hash
     assert result.model_hash_after == scratch.model().hash_hex
     assert result.certificate("req-crash").signed(NODE_KEY).verify()
+
+
+def test_importing_the_node_modules_loads_neither_torch_nor_transformers() -> None:
+    code = (
+        "import sys, node.store, node.sisa, node.features, node.commands, protocol.certificate;"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

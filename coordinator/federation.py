@@ -386,7 +386,7 @@ class LocalFederation:
 
     def _check_alive(self) -> None:
         for child in self.group.children:
-            code = child.popen.poll()
+            code = None if child.stopped else child.popen.poll()
             # A node SIGKILLed on purpose (fault drills) is a dropout; anything else a failure.
             if code is not None and (child.name in ("superlink", "api") or code >= 0):
                 raise ProcessError(f"{child.name} exited with code {code}; see {child.log}")

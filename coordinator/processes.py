@@ -50,6 +50,7 @@ class Child:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    stopped: bool = False
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -57,6 +58,7 @@ class Child:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL it if it lingers."""
+        self.stopped = True
         if not self.alive():
             return
         try:

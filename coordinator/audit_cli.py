@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 
 from coordinator.chain_cli import deployment_option
+from coordinator.store_cli import store_location_options, store_spec
 from protocol.errors import LedgerError
 from protocol.ledger import CONTRACT_ENV, RPC_URL_ENV, Ledger
-from protocol.store import DEFAULT_DIR, IPFS_API_ENV, STORE_ENV, open_store
+from protocol.store import open_store
 
 EXIT_INCONSISTENT = 1
 EXIT_UNREADABLE = 3
@@ -42,17 +43,7 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
     help=f"Lethe contract address [env {CONTRACT_ENV}; default: the deployment file's].",
 )
 @deployment_option("--deployment", "Deployment file, read when no --contract is given")
-@click.option(
-    "--store",
-    "store_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"Local blockstore folder [env {STORE_ENV}; default {DEFAULT_DIR}].",
-)
-@click.option(
-    "--ipfs-api",
-    metavar="ADDR",
-    help=f"IPFS (Kubo) RPC API, e.g. /ip4/127.0.0.1/tcp/5001 [env {IPFS_API_ENV}].",
-)
+@store_location_options
 @click.option("--federation-id", help="Federation the history must belong to [default: its own].")
 @click.option(
     "--from-block",
@@ -79,9 +70,7 @@ def audit(
     """
     from coordinator.audit import audit as run_audit
 
-    if store_dir is not None and ipfs_api:
-        raise click.UsageError("give either --store or --ipfs-api, not both")
-    store = open_store(ipfs_api or (str(store_dir) if store_dir else None), timeout=timeout)
+    store = open_store(store_spec(store_dir, ipfs_api), timeout=timeout)
     try:
         ledger = _ledger(rpc, contract, deployment_file, timeout)
         report = run_audit(ledger, store, federation_id=federation_id, from_block=from_block)

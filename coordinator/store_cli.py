@@ -31,20 +31,32 @@ def store() -> None:
     """Put and get content by CID: the local blockstore, or any IPFS node's RPC API."""
 
 
-def _with_store(command: Callable[..., None]) -> Callable[..., None]:
-    """Add --store / --ipfs-api / --timeout, open the store, turn its errors into exit 1."""
-
-    @click.option(
+def store_location_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--store DIR`` / ``--ipfs-api ADDR``: which content store a command reads."""
+    command = click.option(
+        "--ipfs-api",
+        metavar="ADDR",
+        help=f"IPFS (Kubo) RPC API, e.g. /ip4/127.0.0.1/tcp/5001 [env {IPFS_API_ENV}].",
+    )(command)
+    return click.option(
         "--store",
         "store_dir",
         type=click.Path(file_okay=False, path_type=Path),
         help=f"Local blockstore folder [env {STORE_ENV}; default {DEFAULT_DIR}].",
-    )
-    @click.option(
-        "--ipfs-api",
-        metavar="ADDR",
-        help=f"IPFS (Kubo) RPC API, e.g. /ip4/127.0.0.1/tcp/5001 [env {IPFS_API_ENV}].",
-    )
+    )(command)
+
+
+def store_spec(store_dir: Path | None, ipfs_api: str | None) -> str | None:
+    """The ``open_store`` spec the two options name (None: from the environment)."""
+    if store_dir is not None and ipfs_api:
+        raise click.UsageError("give either --store or --ipfs-api, not both")
+    return ipfs_api or (str(store_dir) if store_dir is not None else None)
+
+
+def _with_store(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the store options and --timeout, open the store, turn its errors into exit 1."""
+
+    @store_location_options
     @click.option(
         "--timeout", default=30.0, show_default=True, help="Seconds to wait for the IPFS API."
     )
@@ -52,9 +64,7 @@ def _with_store(command: Callable[..., None]) -> Callable[..., None]:
     def wrapper(
         store_dir: Path | None, ipfs_api: str | None, timeout: float, **kwargs: object
     ) -> None:
-        if store_dir is not None and ipfs_api:
-            raise click.UsageError("give either --store or --ipfs-api, not both")
-        spec = ipfs_api or (str(store_dir) if store_dir is not None else None)
+        spec = store_spec(store_dir, ipfs_api)
         try:
             command(open_store(spec, timeout=timeout), **kwargs)
         except (StoreError, OSError) as exc:

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from coordinator.serve_cli import federation_options
+
 
 def _short(value: str | None) -> str:
     return "-" if not value else (value if len(value) <= 18 else f"{value[:10]}…{value[-6:]}")
@@ -44,16 +46,7 @@ def _pick_record(federation: Any) -> str:
 
 
 @click.command()
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False),
-    default=".lethe/demo",
-    show_default=True,
-    help="Chain state, node data, store and logs.",
-)
-@click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True)
-@click.option("--records-per-node", type=click.IntRange(10), default=400, show_default=True)
-@click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True)
+@federation_options(".lethe/demo")
 @click.option("--fresh", is_flag=True, help="Start from an empty work directory.")
 def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bool) -> None:
     """Run a federation, forget a record over HTTP, verify and audit it."""

@@ -51,17 +51,34 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     return render
 
 
+def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options of a local federation's size and place (``lethe up``, ``lethe demo``)."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(
+            [
+                click.option(
+                    "--workdir",
+                    type=click.Path(file_okay=False),
+                    default=workdir,
+                    show_default=True,
+                    help="Chain state, node data, store and logs.",
+                ),
+                click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True),
+                click.option(
+                    "--records-per-node", type=click.IntRange(10), default=400, show_default=True
+                ),
+                click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @click.command()
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False),
-    default=".lethe/federation",
-    show_default=True,
-    help="Where chain state, node data and logs live.",
-)
-@click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True)
-@click.option("--records-per-node", type=click.IntRange(10), default=400, show_default=True)
-@click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True)
+@federation_options(".lethe/federation")
 def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
     """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API)."""
     from coordinator.federation import FederationSpec, LocalFederation, describe

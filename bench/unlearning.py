@@ -102,7 +102,10 @@ def _config(shards: int) -> NodeConfig:
 
 
 def build(
-    path: Path, shards: int, train: Sequence[Record], test: Sequence[Record],
+    path: Path,
+    shards: int,
+    train: Sequence[Record],
+    test: Sequence[Record],
     vectors: dict[str, np.ndarray],
 ) -> SisaNode:
     """A trained node holding ``train`` (and ``test`` for evaluation)."""
@@ -115,7 +118,10 @@ def build(
 
 
 def victims_by_slice(
-    records: Sequence[Record], shards: int, per_slice: int, rng: random.Random,
+    records: Sequence[Record],
+    shards: int,
+    per_slice: int,
+    rng: random.Random,
     exclude: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Random record ids, ``per_slice`` of them from each slice index, in random order."""
@@ -170,9 +176,14 @@ def centralized_accuracy(
     x = np.stack([vectors[r.id] for r in train])
     y = np.array([labels.index(r.label) for r in train])
     head = train_head(
-        zero_vector(x.shape[1], len(labels)), x, y,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        l2=cfg.l2, seed=seed_for(cfg.federation_id, "centralized", 0, 0),
+        zero_vector(x.shape[1], len(labels)),
+        x,
+        y,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        l2=cfg.l2,
+        seed=seed_for(cfg.federation_id, "centralized", 0, 0),
     )
     x_test = np.stack([vectors[r.id] for r in test])
     return evaluate(head, x_test, np.array([labels.index(r.label) for r in test]))
@@ -182,13 +193,25 @@ def _warm_up() -> None:
     """Import torch and run its kernels once, so neither side pays first-use costs."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((256, 384)).astype(np.float32)
-    train_head(zero_vector(384, 3), x, np.arange(256) % 3, epochs=2, batch_size=32,
-               learning_rate=1.0, l2=0.0, seed=0)
+    train_head(
+        zero_vector(384, 3),
+        x,
+        np.arange(256) % 3,
+        epochs=2,
+        batch_size=32,
+        learning_rate=1.0,
+        l2=0.0,
+        seed=0,
+    )
 
 
 def sweep_point(
-    work: Path, shards: int, train: Sequence[Record], test: Sequence[Record],
-    vectors: dict[str, np.ndarray], seed: int,
+    work: Path,
+    shards: int,
+    train: Sequence[Record],
+    test: Sequence[Record],
+    vectors: dict[str, np.ndarray],
+    seed: int,
 ) -> dict[str, Any]:
     """Accuracy, full retrain and forgets at one shard count."""
     with build(work / f"sweep-{shards}.db", shards, train, test, vectors) as node:
@@ -218,16 +241,26 @@ def plot(sweep: list[dict[str, Any]], acc_centralized: float, path: Path) -> Non
     left.plot(fine, 0.9 * theory, "k:", lw=1, label="0.9 × theory")
     left.plot(shards, [p["speedup"] for p in sweep], "o-", color="tab:blue", label="measured")
     left.plot(
-        shards, [p["speedup_cpu"] for p in sweep], "s--", color="tab:cyan", ms=4,
+        shards,
+        [p["speedup_cpu"] for p in sweep],
+        "s--",
+        color="tab:cyan",
+        ms=4,
         label="measured, process CPU time",
     )
-    left.set(xlabel="shards S", ylabel="full retrain / mean forget",
-             title=f"Forget speed-up (R = {SLICES} slices)")
+    left.set(
+        xlabel="shards S",
+        ylabel="full retrain / mean forget",
+        title=f"Forget speed-up (R = {SLICES} slices)",
+    )
     left.set_xticks(shards)
     left.legend()
     left.grid(alpha=0.3)
     right.plot(
-        shards, [p["acc_sisa"] for p in sweep], "o-", color="tab:green",
+        shards,
+        [p["acc_sisa"] for p in sweep],
+        "o-",
+        color="tab:green",
         label="SISA (averaged shard heads)",
     )
     right.axhline(acc_centralized, color="k", ls="--", lw=1, label="centralized head")
@@ -264,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         timing = measure(node, victims, ROUNDS)
         # Several requests for one shard: one retrain from the earliest of their slices.
         same_shard = [
-            r.id for r in data.train
+            r.id
+            for r in data.train
             if assign(r.id, "bench", MAIN_SHARDS, SLICES)[0] == 0 and r.id not in victims
         ]
         batch = rng.sample(same_shard, COALESCED)

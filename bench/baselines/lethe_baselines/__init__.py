@@ -1,0 +1,1 @@
+"""Flower's own FedAvg and SecAgg+ rounds, run on Lethe's SuperNodes for comparison."""

@@ -36,7 +36,7 @@ class CoordinatorConfig:
     clip: float = 8.0
     deployment_block: int = 0
     train_timeout_s: float = 600.0
-    stage_timeout_s: float = 60.0
+    stage_timeout_s: float = 30.0
     poll_s: float = 0.05
     forget_batch: int = 32
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from protocol.commitments import recover_leaf_signer, update_leaf
 from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
-from protocol.messages import AGGREGATE, APPROVE, FORGET, SHARE, TRAIN, Payload
+from protocol.messages import AGGREGATE, APPROVE, SHARE, TRAIN, Payload
 
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
@@ -77,6 +77,8 @@ class Coordinator:
         self.report = report
         self.fed = config.federation_id
         self.address_of: dict[int, str] = {}
+        self.retry_s = 10.0
+        self._retry_at = 0.0
 
     # -- rounds -------------------------------------------------------------------------
 
@@ -99,10 +101,19 @@ class Coordinator:
             if e.key is not None
         }
 
-    def _train(self, round_no: int, through_slice: int | None) -> dict[str, dict[str, Any]]:
-        """Stage 1: every connected node trains and commits; keep the registered, signed ones."""
+    def _train(
+        self, round_no: int, through_slice: int | None, forgets: Sequence[ForgetRequest]
+    ) -> dict[str, dict[str, Any]]:
+        """Stage 1: nodes forget what is asked, train and commit; keep registered, signed ones."""
         members = self._chain_members()
-        head = {"federation_id": self.fed, "round": round_no, "through_slice": through_slice}
+        head = {
+            "federation_id": self.fed,
+            "round": round_no,
+            "through_slice": through_slice,
+            "forget_requests": [
+                {"request_id": r.request_id, "record_id": r.record_id} for r in forgets
+            ],
+        }
         nodes = self.transport.node_ids()
         replies = self.transport.exchange(
             TRAIN, {n: Payload(dict(head)) for n in nodes}, self.config.train_timeout_s
@@ -127,10 +138,56 @@ class Coordinator:
             )
             self.address_of[node] = address
             accepted[address] = {"node": node, "x": member[0], "key": member[1], **h}
+            self.db.save_node(
+                address,
+                {
+                    "flower_node_id": node,
+                    "x": member[0],
+                    "public_key": h["public_key"],
+                    "n_samples": int(h["n_samples"]),
+                    "model_hash": h["model_hash"],
+                    "last_round": round_no,
+                },
+            )
+        self._record_forget_results(forgets, accepted, set(members))
         return accepted
 
+    def _record_forget_results(
+        self,
+        forgets: Sequence[ForgetRequest],
+        accepted: dict[str, dict[str, Any]],
+        everyone: set[str],
+    ) -> None:
+        """Certified by the owner, failed if every registered node answered 'not mine'."""
+        claimed = {
+            result["request_id"]: (address, result)
+            for address, reply in accepted.items()
+            for result in reply.get("forget_results", [])
+        }
+        answered = {a.lower() for a in accepted}
+        for req in forgets:
+            if req.request_id in claimed:
+                address, result = claimed[req.request_id]
+                self.db.advance_forget(
+                    req.request_id,
+                    "dispatched",
+                    "certified",
+                    node_address=address,
+                    certificate_cid=result["certificate_cid"],
+                    certify_tx=result["certify_tx"],
+                    new_model_hash=result["new_model_hash"],
+                )
+                self.report(
+                    f"forget {req.request_id}: certified by {address} "
+                    f"(certificate {result['certificate_cid']})"
+                )
+            elif everyone <= answered:
+                self.db.advance_forget(
+                    req.request_id, "dispatched", "failed", reason="no node holds this record"
+                )
+
     def run_round(
-        self, through_slice: int | None, *, forget_requests: tuple[str, ...] = ()
+        self, through_slice: int | None, *, forgets: Sequence[ForgetRequest] = ()
     ) -> RoundOutcome:
         """Run one secure round end to end and record it; RoundFailed if too few answer."""
         from protocol.field import FixedPoint
@@ -141,7 +198,8 @@ class Coordinator:
         started = time.monotonic()
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {round_no}: training ({label})")
-        trained = self._train(round_no, through_slice)
+        trained = self._train(round_no, through_slice, forgets)
+        forget_requests = [r.request_id for r in forgets]
         if len(trained) < self.config.min_nodes:
             raise RoundFailed(
                 f"round {round_no}: {len(trained)} nodes committed, need {self.config.min_nodes}"
@@ -340,78 +398,44 @@ class Coordinator:
         if self.db.advance_forget(req.request_id, "received", "dispatched", request_tx=tx):
             self.report(f"forget {req.request_id}: requested on chain (tx {tx})")
 
-    def _dispatch(self, requests: list[ForgetRequest]) -> None:
-        """Send the open requests to every node; the owner retrains and certifies."""
-        payload = {
-            "federation_id": self.fed,
-            "requests": [{"request_id": r.request_id, "record_id": r.record_id} for r in requests],
-        }
-        nodes = self.transport.node_ids()
-        replies = self.transport.exchange(
-            FORGET, {n: Payload(dict(payload)) for n in nodes}, self.config.train_timeout_s
-        )
-        claimed: dict[str, tuple[str, dict[str, Any]]] = {}
-        for reply in replies.values():
-            for result in reply.header.get("results", []):
-                claimed[result["request_id"]] = (str(reply.header["address"]), result)
-        answered = {str(r.header.get("address", "")).lower() for r in replies.values()}
-        everyone = set(self._chain_members())
-        for req in requests:
-            if req.request_id in claimed:
-                address, result = claimed[req.request_id]
-                self.db.advance_forget(
-                    req.request_id,
-                    "dispatched",
-                    "certified",
-                    node_address=address,
-                    certificate_cid=result["certificate_cid"],
-                    certify_tx=result["certify_tx"],
-                    new_model_hash=result["new_model_hash"],
-                )
-                self.report(
-                    f"forget {req.request_id}: certified by {address} "
-                    f"(certificate {result['certificate_cid']})"
-                )
-            elif everyone <= answered:
-                self.db.advance_forget(
-                    req.request_id, "dispatched", "failed", reason="no node holds this record"
-                )
-
-    def _complete(self, requests: list[ForgetRequest]) -> None:
-        """Run the round that publishes the retrained models; complete what it includes."""
-        outcome = self.run_round(None, forget_requests=tuple(r.request_id for r in requests))
-        if not outcome.finalized or outcome.manifest is None:
-            return
-        for req in requests:
-            update = outcome.manifest.update_of(req.node_address or "")
+    def _complete(self, round_no: int, manifest: RoundManifest) -> None:
+        """Complete every certified request whose owner's new model is in a finalized round."""
+        for req in self.db.list_forgets(("certified",)):
+            update = manifest.update_of(req.node_address or "")
             if update is None or update.model_hash != req.new_model_hash:
-                logger.warning("round %s lacks the new model of %s", outcome.round, req.request_id)
+                logger.warning("round %s lacks the new model of %s", round_no, req.request_id)
                 continue
-            tx = self.ledger.complete_forget(keccak256(req.request_id.encode()), outcome.round)
+            tx = self.ledger.complete_forget(keccak256(req.request_id.encode()), round_no)
             self.db.advance_forget(
-                req.request_id,
-                "certified",
-                "completed",
-                complete_tx=tx.tx_hash,
-                round=outcome.round,
+                req.request_id, "certified", "completed", complete_tx=tx.tx_hash, round=round_no
             )
-            self.report(
-                f"forget {req.request_id}: completed in round {outcome.round} (tx {tx.tx_hash})"
-            )
+            self.report(f"forget {req.request_id}: completed in round {round_no} (tx {tx.tx_hash})")
 
     def process_forgets(self) -> bool:
-        """Advance every open request one step; return whether anything was open."""
+        """Move open requests on; return whether a round ran for them.
+
+        New requests go on chain, then ride on the next round's ``train`` message: the
+        owner forgets, retrains and certifies before it commits, so that same round
+        publishes the new model and completes the request once finalized. Requests that
+        cannot progress (their owner is offline) are retried at most every
+        ``retry_s`` seconds rather than in a tight loop of rounds.
+        """
         batch = self.config.forget_batch
         received = self.db.list_forgets(("received",))[:batch]
         for req in received:
             self._request_on_chain(req)
         dispatched = self.db.list_forgets(("dispatched",))[:batch]
-        if dispatched:
-            self._dispatch(dispatched)
-        certified = self.db.list_forgets(("certified",))[:batch]
-        if certified:
-            self._complete(certified)
-        return bool(received or dispatched or certified)
+        certified = self.db.list_forgets(("certified",))
+        if not (dispatched or certified):
+            return False
+        if not received and time.monotonic() < self._retry_at:
+            return False
+        outcome = self.run_round(None, forgets=dispatched)
+        if outcome.finalized and outcome.manifest is not None:
+            self._complete(outcome.round, outcome.manifest)
+        still_open = self.db.list_forgets(("dispatched", "certified"))
+        self._retry_at = time.monotonic() + (self.retry_s if still_open else 0.0)
+        return True
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -427,7 +451,7 @@ class Coordinator:
             self._guarded(functools.partial(self.run_round, through))
         while not stop():
             if not self._guarded(self.process_forgets):
-                time.sleep(0.2)
+                time.sleep(0.05)
 
     def _guarded(self, step: Callable[[], Any]) -> Any:
         """Run a step; log a failed round or chain call instead of ending the loop."""

@@ -14,7 +14,6 @@ from node.stages import HANDLERS
 from protocol.messages import (
     AGGREGATE,
     APPROVE,
-    FORGET,
     SHARE,
     TRAIN,
     from_record_dict,
@@ -39,5 +38,4 @@ def _handler(stage: str) -> Callable[[Message, Context], Message]:
 app.train()(_handler(TRAIN))
 app.train("share")(_handler(SHARE))
 app.train("aggregate")(_handler(AGGREGATE))
-app.train("forget")(_handler(FORGET))
 app.query("approve")(_handler(APPROVE))

@@ -81,6 +81,7 @@ def run(
     ]
     argv += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
     logging.basicConfig(level=logging.INFO, format=f"[{config.name}] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     click.echo(f"{config.name}: SuperNode → {superlink}, Runtime API 127.0.0.1:{port}")
     supernode = subprocess.Popen(argv, env={**os.environ})
     try:

@@ -17,7 +17,7 @@ from node.store import NodeError
 from protocol.commitments import record_commitment, sign_leaf, update_leaf
 from protocol.errors import LedgerError, ProtocolError
 from protocol.hashing import keccak256
-from protocol.messages import AGGREGATE, APPROVE, FORGET, SHARE, TRAIN, Payload
+from protocol.messages import AGGREGATE, APPROVE, SHARE, TRAIN, Payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,9 +84,14 @@ def _checked_roster(rt: NodeRuntime, payload: Payload, head: RoundHeader) -> Ros
 
 
 def handle_train(rt: NodeRuntime, payload: Payload) -> Payload:
-    """Train through the requested slice; commit to the model with a signed leaf."""
+    """Forget what the round asks first, train through the requested slice, commit.
+
+    Forget requests ride on the round's first message, so a request costs one round, not
+    a dispatch stage plus a round; only the owner retrains, the others just commit.
+    """
     head = RoundHeader.parse(rt, payload)
     with rt.sisa() as node:
+        forgotten = _forget(rt, node, list(payload.header.get("forget_requests", [])))
         node.train(on_slice=None)
         model = _model(node, head.through_slice)
         ids = node.store.record_ids()
@@ -103,6 +108,7 @@ def handle_train(rt: NodeRuntime, payload: Payload) -> Payload:
             "n_samples": model.n_samples,
             "signature": sign_leaf(leaf, rt.eth_key),
             "local_accuracy": accuracy,
+            "forget_results": forgotten,
         },
         {"records": commitments},
     )
@@ -192,30 +198,24 @@ def handle_approve(rt: NodeRuntime, payload: Payload) -> Payload:
     return Payload({"address": rt.address, "approved": True, "tx_hash": tx, "accuracy": accuracy})
 
 
-def handle_forget(rt: NodeRuntime, payload: Payload) -> Payload:
-    """Forget the named records this node holds, store signed certificates, certify on chain.
+def _forget(rt: NodeRuntime, node: SisaNode, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Forget the named records this node holds; store signed certificates, certify on chain.
 
     Requests for records held elsewhere get no entry: the node's models are untouched.
+    Repeating a request (a lost reply, a crash) returns what was done, never forgets twice.
     """
-    payload.require("federation_id", "requests")
-    if payload.header["federation_id"] != rt.config.federation_id:
-        raise ProtocolError("forget request for another federation")
     requests: list[tuple[str, str]] = []
-    for entry in payload.header["requests"]:
+    for entry in entries:
         pair = (str(entry["request_id"]), str(entry["record_id"]))
         if pair[1] not in {rid for _, rid in requests}:  # one retrain per record
             requests.append(pair)
-    with rt.sisa() as node:
-        held = node.store.locate([rid for _, rid in requests])
-        done = {req for req, _ in requests if node.forget_result(req) is not None}
-        mine = [(req, rid) for req, rid in requests if rid in held or req in done]
-        if not mine:
-            return Payload({"address": rt.address, "results": []})
-        fresh = [(req, rid) for req, rid in mine if req not in done]
-        if fresh:
-            node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
-        results = [_certify(rt, node, request_id) for request_id, _ in mine]
-    return Payload({"address": rt.address, "results": results})
+    held = node.store.locate([rid for _, rid in requests])
+    done = {req for req, _ in requests if node.forget_result(req) is not None}
+    mine = [(req, rid) for req, rid in requests if rid in held or req in done]
+    fresh = [(req, rid) for req, rid in mine if req not in done]
+    if fresh:
+        node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
+    return [_certify(rt, node, request_id) for request_id, _ in mine]
 
 
 def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> dict[str, Any]:
@@ -254,5 +254,4 @@ HANDLERS: dict[str, Callable[[NodeRuntime, Payload], Payload]] = {
     SHARE: handle_share,
     AGGREGATE: handle_aggregate,
     APPROVE: handle_approve,
-    FORGET: handle_forget,
 }

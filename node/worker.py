@@ -27,10 +27,17 @@ FAULT_ENV = "LETHE_FAULT_EXIT_AFTER"
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Where the SuperNode's Runtime API listens and how eagerly to poll it."""
+    """Where the SuperNode's Runtime API listens and how eagerly to poll it.
+
+    A round's stages follow each other within a second, so right after a task the worker
+    polls every ``poll_s``; after ``busy_window_s`` without one it relaxes to
+    ``idle_poll_s`` to leave the CPU to others.
+    """
 
     runtime_api_address: str
     poll_s: float = 0.02
+    idle_poll_s: float = 0.2
+    busy_window_s: float = 15.0
     object_backoff_s: float = 0.05
     allowed_apps: tuple[str, ...] = (LETHE_APP,)
 
@@ -138,6 +145,7 @@ def serve(config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, _stop)
     acquirer = _make_client(config.runtime_api_address, None)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    last_task = 0.0
     while not stopping:
         try:
             res = acquirer.AcquireTask(request)
@@ -151,8 +159,11 @@ def serve(config: WorkerConfig) -> None:
             elapsed = time.perf_counter() - started
             logger.info("%s %s in %.3f s", stage, "done" if ok else "FAILED", elapsed)
             _crash_if_asked(stage)
-        else:
+            last_task = time.monotonic()
+        elif time.monotonic() - last_task < config.busy_window_s:
             time.sleep(config.poll_s)
+        else:
+            time.sleep(config.idle_poll_s)
     acquirer.close()
 
 

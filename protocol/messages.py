@@ -7,12 +7,12 @@ the rest of the protocol stays free of Flower imports.
 
 Stages (Flower message type → what the node does):
 
-- ``train``            train through the requested slice; reply n_i, model hash, signed leaf
+- ``train``            forget the requested records I hold (certify each on chain), train
+                       through the requested slice; reply n_i, model hash, signed leaf
 - ``train.share``      Shamir-share α_i·w_i to the roster, one envelope per recipient
 - ``train.aggregate``  open the envelopes addressed to me, reply the summed share
 - ``query.approve``    check my leaf is in the round's root and the model CID's bytes hash to
                        the proposed hash, evaluate it, send ``approveRound`` with my own key
-- ``train.forget``     forget the records I hold among those named; certify on chain
 """
 
 import json
@@ -29,8 +29,7 @@ TRAIN = "train"
 SHARE = "train.share"
 AGGREGATE = "train.aggregate"
 APPROVE = "query.approve"
-FORGET = "train.forget"
-STAGES = (TRAIN, SHARE, AGGREGATE, APPROVE, FORGET)
+STAGES = (TRAIN, SHARE, AGGREGATE, APPROVE)
 
 _RECORD = "lethe"
 _HEADER = "header"

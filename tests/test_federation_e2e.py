@@ -8,6 +8,7 @@ Specifications:
 - the chain holds RoundFinalized, ForgetCertified and ForgetCompleted for the request.
 """
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def test_forget_equals_federation_retrained_without_the_record(
     assert from_scratch["n_total"] == forgotten_round["n_total"]
     assert from_scratch["global_model_hash"] == forgotten_round["global_model_hash"]
 
+    nodes = requests.get(f"{federation.api_url}/nodes", timeout=10).json()
+    assert {n["address"] for n in nodes} == {n.address for n in federation.nodes}
+
     # Asking again for a forgotten record is refused: no node holds it any more.
     again = requests.post(
         f"{federation.api_url}/forget",
@@ -103,9 +107,13 @@ def test_forget_equals_federation_retrained_without_the_record(
 def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
     victim = federation.nodes[2]
     assert victim.child is not None
+    joined = victim.child.log.read_text().count("SuperNode ID")
     victim.child.stop()
     federation.start_node(victim, LETHE_FAULT_EXIT_AFTER="train.share")
-    federation.wait_rounds(0)
+    deadline = time.monotonic() + 60
+    while victim.child.log.read_text().count("SuperNode ID") == joined:
+        assert time.monotonic() < deadline, "the restarted node never joined"
+        time.sleep(0.2)
     record_id = _record_of(federation, 1, 3)
     federation.forget(record_id, request_id="e2e-forget-2")
     final = federation.follow("e2e-forget-2", timeout=300)

@@ -79,6 +79,7 @@ class LocalFederation:
         self.coordinator_config: CoordinatorConfig | None = None
         self.db: CoordinatorDB | None = None
         self.deployment: Any = None
+        self._accounts: tuple[Any, tuple[Any, ...]] = (None, ())
 
     # -- set-up -------------------------------------------------------------------------
 

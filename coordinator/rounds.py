@@ -32,7 +32,9 @@ from protocol.messages import AGGREGATE, APPROVE, SHARE, TRAIN, Payload
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
     from coordinator.transport import Transport
+    from protocol.field import FixedPoint
     from protocol.ledger import Ledger
+    from protocol.secure_sum import Roster, SummedShare
     from protocol.store import ContentStore
 
 logger = logging.getLogger("lethe.coordinator")
@@ -372,7 +374,11 @@ class Coordinator:
 
     @staticmethod
     def _reconstruct(
-        roster: Any, summed: list[Any], fixed_point: Any, n_total: int, n_senders: int
+        roster: Roster,
+        summed: list[SummedShare],
+        fixed_point: FixedPoint,
+        n_total: int,
+        n_senders: int,
     ) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Σ (n_i/N)·w_i over the senders, renormalised if some committed nodes never shared."""
         from protocol.secure_sum import reconstruct_sum

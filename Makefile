@@ -20,9 +20,11 @@ $(PY_STAMP): pyproject.toml requirements.lock
 	touch $@
 
 # npm 11 blocks install scripts; none of our tools needs one (anvil is called from
-# its platform package, solc-js is pure JS/wasm).
+# its platform package, solc-js is pure JS/wasm). `npm install` with the committed lock
+# installs exactly the locked tree; `npm ci` refuses it because one optional, never-used
+# dependency deep in js-ipfs (electron-eval → headless) points at a git tarball.
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 lint: setup

@@ -107,6 +107,12 @@ class ForgetRequest:
         }
 
 
+def _request(row: sqlite3.Row) -> ForgetRequest:
+    fields = dict(row)
+    fields["history"] = json.loads(fields["history"])
+    return ForgetRequest(**fields)
+
+
 class CoordinatorDB:
     """Typed access to the coordinator's SQLite file; safe to open from several processes."""
 
@@ -176,23 +182,18 @@ class CoordinatorDB:
             ).fetchone()
         if row is None:
             raise KeyError(request_id)
-        fields = dict(row)
-        fields["history"] = json.loads(fields["history"])
-        return ForgetRequest(**fields)
+        return _request(row)
 
     def list_forgets(self, states: tuple[str, ...] = STATES) -> list[ForgetRequest]:
         """Requests in any of ``states``, oldest first."""
         marks = ",".join("?" * len(states))
         with self._connect() as con:
-            ids = [
-                r[0]
-                for r in con.execute(
-                    f"SELECT request_id FROM forget_requests WHERE state IN ({marks})"
-                    " ORDER BY created_at, request_id",
-                    states,
-                )
-            ]
-        return [self.get_forget(i) for i in ids]
+            rows = con.execute(
+                f"SELECT * FROM forget_requests WHERE state IN ({marks})"
+                " ORDER BY created_at, request_id",
+                states,
+            ).fetchall()
+        return [_request(row) for row in rows]
 
     def advance_forget(
         self, request_id: str, from_state: str, to_state: str, **fields: Any

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from node.runtime import NodeRuntime
-    from node.sisa import NodeModel, SisaNode
+    from node.sisa import SisaNode
     from protocol.secure_sum import Roster
 
 logger = logging.getLogger("lethe.node")
@@ -51,10 +51,6 @@ class RoundHeader:
             )
         through = payload.header.get("through_slice")
         return cls(fed, int(payload.header["round"]), None if through is None else int(through))
-
-
-def _model(node: SisaNode, through_slice: int | None) -> NodeModel:
-    return node.model(through_slice)
 
 
 def _checked_roster(rt: NodeRuntime, payload: Payload, head: RoundHeader) -> Roster:
@@ -93,7 +89,7 @@ def handle_train(rt: NodeRuntime, payload: Payload) -> Payload:
     with rt.sisa() as node:
         forgotten = _forget(rt, node, list(payload.header.get("forget_requests", [])))
         node.train(on_slice=None)
-        model = _model(node, head.through_slice)
+        model = node.model(head.through_slice)
         ids = node.store.record_ids()
         accuracy = (
             node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
@@ -125,7 +121,7 @@ def handle_share(rt: NodeRuntime, payload: Payload) -> Payload:
     fixed_point = FixedPoint(float(payload.header["clip"]), int(payload.header["frac_bits"]))
     fixed_point.check_parties(roster.n)
     with rt.sisa() as node:
-        model = _model(node, head.through_slice)
+        model = node.model(head.through_slice)
     if model.hash_hex != payload.header["model_hash"]:
         raise ProtocolError("asked to share a model other than the one this node committed to")
     n_total = int(payload.header["n_total"])
@@ -174,7 +170,7 @@ def handle_approve(rt: NodeRuntime, payload: Payload) -> Payload:
         raise ProtocolError("updates root does not match the manifest's updates")
     mine = manifest.update_of(rt.address)
     with rt.sisa() as node:
-        model = _model(node, head.through_slice)
+        model = node.model(head.through_slice)
         if mine is None or mine.model_hash != model.hash_hex:
             raise ProtocolError("this node's commitment is missing from the round or altered")
         if mine.signer(head.federation_id, head.round).lower() != rt.address.lower():

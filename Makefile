@@ -9,7 +9,7 @@ NPM_STAMP := node_modules/.lethe-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest clean
+.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy clean
 
 setup: $(PY_STAMP) $(NPM_STAMP)
 
@@ -39,7 +39,7 @@ test: lint
 demo: setup
 	$(BIN)/lethe demo
 
-bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest
+bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy
 
 bench-secagg: setup
 	$(BIN)/python -m bench.secagg
@@ -55,6 +55,9 @@ bench-federation: setup
 
 bench-ingest: setup
 	$(BIN)/python -m bench.ingest
+
+bench-privacy: setup
+	$(BIN)/python -m bench.privacy
 
 clean:
 	rm -rf $(VENV) node_modules .lethe .pytest_cache .mypy_cache .ruff_cache

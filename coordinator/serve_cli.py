@@ -20,12 +20,32 @@ from coordinator.queue import CoordinatorDB
     help="The coordinator's coordinator.json.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8080, show_default=True)
-def api(config_path: str, host: str, port: int) -> None:
-    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer)."""
-    from werkzeug.serving import run_simple
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Requests per second per client address without the token (0: no limit).",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Requests a client may send at once before the rate applies.",
+)
+def api(
+    config_path: str, host: str, port: int, threads: int, rate_limit: float, burst: int
+) -> None:
+    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer).
 
+    Runs on waitress (a production WSGI server) and logs one line per request.
+    """
     from coordinator.api import create_app
+    from coordinator.ratelimit import RateLimiter
+    from coordinator.server import serve
 
     config = CoordinatorConfig.load(config_path)
     db = CoordinatorDB(Path(config.db))
@@ -34,21 +54,19 @@ def api(config_path: str, host: str, port: int) -> None:
         token=config.api_token(),
         federation_id=config.federation_id,
         explorer=_explorer(config, db),
+        rate_limit=RateLimiter(rate_limit, burst) if rate_limit > 0 else None,
     )
-    run_simple(host, port, app, threaded=True)
+    serve(app, host, port, threads=threads)
 
 
 def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]:
-    """The explorer page renderer: the audit's verdicts over the chain and the store."""
-    from coordinator.explorer import render_explorer
+    """The explorer page: the audit's verdicts, kept current block by block and cached."""
+    from coordinator.explorer import LiveExplorer
     from protocol.ledger import Ledger
     from protocol.store import open_store
 
-    def render() -> str:
-        ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
-        return render_explorer(ledger, open_store(config.store), db)
-
-    return render
+    ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
+    return LiveExplorer(ledger, open_store(config.store), db)
 
 
 def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable[..., None]]:

@@ -1,36 +1,16 @@
 """The coordinator API over real HTTP: every bad input gets a 4xx JSON error, requests persist."""
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from coordinator.api import MAX_BODY_BYTES, create_app
+from coordinator.api import MAX_BODY_BYTES
 from coordinator.queue import CoordinatorDB
 from protocol.commitments import record_commitment
+from tests.api_values import FED, TOKEN
 
-TOKEN = "test-token-0123456789"
-FED = "fed-test"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> CoordinatorDB:
-    db = CoordinatorDB(tmp_path / "coordinator.sqlite")
-    commitments = ["0x" + record_commitment(FED, r).hex() for r in ("rec-1", "rec-2")]
-    db.replace_record_index("0x" + "11" * 20, commitments)
-    return db
-
-
-@pytest.fixture
-def api(db: CoordinatorDB) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, create_app(db, token=TOKEN, federation_id=FED))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+pytest_plugins = ["tests.api_fixtures"]
 
 
 def _post(api: str, body: object, token: str | None = TOKEN) -> requests.Response:

@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
@@ -36,6 +37,16 @@ _ROUND = re.compile(r"[0-9]{1,19}")
 
 class BadInput(ValueError):
     """A request field fails validation; the message names the field."""
+
+
+class _AnyText(BaseConverter):
+    """The rest of the path, newlines and slashes included, for the view to validate.
+
+    So a malformed id gets the 400 that names its rules, not a 404 from routing.
+    """
+
+    regex = r"[\s\S]+"
+    part_isolating = False
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -117,6 +128,7 @@ def create_app(
     # Bodies are read by _read_body; Flask's own limit stays as a second guard.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["text"] = _AnyText
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -205,7 +217,7 @@ def create_app(
             return _error(409, str(exc))
         return jsonify(req.to_json()), 202 if created else 200
 
-    @app.get("/forget/<path:request_id>")
+    @app.get("/forget/<text:request_id>")
     def get_forget(request_id: str) -> tuple[Response, int]:
         valid_request_id(request_id)
         try:
@@ -221,7 +233,7 @@ def create_app(
     def list_rounds() -> tuple[Response, int]:
         return jsonify(db.list_rounds()), 200
 
-    @app.get("/rounds/<path:round_no>")
+    @app.get("/rounds/<text:round_no>")
     def get_round(round_no: str) -> tuple[Response, int]:
         number = valid_round(round_no)
         try:

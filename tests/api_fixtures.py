@@ -28,11 +28,20 @@ def db(tmp_path: Path) -> CoordinatorDB:
 def serve(app: Flask) -> Iterator[str]:
     """Serve ``app`` with waitress on a free loopback port until the generator closes."""
     server = create_server(app, "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    closed = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:  # select() on the sockets close() just shut: the normal end
+            if not closed.is_set():
+                raise
+
+    threading.Thread(target=run, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        closed.set()
         server.close()  # its loop notices within a second; the thread is a daemon
 
 

@@ -63,7 +63,9 @@ def test_malformed_json_oversized_body_and_unknown_ids(api: str) -> None:
     bad = requests.post(f"{api}/forget", data=b"{not json", headers=headers, timeout=5)
     assert bad.status_code == 400 and "JSON object" in bad.json()["error"]
     plain = requests.post(
-        f"{api}/forget", data=b"record_id=x", timeout=5,
+        f"{api}/forget",
+        data=b"record_id=x",
+        timeout=5,
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert plain.status_code == 415
@@ -94,8 +96,14 @@ def test_state_moves_only_forward_once(db: CoordinatorDB) -> None:
 def test_openapi_document_lists_every_endpoint(api: str) -> None:
     doc = requests.get(f"{api}/openapi.json", timeout=5).json()
     assert doc["openapi"].startswith("3.")
-    assert {"/forget", "/forget/{request_id}", "/rounds", "/rounds/{round}", "/nodes",
-            "/health"} <= set(doc["paths"])
+    assert {
+        "/forget",
+        "/forget/{request_id}",
+        "/rounds",
+        "/rounds/{round}",
+        "/nodes",
+        "/health",
+    } <= set(doc["paths"])
     assert requests.get(f"{api}/health", timeout=5).json()["status"] == "ok"
 
 

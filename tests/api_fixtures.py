@@ -1,11 +1,10 @@
 """The coordinator API served as `lethe api` serves it (waitress) on 127.0.0.1, over a
 fresh queue that knows two records, ``rec-1`` and ``rec-2``.
 
-Load with ``pytest_plugins = ["tests.api_fixtures"]``; import constants from
-``tests.api_values``, never from here (pytest must register the plugin first).
+Load with ``pytest_plugins = ["tests.api_fixtures"]``; import constants and helpers from
+``tests.api_server``, never from here (pytest must register the plugin first).
 """
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from flask import Flask
 
 from coordinator.api import create_app
 from coordinator.queue import CoordinatorDB
-from coordinator.server import create_server
-from tests.api_values import FED, NODE, RECORDS, TOKEN, commitment
+from tests.api_server import FED, NODE, RECORDS, TOKEN, commitment, serve
 
 
 @pytest.fixture
@@ -23,26 +21,6 @@ def db(tmp_path: Path) -> CoordinatorDB:
     db = CoordinatorDB(tmp_path / "coordinator.sqlite")
     db.replace_record_index(NODE, [commitment(r) for r in RECORDS])
     return db
-
-
-def serve(app: Flask) -> Iterator[str]:
-    """Serve ``app`` with waitress on a free loopback port until the generator closes."""
-    server = create_server(app, "127.0.0.1", 0, threads=4)
-    closed = threading.Event()
-
-    def run() -> None:
-        try:
-            server.run()
-        except OSError:  # select() on the sockets close() just shut: the normal end
-            if not closed.is_set():
-                raise
-
-    threading.Thread(target=run, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        closed.set()
-        server.close()  # its loop notices within a second; the thread is a daemon
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import requests
 from coordinator.api import MAX_BODY_BYTES
 from coordinator.queue import CoordinatorDB
 from protocol.commitments import record_commitment
-from tests.api_values import FED, TOKEN
+from tests.api_server import FED, TOKEN
 
 pytest_plugins = ["tests.api_fixtures"]
 

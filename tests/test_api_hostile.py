@@ -14,7 +14,7 @@ from flask import Flask
 from coordinator.api import MAX_BODY_BYTES, create_app
 from coordinator.queue import CoordinatorDB
 from coordinator.ratelimit import RateLimiter
-from tests.api_values import FED, RECORDS, TOKEN, commitment
+from tests.api_server import FED, RECORDS, TOKEN, commitment
 
 pytest_plugins = ["tests.api_fixtures"]
 

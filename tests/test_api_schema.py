@@ -13,8 +13,7 @@ from schemathesis.config import SchemathesisConfig
 from coordinator.api import create_app
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB
-from tests.api_fixtures import serve
-from tests.api_values import FED, NODE, RECORDS, TOKEN, commitment
+from tests.api_server import FED, NODE, RECORDS, TOKEN, commitment, serve
 
 # Bounded for CI (2 cores): examples per operation and mode; the coverage phase adds
 # its boundary values (lengths, patterns, ranges) on top.

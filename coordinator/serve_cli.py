@@ -9,6 +9,7 @@ import click
 
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
+from coordinator.workdir import DEFAULT_WORKDIR
 
 
 @click.command()
@@ -96,14 +97,32 @@ def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable
 
 
 @click.command()
-@federation_options(".lethe/federation")
-def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
-    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API)."""
-    from coordinator.federation import FederationSpec, LocalFederation, describe
+@federation_options(str(DEFAULT_WORKDIR))
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port of the coordinator API on 127.0.0.1 (0: any free port).",
+)
+def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: int) -> None:
+    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API).
 
+    Everything lives in the work directory; `lethe forget`, `status`, `rounds` and `audit`
+    run from the same folder find it without flags.
+    """
+    from coordinator.federation import FederationSpec, LocalFederation, describe
+    from coordinator.processes import port_open
+
+    if api_port and port_open(api_port):
+        raise click.UsageError(
+            f"port {api_port} on 127.0.0.1 is in use: pick another with --api-port "
+            "(0: any free port)"
+        )
     federation = LocalFederation(
         Path(workdir),
         FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
+        api_port=api_port,
     )
     federation.up()
     click.echo(describe(federation))

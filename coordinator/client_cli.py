@@ -120,6 +120,11 @@ def forget(
     as_json: bool,
 ) -> None:
     """Ask the federation to forget RECORD_ID (`lethe-node records` lists ids)."""
+    if not client.token:
+        raise click.UsageError(
+            "submitting needs the API token: run where `lethe up` runs (or give --workdir), "
+            f"or give --token-file or {TOKEN_ENV}"
+        )
     request, created = client.forget(record_id, request_id)
     if not as_json:
         known = "new request" if created else "already known"
@@ -136,7 +141,7 @@ def forget(
             seen.add(state["state"])
             click.echo(f"  {_state_line(state)}")
 
-    final = client.wait(request["request_id"], timeout=timeout, on_state=on_state)
+    final = client.wait(request["request_id"], timeout=timeout, poll=0.2, on_state=on_state)
     if as_json:
         click.echo(json.dumps(final, indent=2))
     elif final["state"] == "completed":

@@ -167,11 +167,8 @@ def status(client: ApiClient, request_id: str | None, as_json: bool) -> None:
             click.echo(f"  {step['state']:<10} at {_when(step.get('at'))}")
         return
     requests = client.requests()
-    if as_json:
-        click.echo(json.dumps(requests, indent=2))
+    if _printed_as_is(requests, as_json, "no forget requests yet"):
         return
-    if not requests:
-        click.echo("no forget requests yet")
     for request in requests:
         click.echo(f"{request['request_id']:<34} {_state_line(request)}")
 
@@ -181,11 +178,8 @@ def status(client: ApiClient, request_id: str | None, as_json: bool) -> None:
 def rounds(client: ApiClient, as_json: bool) -> None:
     """Every round: state, SISA slices, accuracy, who answered, approvals, model CID."""
     found = client.rounds()
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
+    if _printed_as_is(found, as_json, "no rounds yet"):
         return
-    if not found:
-        click.echo("no rounds yet")
     for r in found:
         through = r.get("through_slice")
         slices = "all slices" if through is None else f"slices 0..{through}"
@@ -196,6 +190,15 @@ def rounds(client: ApiClient, as_json: bool) -> None:
             f"| {answered} nodes answered | approvals {len(r.get('approvals') or {})}/"
             f"{r.get('quorum', '-')} | model {r.get('global_model_cid') or '-'}"
         )
+
+
+def _printed_as_is(items: list[dict[str, Any]], as_json: bool, empty: str) -> bool:
+    """Print ``items`` as JSON, or ``empty`` if there are none; False: the caller prints."""
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+    elif not items:
+        click.echo(empty)
+    return as_json or not items
 
 
 def _when(at: object) -> str:

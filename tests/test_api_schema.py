@@ -2,6 +2,7 @@
 operation, valid and invalid inputs, every built-in check (no server error; status,
 content type, headers and body as documented; invalid data rejected; auth enforced)."""
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,23 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, schema_ap
     case.call_and_validate(
         base_url=schema_api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
     )
+
+
+def test_the_document_covers_every_route_and_method(tmp_path: Path) -> None:
+    db = CoordinatorDB(tmp_path / "coordinator.sqlite")
+    app = create_app(db, token=TOKEN, federation_id=FED, explorer=lambda: "<html></html>")
+    routes = {
+        (re.sub(r"<text:(\w+?)(?:_no)?>", r"{\1}", rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    paths = openapi_document(explorer=True)["paths"]
+    documented = {(path, method) for path, ops in paths.items() for method in ops}
+    assert routes == documented
+    for path, ops in paths.items():
+        for op in ops.values():
+            assert "429" in op["responses"], path
+            if "{" in path:
+                assert {"400", "404"} <= set(op["responses"]), path

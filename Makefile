@@ -20,7 +20,7 @@ setup: $(PY_STAMP) $(NPM_STAMP)
 setup-test: setup $(NPM_TEST_STAMP)
 
 $(PY_STAMP): pyproject.toml requirements.lock
-	@echo "setup 1/3: Python packages from requirements.lock into $(VENV) (fresh clone: ~4 min) …"
+	@echo "setup 1/3: Python packages from requirements.lock into $(VENV) (fresh clone: ~2 min) …"
 	@start=$$(date +%s); \
 	{ test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock && \

@@ -13,6 +13,7 @@ a 500 is a bug. Public routes share a per-client rate limit keyed on the peer ad
 
 import hmac
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -170,8 +171,9 @@ def create_app(
             wait = limiter.hit(request.remote_addr or "-")
             if wait is None:
                 return None
-            response, status = _error(429, f"too many requests: retry in {wait:.0f} s")
-            response.headers["Retry-After"] = str(max(1, round(wait)))
+            seconds = max(1, math.ceil(wait))
+            response, status = _error(429, f"too many requests: retry in {seconds} s")
+            response.headers["Retry-After"] = str(seconds)
             return response, status
 
     @app.post("/forget")

@@ -10,11 +10,12 @@ NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup setup-test test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation clean
+.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation clean
 
 # `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
 # Each long step prints a line first and its time after (a fresh clone's pip step takes
 # minutes, with no output of its own under --quiet).
+.PHONY: setup-test
 setup: $(PY_STAMP) $(NPM_STAMP)
 
 setup-test: setup $(NPM_TEST_STAMP)

@@ -43,7 +43,7 @@ $(NPM_STAMP): package.json package-lock.json
 	@touch $@
 
 $(NPM_TEST_STAMP): $(NPM_STAMP)
-	@echo "setup 3/3: npm tools for the tests (js-ipfs daemon, UnixFS importer; ~1,730 packages, fresh clone: ~4 min) …"
+	@echo "setup 3/3: npm tools for the tests (js-ipfs daemon, UnixFS importer; ~1,730 packages, fresh clone: ~3 min) …"
 	@start=$$(date +%s); \
 	npm install --ignore-scripts --no-audit --no-fund --loglevel=error && \
 	echo "setup 3/3: npm test tools done in $$(( $$(date +%s) - start )) s"

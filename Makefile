@@ -6,28 +6,50 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.lethe-installed
 NPM_STAMP := node_modules/.lethe-installed
+NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy clean
 
+# `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
+# Each long step prints a line first and its time after (a fresh clone's pip step takes
+# minutes, with no output of its own under --quiet).
+.PHONY: setup-test
 setup: $(PY_STAMP) $(NPM_STAMP)
 
+setup-test: setup $(NPM_TEST_STAMP)
+
 $(PY_STAMP): pyproject.toml requirements.lock
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	touch $@
+	@echo "setup 1/3: Python packages from requirements.lock into $(VENV) (fresh clone: ~2 min) …"
+	@start=$$(date +%s); \
+	{ test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock && \
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . && \
+	echo "setup 1/3: Python packages done in $$(( $$(date +%s) - start )) s"
+	@touch $@
 
 # npm 11 blocks install scripts; none of our tools needs one (anvil is called from
 # its platform package, solc-js is pure JS/wasm). `npm install` with the committed lock
 # installs exactly the locked tree; `npm ci` refuses it because one optional, never-used
 # dependency deep in js-ipfs (electron-eval → headless) points at a git tarball.
+# The demo needs only `dependencies` (solc-js, anvil: 10 packages); `devDependencies`
+# (js-ipfs for the Kubo-backend tests, the reference UnixFS importer) are for `make test`.
 $(NPM_STAMP): package.json package-lock.json
-	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
-	touch $@
+	@echo "setup 2/3: npm tools for the demo (solc-js, anvil) into node_modules …"
+	@start=$$(date +%s); \
+	npm install --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error && \
+	echo "setup 2/3: npm demo tools done in $$(( $$(date +%s) - start )) s"
+	@touch $@
 
-lint: setup
+$(NPM_TEST_STAMP): $(NPM_STAMP)
+	@echo "setup 3/3: npm tools for the tests (js-ipfs daemon, UnixFS importer; ~1,730 packages, fresh clone: ~3 min) …"
+	@start=$$(date +%s); \
+	npm install --ignore-scripts --no-audit --no-fund --loglevel=error && \
+	echo "setup 3/3: npm test tools done in $$(( $$(date +%s) - start )) s"
+	@touch $@
+
+lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 

@@ -3,27 +3,110 @@
 The API only writes to the durable queue; the ServerApp loop does the work. So a request
 accepted here (202) survives any restart, and a repeated POST with the same request id
 returns the same request instead of forgetting twice.
+
+Every input is checked before it reaches the queue (path ids against their pattern,
+integers against SQLite's range, strings for lone surrogates and control characters,
+the body's size however it is sent), so any request gets a 2xx or a 4xx JSON answer;
+a 500 is a bug. Public routes share a per-client rate limit keyed on the peer address
+(never on a header a client can set).
 """
 
 import hmac
+import json
+import math
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
+from coordinator.ratelimit import RateLimiter
 from protocol.commitments import record_commitment
 
 MAX_BODY_BYTES = 4096
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_MAX_RECORD_ID = 256
+MAX_ROUND = 2**63 - 1  # SQLite's INTEGER
+REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
+MAX_RECORD_ID = 256
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ROUND = re.compile(r"[0-9]{1,19}")
+
+
+class BadInput(ValueError):
+    """A request field fails validation; the message names the field."""
+
+
+class _AnyText(BaseConverter):
+    """The rest of the path, newlines and slashes included, for the view to validate.
+
+    So a malformed id gets the 400 that names its rules, not a 404 from routing.
+    """
+
+    regex = r"[\s\S]+"
+    part_isolating = False
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message, "status": status}), status
+
+
+def valid_request_id(value: object) -> str:
+    """``value`` if it is a request id (1-64 of ``[A-Za-z0-9._-]``, nothing else)."""
+    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+        raise BadInput("request_id must be 1-64 characters of [A-Za-z0-9._-]")
+    return value
+
+
+def valid_record_id(value: object) -> str:
+    """``value`` if it is a record id: printable Unicode text of 1-256 characters."""
+    if not isinstance(value, str) or not value:
+        raise BadInput("record_id is required and must be a non-empty string")
+    if len(value) > MAX_RECORD_ID:
+        raise BadInput(f"record_id longer than {MAX_RECORD_ID} characters")
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise BadInput("record_id is not valid Unicode (lone surrogate)")
+        if category == "Cc":
+            raise BadInput("record_id must not contain control characters")
+    return value
+
+
+def valid_round(value: str) -> int:
+    """A round number from a path segment: a decimal integer from 0 to 2^63 - 1."""
+    if not _ROUND.fullmatch(value) or int(value) > MAX_ROUND:
+        raise BadInput(f"round must be an integer from 0 to {MAX_ROUND}")
+    return int(value)
+
+
+def _read_body() -> bytes:
+    """The request body, refused past ``MAX_BODY_BYTES`` however it is framed.
+
+    A declared Content-Length over the limit is refused before reading; a chunked body
+    (no Content-Length) is read one byte past the limit, so it is refused, not cut.
+    """
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    data = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    return data
+
+
+class BodyTooLarge(Exception):
+    """The body is over ``MAX_BODY_BYTES``."""
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    """Constant-time token check that accepts any header bytes (non-ASCII included)."""
+    scheme, _, supplied = header.partition(" ")
+    given = supplied.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
 
 
 def create_app(
@@ -32,13 +115,21 @@ def create_app(
     token: str,
     federation_id: str,
     explorer: Callable[[], str] | None = None,
+    rate_limit: RateLimiter | None = None,
 ) -> Flask:
-    """Build the API over ``db``; ``token`` is the bearer token that may submit requests."""
+    """Build the API over ``db``.
+
+    ``token`` is the bearer token that may submit requests; ``explorer`` renders the
+    ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
+    token, per client address (None: no limit).
+    """
     if len(token) < 16:
         raise ValueError("the API token must be at least 16 characters")
     app = Flask("lethe.coordinator")
+    # Bodies are read by _read_body; Flask's own limit stays as a second guard.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["text"] = _AnyText
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -48,7 +139,19 @@ def create_app(
             405: f"method {request.method} is not allowed here",
             413: f"request body larger than {MAX_BODY_BYTES} bytes",
         }
-        return _error(status, messages.get(status, exc.description or exc.name))
+        response, status = _error(status, messages.get(status, exc.description or exc.name))
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":
+                response.headers[name] = value
+        return response, status
+
+    @app.errorhandler(BadInput)
+    def _bad_input(exc: BadInput) -> tuple[Response, int]:
+        return _error(400, str(exc))
+
+    @app.errorhandler(BodyTooLarge)
+    def _too_large(_exc: BodyTooLarge) -> tuple[Response, int]:
+        return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
@@ -56,9 +159,22 @@ def create_app(
         return _error(500, f"internal error: {type(exc).__name__}")
 
     def _authorised() -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, supplied = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip(), token)
+        return _bearer_matches(request.headers.get("Authorization", ""), token)
+
+    if rate_limit is not None:
+        limiter = rate_limit
+
+        @app.before_request
+        def _throttle() -> tuple[Response, int] | None:
+            if _authorised():
+                return None
+            wait = limiter.hit(request.remote_addr or "-")
+            if wait is None:
+                return None
+            seconds = max(1, math.ceil(wait))
+            response, status = _error(429, f"too many requests: retry in {seconds} s")
+            response.headers["Retry-After"] = str(seconds)
+            return response, status
 
     @app.post("/forget")
     def post_forget() -> tuple[Response, int]:
@@ -66,24 +182,34 @@ def create_app(
             return _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
         if not request.is_json:
             return _error(415, "send a JSON body with Content-Type: application/json")
-        body = request.get_json(silent=True)
+        try:
+            body = json.loads(_read_body())
+        except (ValueError, RecursionError):
+            body = None
         if not isinstance(body, dict):
             return _error(400, 'body must be a JSON object like {"record_id": "..."}')
         unknown = set(body) - {"record_id", "request_id"}
         if unknown:
-            return _error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
-        record_id = body.get("record_id")
-        if not isinstance(record_id, str) or not record_id.strip():
-            return _error(400, "record_id is required and must be a non-empty string")
-        if len(record_id) > _MAX_RECORD_ID:
-            return _error(400, f"record_id longer than {_MAX_RECORD_ID} characters")
+            return _error(400, "unknown field(s): " + ", ".join(map(repr, sorted(unknown)))[:200])
+        record_id = valid_record_id(body.get("record_id"))
         request_id = body.get("request_id")
-        if request_id is not None and (
-            not isinstance(request_id, str) or not _REQUEST_ID.match(request_id)
-        ):
-            return _error(400, "request_id must be 1-64 characters of [A-Za-z0-9._-]")
+        if request_id is not None:
+            request_id = valid_request_id(request_id)
+            try:  # a retry: answered from the queue, even once the record is gone
+                existing = db.get_forget(request_id)
+            except KeyError:
+                pass
+            else:
+                if existing.record_id != record_id:
+                    return _error(
+                        409, f"request id {request_id!r} was already used for another record"
+                    )
+                return jsonify(existing.to_json()), 200
         commitment = "0x" + record_commitment(federation_id, record_id).hex()
         if db.record_owner(commitment) is None:
+            done = db.latest_forget_for(commitment)
+            if done is not None and done.state == "completed":  # forgotten, not "unknown"
+                return jsonify(done.to_json()), 200
             if db.record_count() == 0:
                 return _error(503, "no node has announced its records yet; retry after round 1")
             return _error(404, f"unknown record id {record_id!r}: no node holds it")
@@ -93,8 +219,9 @@ def create_app(
             return _error(409, str(exc))
         return jsonify(req.to_json()), 202 if created else 200
 
-    @app.get("/forget/<request_id>")
+    @app.get("/forget/<text:request_id>")
     def get_forget(request_id: str) -> tuple[Response, int]:
+        valid_request_id(request_id)
         try:
             return jsonify(db.get_forget(request_id).to_json()), 200
         except KeyError:
@@ -108,12 +235,13 @@ def create_app(
     def list_rounds() -> tuple[Response, int]:
         return jsonify(db.list_rounds()), 200
 
-    @app.get("/rounds/<int:round_no>")
-    def get_round(round_no: int) -> tuple[Response, int]:
+    @app.get("/rounds/<text:round_no>")
+    def get_round(round_no: str) -> tuple[Response, int]:
+        number = valid_round(round_no)
         try:
-            return jsonify(db.get_round(round_no)), 200
+            return jsonify(db.get_round(number)), 200
         except KeyError:
-            return _error(404, f"unknown round {round_no}")
+            return _error(404, f"unknown round {number}")
 
     @app.get("/nodes")
     def list_nodes() -> tuple[Response, int]:
@@ -131,7 +259,7 @@ def create_app(
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:
-        return jsonify(openapi_document()), 200
+        return jsonify(openapi_document(explorer=explorer is not None)), 200
 
     if explorer is not None:
         render = explorer

@@ -362,6 +362,44 @@ def audit(
     return report
 
 
+class IncrementalAudit:
+    """``audit(..., keep_going=True)`` kept current: each update replays only new blocks.
+
+    The replay's state (roster, rounds, forgets, verdicts) is kept between updates, so
+    serving the explorer costs the events and CIDs added since the last update, not the
+    whole history again. Blocks are replayed whole, so no update sees half a transaction.
+    """
+
+    def __init__(self, ledger: Ledger, store: ContentStore) -> None:
+        self.ledger = ledger
+        self._replay = _Replay(store, None)
+        self._next_block = ledger.deployment_block
+        self._events = 0
+
+    def update(self, to_block: int | None = None) -> AuditReport:
+        """Replay the blocks up to ``to_block`` (default: latest) not replayed yet.
+
+        Raises LedgerError when the chain cannot be read; the state is then unchanged.
+        """
+        end = self.ledger.block_number() if to_block is None else to_block
+        if end >= self._next_block:
+            events = self.ledger.events(from_block=self._next_block, to_block=end)
+            for event in events:
+                self._events += 1
+                self._replay.apply(event)
+            self._next_block = end + 1
+            self._replay.finish()
+        report = AuditReport(
+            contract=self.ledger.address,
+            chain_id=self.ledger.chain_id,
+            from_block=self.ledger.deployment_block,
+            to_block=self._next_block - 1,
+            events=self._events,
+        )
+        self._replay.fill(report)
+        return report
+
+
 # ----- the replay --------------------------------------------------------------------------
 
 

@@ -1,22 +1,73 @@
 """`lethe audit`: check a federation's whole history from the chain and the content store.
 
 Exit codes: 0 every round and forget is consistent; 1 an inconsistency (the report says
-what and where); 2 a usage error; 3 the chain could not be read (no verdict).
+what and where); 2 a usage error (a missing deployment file or store folder included:
+that is no verdict either); 3 the chain could not be read (no verdict).
+
+Without flags it audits the federation `lethe up` runs from this folder (its work
+directory, see :mod:`coordinator.workdir`), or the one `lethe deploy` recorded in
+``.lethe/chain/deployment.json`` if that exists.
 """
 
 import json
+import os
 from pathlib import Path
 
 import click
 
-from coordinator.chain_cli import deployment_option
 from coordinator.store_cli import store_location_options, store_spec
+from coordinator.workdir import WORKDIR_ENV, WorkDir
 from protocol.errors import LedgerError
-from protocol.ledger import CONTRACT_ENV, RPC_URL_ENV, Ledger
-from protocol.store import open_store
+from protocol.ledger import (
+    CONTRACT_ENV,
+    DEFAULT_DEPLOYMENT_FILE,
+    DEPLOYMENT_ENV,
+    RPC_URL_ENV,
+    Ledger,
+)
+from protocol.store import DEFAULT_DIR, IPFS_API_ENV, STORE_ENV, open_store
+from protocol.store.kubo import is_api_address
 
 EXIT_INCONSISTENT = 1
 EXIT_UNREADABLE = 3
+
+
+def _deployment_file(deployment_file: Path | None, workdir: Path | None) -> Path:
+    """--deployment, else --workdir's, else `lethe deploy`'s if it exists, else `lethe up`'s."""
+    if deployment_file is not None:
+        found = deployment_file
+    elif workdir is not None:
+        found = WorkDir(workdir).deployment
+    elif DEFAULT_DEPLOYMENT_FILE.is_file():
+        found = DEFAULT_DEPLOYMENT_FILE
+    else:
+        found = WorkDir.resolve().deployment
+    if not found.is_file():
+        raise click.UsageError(
+            f"no deployment file at {found}: run `lethe up` (or `lethe deploy`) first, or "
+            "name the federation with --workdir, --deployment, or --rpc and --contract"
+        )
+    return found
+
+
+def _store_spec(spec: str | None, deployment_file: Path | None) -> str:
+    """The store to read: the flags, else the environment, else the work directory's.
+
+    A deployment file at ``<workdir>/chain/deployment.json`` beside a ``<workdir>/store``
+    folder is a `lethe up` work directory: its store is the one. A local folder that does
+    not exist is a usage error, never an audit failure.
+    """
+    spec = spec or os.environ.get(IPFS_API_ENV) or os.environ.get(STORE_ENV)
+    if not spec:
+        sibling = None
+        if deployment_file is not None and deployment_file.parent.name == "chain":
+            sibling = deployment_file.parent.parent / "store"
+        spec = str(sibling if sibling is not None and sibling.is_dir() else DEFAULT_DIR)
+    if not is_api_address(spec) and not Path(spec).is_dir():
+        raise click.UsageError(
+            f"no content store folder at {spec}: give --store DIR or --ipfs-api ADDR"
+        )
+    return spec
 
 
 def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeout: float) -> Ledger:
@@ -42,7 +93,20 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
     metavar="ADDR",
     help=f"Lethe contract address [env {CONTRACT_ENV}; default: the deployment file's].",
 )
-@deployment_option("--deployment", "Deployment file, read when no --contract is given")
+@click.option(
+    "--deployment",
+    "deployment_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar=DEPLOYMENT_ENV,
+    help=f"Deployment file, read when no --contract is given [env {DEPLOYMENT_ENV}; "
+    f"default: the work directory's, or {DEFAULT_DEPLOYMENT_FILE} if it exists].",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar=WORKDIR_ENV,
+    help=f"Work directory of `lethe up` [env {WORKDIR_ENV}; default .lethe/federation].",
+)
 @store_location_options
 @click.option("--federation-id", help="Federation the history must belong to [default: its own].")
 @click.option(
@@ -55,7 +119,8 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
 def audit(
     rpc: str | None,
     contract: str | None,
-    deployment_file: Path,
+    deployment_file: Path | None,
+    workdir: Path | None,
     store_dir: Path | None,
     ipfs_api: str | None,
     federation_id: str | None,
@@ -70,9 +135,12 @@ def audit(
     """
     from coordinator.audit import audit as run_audit
 
-    store = open_store(store_spec(store_dir, ipfs_api), timeout=timeout)
+    spec = store_spec(store_dir, ipfs_api)
+    deployment = None if contract else _deployment_file(deployment_file, workdir)
+    beside = deployment or (WorkDir(workdir).deployment if workdir else None)
     try:
-        ledger = _ledger(rpc, contract, deployment_file, timeout)
+        ledger = _ledger(rpc, contract, deployment or Path(), timeout)
+        store = open_store(_store_spec(spec, beside), timeout=timeout)
         report = run_audit(ledger, store, federation_id=federation_id, from_block=from_block)
     except LedgerError as exc:
         click.echo(f"error: cannot read the chain: {exc}", err=True)

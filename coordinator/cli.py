@@ -17,6 +17,9 @@ COMMANDS = {
     "cid": "coordinator.store_cli:cid",
     "store": "coordinator.store_cli:store",
     "audit": "coordinator.audit_cli:audit",
+    "forget": "coordinator.client_cli:forget",
+    "status": "coordinator.client_cli:status",
+    "rounds": "coordinator.client_cli:rounds",
 }
 
 

@@ -22,9 +22,8 @@ def _short(value: str | None) -> str:
 
 def _print_round(r: dict[str, Any]) -> None:
     acc = "n/a" if r.get("accuracy") is None else f"{r['accuracy']:.3f}"
-    label = (
-        "all slices" if r.get("through_slice") is None else f"slices 1..{r['through_slice'] + 1}"
-    )
+    # 0-based, as in certificates (slices_retrained) and `lethe rounds`
+    label = "all slices" if r.get("through_slice") is None else f"slices 0..{r['through_slice']}"
     answered = r.get("responders", {}).get("aggregate", [])
     click.echo(
         f"  round {r['round']:>2} ({label}): accuracy {acc} | {len(answered)} nodes answered, "
@@ -71,8 +70,19 @@ def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bo
             f"-- federation running: SuperLink {federation.superlink_address}, "
             f"API {federation.api_url}, logs in {federation.group.log_dir}"
         )
-        click.echo("-- secure rounds (one per slice; nodes approve on chain with their own keys)")
-        federation.wait_rounds(slices, on_round=_print_round)
+        earlier = {r["round"] for r in federation.wait_rounds(0)}
+        if earlier:
+            click.echo(
+                f"-- {len(earlier)} rounds from an earlier run in {workdir} are kept "
+                "(--fresh starts over); their slices are trained already"
+            )
+        else:
+            click.echo(
+                "-- secure rounds (one per slice; nodes approve on chain with their own keys)"
+            )
+        federation.wait_rounds(
+            slices, on_round=lambda r: None if r["round"] in earlier else _print_round(r)
+        )
 
         record_id = _pick_record(federation)
         click.echo(f"-- a data subject asks to forget record {record_id!r}: POST /forget")

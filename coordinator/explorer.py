@@ -9,12 +9,22 @@ coordinator's database is HTML-escaped: CIDs and strings on chain are attacker-c
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from html import escape
 from typing import TYPE_CHECKING
 
-from coordinator.audit import AuditReport, ForgetAudit, NodeAudit, RoundAudit, TxRef, audit
+from coordinator.audit import (
+    AuditReport,
+    ForgetAudit,
+    IncrementalAudit,
+    NodeAudit,
+    RoundAudit,
+    TxRef,
+    audit,
+)
 from protocol.errors import LetheError
 
 if TYPE_CHECKING:
@@ -91,17 +101,71 @@ def render_explorer(ledger: Ledger, store: ContentStore, db: CoordinatorDB | Non
     """
     try:
         report = audit(ledger, store, keep_going=True)
-        page = _Page(ledger, report, _accuracies(db))
-        body = page.render()
+        return _render(_Page(ledger, report, _accuracies(db)))
     except LetheError as exc:
-        body = f'<div class="verdict bad">The history cannot be read<small>{_e(exc)}</small></div>'
-        return _document(f"contract <code>{_e(ledger.address)}</code>", body)
+        return _unreadable(ledger, exc)
+
+
+class LiveExplorer:
+    """The explorer page as the API serves it: incremental, cached, one render at a time.
+
+    The audit behind it replays only blocks it has not seen (:class:`IncrementalAudit`);
+    the page is re-rendered only when the chain head moved, and the head is asked for at
+    most once per ``min_interval`` seconds, so a flood of requests costs one cached string
+    each. Gas and block times read for earlier renders are kept.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ContentStore,
+        db: CoordinatorDB | None = None,
+        *,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.db = db
+        self.min_interval = min_interval
+        self._clock = clock
+        self._audit = IncrementalAudit(ledger, store)
+        self._lock = threading.Lock()
+        self._html: str | None = None
+        self._block = -1
+        self._checked = -math.inf
+        self._gas: dict[str, int] = {}
+        self._times: dict[int, int] = {}
+
+    def __call__(self) -> str:
+        with self._lock:
+            now = self._clock()
+            if self._html is not None and now - self._checked < self.min_interval:
+                return self._html
+            self._checked = now
+            try:
+                head = self.ledger.block_number()
+                if self._html is None or head != self._block:
+                    report = self._audit.update(head)
+                    page = _Page(self.ledger, report, _accuracies(self.db), self._gas, self._times)
+                    self._html, self._block = _render(page), head
+            except LetheError as exc:
+                return _unreadable(self.ledger, exc)
+            return self._html
+
+
+def _render(page: _Page) -> str:
+    report = page.report
     meta = (
         f"federation <b>{_e(report.federation_id or '—')}</b> · contract "
         f"<code>{_e(report.contract)}</code> · chain {report.chain_id} · blocks "
         f"{report.from_block}–{report.to_block}"
     )
-    return _document(meta, body)
+    return _document(meta, page.render())
+
+
+def _unreadable(ledger: Ledger, exc: LetheError) -> str:
+    body = f'<div class="verdict bad">The history cannot be read<small>{_e(exc)}</small></div>'
+    return _document(f"contract <code>{_e(ledger.address)}</code>", body)
 
 
 def _accuracies(db: CoordinatorDB | None) -> dict[int, float]:
@@ -157,12 +221,19 @@ def _document(meta: str, body: str) -> str:
 class _Page:
     """Renders one report, reading gas and block times from the chain once per tx or block."""
 
-    def __init__(self, ledger: Ledger, report: AuditReport, accuracy: dict[int, float]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        report: AuditReport,
+        accuracy: dict[int, float],
+        gas: dict[str, int] | None = None,
+        times: dict[int, int] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.report = report
         self.accuracy = accuracy
-        self._gas: dict[str, int] = {}
-        self._times: dict[int, int] = {}
+        self._gas = {} if gas is None else gas
+        self._times = {} if times is None else times
 
     def gas(self, tx: TxRef) -> int:
         if tx.tx_hash not in self._gas:

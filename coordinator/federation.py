@@ -65,8 +65,10 @@ class LocalFederation:
         spec: FederationSpec | None = None,
         *,
         report: Callable[[str], None] = print,
+        api_port: int = 0,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.api_port = api_port  # 0: any free port
         self.spec = spec or FederationSpec()
         self.report = report
         self.group = ProcessGroup(self.workdir / "logs")
@@ -258,7 +260,7 @@ class LocalFederation:
         )
 
     def _api(self) -> None:
-        port = free_port()
+        port = self.api_port or free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         child = self.group.start(
             "api",
@@ -307,6 +309,8 @@ class LocalFederation:
             self.start_node(node)
         self._api()
         self._submit_run()
+        # Where everything runs, for `lethe forget/status/rounds/audit` without flags.
+        (self.workdir / "federation.json").write_text(describe(self) + "\n")
 
     def up(self) -> None:
         """prepare() then start(); stops everything if any step fails."""

@@ -1,23 +1,133 @@
-"""The OpenAPI 3.1 document of the coordinator API, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 document of the coordinator API, served at ``/openapi.json``.
+
+It is the contract the tests hold the API to (schemathesis runs every operation against
+it): every route, every parameter's exact domain, and every status a route can answer.
+"""
 
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_REQUEST = {"$ref": "#/components/schemas/ForgetRequest"}
+# The record ids the API accepts (with 1-256 characters): no control characters. Lone
+# surrogates are refused too, but JSON Schema regexes (Rust's, in validators) cannot say so.
+RECORD_ID_PATTERN = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document() -> dict[str, Any]:
+def _errors(*extra: tuple[int, str]) -> dict[str, Any]:
+    """Error answers every route can give, plus ``extra`` (status, description)."""
+    answers = {
+        "429": {
+            **_json(_ERROR, "too many requests from this client; see Retry-After"),
+            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+        }
+    }
+    for status, description in extra:
+        answers[str(status)] = _json(_ERROR, description)
+    return answers
+
+
+def _read(summary: str, schema: dict[str, Any], *extra: tuple[int, str]) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": _json(schema, "ok"), **_errors(*extra)}}
+
+
+def openapi_document(*, explorer: bool = True) -> dict[str, Any]:
     """Describe every endpoint, its inputs and its error answers."""
-    request_ref = {"$ref": "#/components/schemas/ForgetRequest"}
+    paths: dict[str, Any] = {
+        "/forget": {
+            "post": {
+                "summary": "Ask the federation to forget one record",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ForgetBody"}}
+                    },
+                },
+                "responses": {
+                    "202": _json(_REQUEST, "accepted and queued"),
+                    "200": _json(
+                        _REQUEST,
+                        "already known: the request with this request_id, the open request "
+                        "for this record, or the completed one that forgot it",
+                    ),
+                    **_errors(
+                        (400, "bad JSON or fields"),
+                        (401, "missing or wrong bearer token"),
+                        (404, "no node holds this record"),
+                        (409, "request id already used for another record"),
+                        (413, "body larger than 4096 bytes"),
+                        (415, "body is not JSON"),
+                        (503, "no node has announced its records yet"),
+                    ),
+                },
+            },
+            "get": _read("List every forget request", {"type": "array", "items": _REQUEST}),
+        },
+        "/forget/{request_id}": {
+            "get": {
+                **_read(
+                    "State, transactions and certificate of one request",
+                    _REQUEST,
+                    (400, "not a request id"),
+                    (404, "unknown request id"),
+                ),
+                "parameters": [
+                    {
+                        "name": "request_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                    }
+                ],
+            }
+        },
+        "/rounds": {"get": _read("Every round", {"type": "array", "items": {"type": "object"}})},
+        "/rounds/{round}": {
+            "get": {
+                **_read(
+                    "One round",
+                    {"type": "object"},
+                    (400, "not a round number"),
+                    (404, "unknown round"),
+                ),
+                "parameters": [
+                    {
+                        "name": "round",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    }
+                ],
+            }
+        },
+        "/nodes": {"get": _read("Nodes seen", {"type": "array", "items": {"type": "object"}})},
+        "/health": {"get": _read("Liveness and counters", {"$ref": "#/components/schemas/Health"})},
+        "/openapi.json": {"get": _read("This document", {"type": "object"})},
+    }
+    if explorer:
+        paths["/explorer"] = {
+            "get": {
+                "summary": "The audit explorer page (self-contained HTML)",
+                "responses": {
+                    "200": {"description": "ok", "content": {"text/html": {"schema": {}}}},
+                    **_errors(),
+                },
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Lethe coordinator API",
             "version": "1",
-            "description": "Submit and follow forget requests; read rounds and nodes.",
+            "description": (
+                "Submit and follow forget requests; read rounds and nodes. Any route may "
+                "answer 405 (with Allow) to another method, and 429 when a client without "
+                "the token sends too many requests."
+            ),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -32,12 +142,18 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["record_id"],
                     "additionalProperties": False,
                     "properties": {
-                        "record_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "record_id": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 256,
+                            "pattern": RECORD_ID_PATTERN,
+                        },
                         "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
                     },
                 },
                 "ForgetRequest": {
                     "type": "object",
+                    "required": ["request_id", "record_id", "state", "tx", "history"],
                     "properties": {
                         "request_id": {"type": "string"},
                         "record_id": {"type": "string"},
@@ -50,92 +166,22 @@ def openapi_document() -> dict[str, Any]:
                         "new_model_hash": {"type": ["string", "null"]},
                         "round": {"type": ["integer", "null"]},
                         "tx": {"type": "object"},
+                        "created_at": {"type": "number"},
+                        "updated_at": {"type": "number"},
                         "history": {"type": "array"},
                     },
                 },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "federation_id", "rounds", "open_requests"],
+                    "properties": {
+                        "status": {"const": "ok"},
+                        "federation_id": {"type": "string"},
+                        "rounds": {"type": "integer"},
+                        "open_requests": {"type": "integer"},
+                    },
+                },
             },
         },
-        "paths": {
-            "/forget": {
-                "post": {
-                    "summary": "Ask the federation to forget one record",
-                    "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ForgetBody"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": _json(request_ref, "accepted and queued"),
-                        "200": _json(request_ref, "same request id seen before: unchanged"),
-                        "400": _json(_ERROR, "bad JSON or fields"),
-                        "401": _json(_ERROR, "missing or wrong bearer token"),
-                        "404": _json(_ERROR, "no node holds this record"),
-                        "409": _json(_ERROR, "request id already used for another record"),
-                        "413": _json(_ERROR, "body too large"),
-                        "415": _json(_ERROR, "body is not JSON"),
-                        "503": _json(_ERROR, "no node has announced its records yet"),
-                    },
-                },
-                "get": {
-                    "summary": "List every forget request",
-                    "responses": {"200": _json({"type": "array", "items": request_ref}, "ok")},
-                },
-            },
-            "/forget/{request_id}": {
-                "get": {
-                    "summary": "State, transactions and certificate of one request",
-                    "parameters": [
-                        {
-                            "name": "request_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": _json(request_ref, "ok"),
-                        "404": _json(_ERROR, "unknown request id"),
-                    },
-                },
-            },
-            "/rounds": {
-                "get": {
-                    "summary": "Every round",
-                    "responses": {"200": _json({"type": "array"}, "ok")},
-                }
-            },
-            "/rounds/{round}": {
-                "get": {
-                    "summary": "One round",
-                    "parameters": [
-                        {
-                            "name": "round",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer"},
-                        }
-                    ],
-                    "responses": {
-                        "200": _json({"type": "object"}, "ok"),
-                        "404": _json(_ERROR, "unknown round"),
-                    },
-                }
-            },
-            "/nodes": {
-                "get": {
-                    "summary": "Nodes seen by the coordinator",
-                    "responses": {"200": _json({"type": "array"}, "ok")},
-                }
-            },
-            "/health": {
-                "get": {
-                    "summary": "Liveness and counters",
-                    "responses": {"200": _json({"type": "object"}, "ok")},
-                }
-            },
-        },
+        "paths": paths,
     }

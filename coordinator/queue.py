@@ -184,6 +184,16 @@ class CoordinatorDB:
             raise KeyError(request_id)
         return _request(row)
 
+    def latest_forget_for(self, record_commitment: str) -> ForgetRequest | None:
+        """The newest request for a record commitment, in any state (None if none)."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT * FROM forget_requests WHERE record_commitment=?"
+                " ORDER BY created_at DESC, request_id DESC LIMIT 1",
+                (record_commitment,),
+            ).fetchone()
+        return None if row is None else _request(row)
+
     def list_forgets(self, states: tuple[str, ...] = STATES) -> list[ForgetRequest]:
         """Requests in any of ``states``, oldest first."""
         marks = ",".join("?" * len(states))

@@ -9,6 +9,7 @@ import click
 
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
+from coordinator.workdir import DEFAULT_WORKDIR
 
 
 @click.command()
@@ -20,12 +21,32 @@ from coordinator.queue import CoordinatorDB
     help="The coordinator's coordinator.json.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8080, show_default=True)
-def api(config_path: str, host: str, port: int) -> None:
-    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer)."""
-    from werkzeug.serving import run_simple
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Requests per second per client address without the token (0: no limit).",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Requests a client may send at once before the rate applies.",
+)
+def api(
+    config_path: str, host: str, port: int, threads: int, rate_limit: float, burst: int
+) -> None:
+    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer).
 
+    Runs on waitress (a production WSGI server) and logs one line per request.
+    """
     from coordinator.api import create_app
+    from coordinator.ratelimit import RateLimiter
+    from coordinator.server import serve
 
     config = CoordinatorConfig.load(config_path)
     db = CoordinatorDB(Path(config.db))
@@ -34,21 +55,19 @@ def api(config_path: str, host: str, port: int) -> None:
         token=config.api_token(),
         federation_id=config.federation_id,
         explorer=_explorer(config, db),
+        rate_limit=RateLimiter(rate_limit, burst) if rate_limit > 0 else None,
     )
-    run_simple(host, port, app, threaded=True)
+    serve(app, host, port, threads=threads)
 
 
 def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]:
-    """The explorer page renderer: the audit's verdicts over the chain and the store."""
-    from coordinator.explorer import render_explorer
+    """The explorer page: the audit's verdicts, kept current block by block and cached."""
+    from coordinator.explorer import LiveExplorer
     from protocol.ledger import Ledger
     from protocol.store import open_store
 
-    def render() -> str:
-        ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
-        return render_explorer(ledger, open_store(config.store), db)
-
-    return render
+    ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
+    return LiveExplorer(ledger, open_store(config.store), db)
 
 
 def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -78,14 +97,32 @@ def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable
 
 
 @click.command()
-@federation_options(".lethe/federation")
-def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
-    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API)."""
-    from coordinator.federation import FederationSpec, LocalFederation, describe
+@federation_options(str(DEFAULT_WORKDIR))
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port of the coordinator API on 127.0.0.1 (0: any free port).",
+)
+def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: int) -> None:
+    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API).
 
+    Everything lives in the work directory; `lethe forget`, `status`, `rounds` and `audit`
+    run from the same folder find it without flags.
+    """
+    from coordinator.federation import FederationSpec, LocalFederation, describe
+    from coordinator.processes import port_open
+
+    if api_port and port_open(api_port):
+        raise click.UsageError(
+            f"port {api_port} on 127.0.0.1 is in use: pick another with --api-port "
+            "(0: any free port)"
+        )
     federation = LocalFederation(
         Path(workdir),
         FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
+        api_port=api_port,
     )
     federation.up()
     click.echo(describe(federation))

@@ -9,6 +9,7 @@ COMMANDS = {
     "train": "node.commands:train",
     "forget": "node.commands:forget",
     "info": "node.commands:info",
+    "records": "node.records_cli:records",
     "run": "node.run_cli:run",
     "join": "node.run_cli:join",
 }

@@ -1,36 +1,16 @@
 """The coordinator API over real HTTP: every bad input gets a 4xx JSON error, requests persist."""
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from coordinator.api import MAX_BODY_BYTES, create_app
+from coordinator.api import MAX_BODY_BYTES
 from coordinator.queue import CoordinatorDB
 from protocol.commitments import record_commitment
+from tests.api_server import FED, TOKEN
 
-TOKEN = "test-token-0123456789"
-FED = "fed-test"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> CoordinatorDB:
-    db = CoordinatorDB(tmp_path / "coordinator.sqlite")
-    commitments = ["0x" + record_commitment(FED, r).hex() for r in ("rec-1", "rec-2")]
-    db.replace_record_index("0x" + "11" * 20, commitments)
-    return db
-
-
-@pytest.fixture
-def api(db: CoordinatorDB) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, create_app(db, token=TOKEN, federation_id=FED))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+pytest_plugins = ["tests.api_fixtures"]
 
 
 def _post(api: str, body: object, token: str | None = TOKEN) -> requests.Response:
@@ -83,7 +63,9 @@ def test_malformed_json_oversized_body_and_unknown_ids(api: str) -> None:
     bad = requests.post(f"{api}/forget", data=b"{not json", headers=headers, timeout=5)
     assert bad.status_code == 400 and "JSON object" in bad.json()["error"]
     plain = requests.post(
-        f"{api}/forget", data=b"record_id=x", timeout=5,
+        f"{api}/forget",
+        data=b"record_id=x",
+        timeout=5,
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert plain.status_code == 415
@@ -114,8 +96,14 @@ def test_state_moves_only_forward_once(db: CoordinatorDB) -> None:
 def test_openapi_document_lists_every_endpoint(api: str) -> None:
     doc = requests.get(f"{api}/openapi.json", timeout=5).json()
     assert doc["openapi"].startswith("3.")
-    assert {"/forget", "/forget/{request_id}", "/rounds", "/rounds/{round}", "/nodes",
-            "/health"} <= set(doc["paths"])
+    assert {
+        "/forget",
+        "/forget/{request_id}",
+        "/rounds",
+        "/rounds/{round}",
+        "/nodes",
+        "/health",
+    } <= set(doc["paths"])
     assert requests.get(f"{api}/health", timeout=5).json()["status"] == "ok"
 
 

@@ -117,6 +117,7 @@ def test_inconsistency_exits_1_naming_what_and_where(
 def test_missing_store_content_is_an_inconsistency(
     audited_history: AuditedHistory, tmp_path: Path
 ) -> None:
+    (tmp_path / "empty").mkdir()
     result = lethe_audit(*target(audited_history), "--store", tmp_path / "empty")
     assert result.exit_code == 1
     first = audited_history.history.rounds[0].model_cid
@@ -141,10 +142,33 @@ def test_unreadable_chain_exits_3_without_traceback(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_missing_deployment_file_exits_3() -> None:
+def test_missing_deployment_file_is_a_usage_error() -> None:
     result = lethe_audit()
-    assert result.exit_code == 3
-    assert "no deployment file" in result.output and "lethe deploy" in result.output
+    assert result.exit_code == 2
+    assert "no deployment file at .lethe/federation/chain/deployment.json" in result.output
+    assert "lethe up" in result.output and "lethe deploy" in result.output
+
+
+def test_a_missing_store_folder_is_a_usage_error_not_a_verdict(
+    audited_history: AuditedHistory, tmp_path: Path
+) -> None:
+    result = lethe_audit(*target(audited_history), "--store", tmp_path / "nowhere")
+    assert result.exit_code == 2, result.output
+    assert "no content store folder" in result.output and "AUDIT" not in result.output
+
+
+def test_no_flags_audit_the_federation_lethe_up_made(audited_history: AuditedHistory) -> None:
+    workdir = Path(".lethe/federation")  # relative to the test's working directory
+    audited_history.fed.deployment.save(workdir / "chain" / "deployment.json")
+    copy_store(audited_history.store_dir, workdir / "store")
+    result = lethe_audit()
+    assert result.exit_code == 0, result.output
+    assert "AUDIT PASSED" in result.output
+    elsewhere = Path("elsewhere")
+    workdir.rename(elsewhere)
+    assert lethe_audit("--workdir", elsewhere).exit_code == 0
+    only_deployment = lethe_audit("--deployment", elsewhere / "chain" / "deployment.json")
+    assert only_deployment.exit_code == 0, only_deployment.output
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.chain_fixtures", "tests.audit_fixtures"]
 
+
 @pytest.fixture
 def explorer_url(audited_history: AuditedHistory, tmp_path: Path) -> Iterator[str]:
     """The coordinator API with its explorer, over real HTTP on loopback."""

@@ -94,14 +94,14 @@ def test_forget_equals_federation_retrained_without_the_record(
     nodes = requests.get(f"{federation.api_url}/nodes", timeout=10).json()
     assert {n["address"] for n in nodes} == {n.address for n in federation.nodes}
 
-    # Asking again for a forgotten record is refused: no node holds it any more.
+    # Asking again for a forgotten record answers with the request that forgot it.
     again = requests.post(
         f"{federation.api_url}/forget",
         json={"record_id": record_id},
         timeout=10,
         headers={"Authorization": f"Bearer {federation.api_token()}"},
     )
-    assert again.status_code == 404
+    assert again.status_code == 200 and again.json()["request_id"] == "e2e-forget-1"
 
 
 def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
@@ -157,3 +157,42 @@ def test_real_history_passes_the_audit_and_shows_in_the_explorer(
         finally:
             browser.close()
     assert screenshot.stat().st_size > 10_000
+
+
+def _readme_api_block() -> str:
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    after = readme.split("<!-- api-example:", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_api_block_runs_verbatim(federation: LocalFederation, tmp_path: Path) -> None:
+    """Run last: it forgets a record, which the model comparison above must not see."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / ".lethe").mkdir()
+    (tmp_path / ".lethe" / "federation").symlink_to(federation.workdir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["LETHE_API_URL"] = federation.api_url  # tests pick a free port, not 8080
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", _readme_api_block()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "request dsr-2026-0001 (new request)" in out
+    assert "\ncertificate bafk" in out
+    assert '"request_id":"dsr-2026-0001","record_id"' in out.replace(" ", "")
+    assert '"state":"completed"' in out.replace(" ", "")
+    assert '"status":"ok"' in out.replace(" ", "")
+    assert (tmp_path / "explorer.html").read_text().count("AUDIT PASSED") == 1
+    assert out.rstrip().splitlines()[-1].startswith("AUDIT PASSED")

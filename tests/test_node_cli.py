@@ -27,8 +27,20 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 def test_ingest_train_forget_with_the_real_encoder(tmp_path: Path) -> None:
     db = str(tmp_path / "node.db")
     code, out = run(
-        "ingest", "--db", db, "--default", "--partition", "2/3", "--limit", "12",
-        "--test-limit", "6", "--shards", "2", "--slices", "3",
+        "ingest",
+        "--db",
+        db,
+        "--default",
+        "--partition",
+        "2/3",
+        "--limit",
+        "12",
+        "--test-limit",
+        "6",
+        "--shards",
+        "2",
+        "--slices",
+        "3",
     )
     assert code == 0, out
     assert "ingested 12 records and 6 test records" in out
@@ -43,8 +55,11 @@ def test_ingest_train_forget_with_the_real_encoder(tmp_path: Path) -> None:
     assert alone.tobytes() == stored[:4].tobytes()
     # And it carries meaning: a paraphrase is closer than an unrelated sentence.
     a, b, c = encode(
-        ["I love my new self-driving car", "My new autonomous car is great, I love it",
-         "The bakery sells fresh bread every morning"],
+        [
+            "I love my new self-driving car",
+            "My new autonomous car is great, I love it",
+            "The bakery sells fresh bread every morning",
+        ],
         progress=False,
     )
     assert float(a @ b) > float(a @ c) + 0.2

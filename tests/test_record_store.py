@@ -30,7 +30,7 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 def test_csv_with_quotes_extra_columns_and_bom(tmp_path: Path) -> None:
     path = write(
         tmp_path / "ok.csv",
-        '\ufeffid,source,text,label\n'
+        "\ufeffid,source,text,label\n"
         'a1,web,"great, really great",positive\n'
         'a2,web,"two\nlines, ""quoted""",neutral\n'
         "\n"
@@ -109,7 +109,10 @@ def test_jsonl_good_and_bad_lines(tmp_path: Path) -> None:
     with pytest.raises(IngestError) as info:
         read_jsonl(bad)
     assert [p.split(":")[0] for p in info.value.problems] == [
-        "line 2", "line 3", "line 4", "line 5"
+        "line 2",
+        "line 3",
+        "line 4",
+        "line 5",
     ]
     assert "missing key(s) label" in info.value.problems[2]
 

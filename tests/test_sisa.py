@@ -140,8 +140,9 @@ def test_node_model_is_the_averaged_logit_ensemble(tmp_path: Path) -> None:
         assert checkpoint is not None
         heads.append((np.frombuffer(checkpoint.params, "<f4"), checkpoint.n_samples))
     total = sum(n for _, n in heads)
-    ensemble = sum(n / total * (x @ vector_to_head(v, 384)[0] + vector_to_head(v, 384)[1])
-                   for v, n in heads)
+    ensemble = sum(
+        n / total * (x @ vector_to_head(v, 384)[0] + vector_to_head(v, 384)[1]) for v, n in heads
+    )
     w, b = vector_to_head(model.vector, 384)
     np.testing.assert_allclose(x @ w + b, ensemble, rtol=1e-5, atol=1e-5)
     assert model.n_samples == total == len(RECORDS)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.devnet import Devnet
+from launcher.devnet import Devnet
 from protocol.ledger import Ledger, TxResult, deploy
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from coordinator.chain_cli import deployment_option
 from coordinator.store_cli import store_location_options, store_spec
+from infra.options import deployment_option
 from protocol.errors import LedgerError
 from protocol.ledger import CONTRACT_ENV, RPC_URL_ENV, Ledger
 from protocol.store import open_store

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
+from infra.files import JsonConfig
 from protocol.errors import LetheError
 
 
@@ -16,7 +15,7 @@ class ConfigError(LetheError):
 
 
 @dataclass(frozen=True)
-class CoordinatorConfig:
+class CoordinatorConfig(JsonConfig):
     """Chain, store, queue and round parameters of one federation's coordinator.
 
     ``slices`` initial rounds are run, round k releasing the models trained through
@@ -40,23 +39,13 @@ class CoordinatorConfig:
     poll_s: float = 0.05
     forget_batch: int = 32
 
-    def save(self, path: Path) -> None:
-        """Write the config (owner-readable only: it names the key files)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.chmod(path, 0o600)
+    ERROR: ClassVar[type[Exception]] = ConfigError
+    WHAT: ClassVar[str] = "coordinator config"
 
-    @classmethod
-    def load(cls, path: Path | str) -> CoordinatorConfig:
-        """Read and validate a config file."""
-        try:
-            data: dict[str, Any] = json.loads(Path(path).read_text())
-            config = cls(**data)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot read coordinator config {path}: {exc}") from exc
-        if config.slices < 1 or config.min_nodes < 2:
+    def validate(self) -> None:
+        """Refuse parameters no federation can run with."""
+        if self.slices < 1 or self.min_nodes < 2:
             raise ConfigError("need slices ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)")
-        return config
 
     def coordinator_key(self) -> str:
         """The coordinator's Ethereum private key (hex)."""

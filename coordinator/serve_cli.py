@@ -1,7 +1,5 @@
-"""`lethe api` and `lethe up`: run the coordinator API, or a whole local federation."""
+"""`lethe api` and `lethe configure`: the coordinator's HTTP API and its config file."""
 
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +7,7 @@ import click
 
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
+from infra.options import chain_options, store_option
 
 
 @click.command()
@@ -51,68 +50,12 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     return render
 
 
-def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """The options of a local federation's size and place (``lethe up``, ``lethe demo``)."""
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        for option in reversed(
-            [
-                click.option(
-                    "--workdir",
-                    type=click.Path(file_okay=False),
-                    default=workdir,
-                    show_default=True,
-                    help="Chain state, node data, store and logs.",
-                ),
-                click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True),
-                click.option(
-                    "--records-per-node", type=click.IntRange(10), default=400, show_default=True
-                ),
-                click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True),
-            ]
-        ):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-@click.command()
-@federation_options(".lethe/federation")
-def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
-    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API)."""
-    from coordinator.federation import FederationSpec, LocalFederation, describe
-
-    federation = LocalFederation(
-        Path(workdir),
-        FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
-    )
-    federation.up()
-    click.echo(describe(federation))
-    click.echo(f"API token: {federation.api_token()}  (Ctrl-C stops everything)")
-    stopping = False
-
-    def _stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        while not stopping:
-            time.sleep(0.5)
-    finally:
-        click.echo("stopping the federation …")
-        federation.stop()
-
-
 @click.command()
 @click.option(
     "--out", type=click.Path(dir_okay=False), required=True, help="Where to write coordinator.json."
 )
 @click.option("--federation", "federation_id", required=True, help="Federation id.")
-@click.option("--rpc", envvar="LETHE_RPC_URL", required=True, help="JSON-RPC URL.")
-@click.option("--contract", envvar="LETHE_CONTRACT", required=True, help="Lethe contract.")
+@chain_options
 @click.option("--deployment-block", type=int, default=0, show_default=True)
 @click.option(
     "--key-file",
@@ -120,12 +63,7 @@ def up(workdir: str, nodes: int, records_per_node: int, slices: int) -> None:
     required=True,
     help="File holding the coordinator's Ethereum private key (hex).",
 )
-@click.option(
-    "--store",
-    envvar="LETHE_STORE_SPEC",
-    required=True,
-    help="Content store: a folder, or a Kubo RPC address.",
-)
+@store_option
 @click.option(
     "--db", type=click.Path(dir_okay=False), required=True, help="The coordinator's SQLite queue."
 )
@@ -150,7 +88,7 @@ def configure(
     """Write the coordinator's config and an API token beside it (kept if it exists)."""
     import secrets
 
-    from node.runtime import write_secret
+    from infra.files import write_secret
 
     folder = Path(out).resolve().parent
     token = folder / "api.token"

@@ -34,7 +34,7 @@ from protocol.store import LocalStore
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from coordinator.devnet import Devnet
+    from launcher.devnet import Devnet
     from tests.chain_fixtures import Federation
 
 FED_ID = "fed-audit"

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from coordinator.config import CoordinatorConfig
-from coordinator.devnet import Devnet
 from coordinator.queue import CoordinatorDB
 from coordinator.rounds import Coordinator
 from coordinator.transport import InMemoryTransport, NodeEndpoint
-from node.runtime import NodeRunConfig, NodeRuntime, write_secret
+from infra.files import write_secret
+from launcher.devnet import Devnet
+from node.runtime import NodeRunConfig, NodeRuntime
 from node.stages import answer
 from protocol.envelope import generate_private_key, private_key_bytes
 from protocol.messages import WireRecord

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from coordinator.devnet import Devnet
+from launcher.devnet import Devnet
 from protocol.errors import LedgerError
 from protocol.ledger import (
     ContractRevert,

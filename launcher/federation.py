@@ -24,9 +24,11 @@ import numpy.typing as npt
 import requests
 
 from coordinator.config import CoordinatorConfig
-from coordinator.processes import Child, ProcessError, ProcessGroup, free_port, port_open
 from coordinator.queue import CoordinatorDB
-from node.runtime import NodeRunConfig, write_secret
+from infra.files import write_secret
+from infra.net import free_port, port_open
+from launcher.processes import Child, ProcessError, ProcessGroup
+from node.runtime import NodeRunConfig
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -84,7 +86,7 @@ class LocalFederation:
     # -- set-up -------------------------------------------------------------------------
 
     def _chain(self) -> None:
-        from coordinator.devnet import Devnet, dev_accounts
+        from launcher.devnet import Devnet, dev_accounts
         from protocol.ledger import Deployment, Ledger, deploy
 
         chain_dir = self.workdir / "chain"
@@ -240,12 +242,14 @@ class LocalFederation:
         )
         self.group.wait_until(child, lambda: port_open(port), timeout=60, what="SuperLink port")
 
-    def start_node(self, node: NodeHandle, **env: str) -> None:
-        """Start (or restart) one node's SuperNode and worker, with extra environment."""
+    def start_node(
+        self, node: NodeHandle, *, command: Sequence[str] = (str(BIN / "lethe-node"),)
+    ) -> None:
+        """Start (or restart) one node's SuperNode and worker (``command run …``)."""
         node.child = self.group.start(
             node.config.name,
             [
-                str(BIN / "lethe-node"),
+                *command,
                 "run",
                 "--config",
                 str(node.config_path),
@@ -254,7 +258,7 @@ class LocalFederation:
                 "--insecure",
                 *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
-            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr"), **env),
+            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
         )
 
     def _api(self) -> None:

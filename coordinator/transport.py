@@ -16,7 +16,6 @@ in unit tests, with dropouts and garbage injected by wrapping those functions.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -75,18 +74,6 @@ class InMemoryTransport:
                 self.errors[node] = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s: node %s failed: %s", stage, node, self.errors[node])
         return replies
-
-
-def tune_object_pulls(backoff_s: float) -> None:
-    """Retry reply-object pulls sooner than Flower's 1 s first back-off (same protocol)."""
-    import flwr.superlink.grid.http_grid as http_grid
-
-    pull = functools.partial(
-        getattr(http_grid, "pull_objects"),  # noqa: B009 (not in its __all__)
-        initial_backoff=backoff_s / 5,
-        backoff_cap=backoff_s,
-    )
-    setattr(http_grid, "pull_objects", pull)  # noqa: B010
 
 
 class FlowerTransport:

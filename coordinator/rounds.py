@@ -1,12 +1,12 @@
 """The coordinator's work: secure rounds recorded on chain, and forget requests served.
 
-A round (DESIGN §4) is four message stages: ``train`` (commitments), ``train.share``
+A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``train.share``
 (sealed Shamir shares), ``train.aggregate`` (summed shares) and, after the coordinator
 has reconstructed the sum, stored model and manifest by CID and called ``proposeRound``,
 ``query.approve`` (each node checks and approves on chain with its own key). The
 coordinator sees commitments, envelopes, summed shares and the sum, never one node's model.
 
-Forget requests (DESIGN §8) move through the durable queue: ``requestForget`` on chain,
+Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
 dispatch to every node (only the owner retrains and certifies), a new round, and
 ``completeForget`` once that round is finalized with the owner's new model in it.
 """

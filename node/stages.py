@@ -1,4 +1,4 @@
-"""What a node does at each message stage (DESIGN §4, §7), independent of the transport.
+"""What a node does at each message stage (docs/rounds.md), independent of the transport.
 
 Each handler takes the node's runtime and the coordinator's typed request (already
 checked field by field by ``protocol.messages``) and returns the typed reply. The node

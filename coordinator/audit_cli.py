@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from coordinator.store_cli import store_location_options, store_spec
+from coordinator.store_cli import store_location_option
 from infra.options import deployment_option
 from protocol.errors import LedgerError
 from protocol.ledger import CONTRACT_ENV, RPC_URL_ENV, Ledger
@@ -43,7 +43,7 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
     help=f"Lethe contract address [env {CONTRACT_ENV}; default: the deployment file's].",
 )
 @deployment_option("--deployment", "Deployment file, read when no --contract is given")
-@store_location_options
+@store_location_option
 @click.option("--federation-id", help="Federation the history must belong to [default: its own].")
 @click.option(
     "--from-block",
@@ -56,8 +56,7 @@ def audit(
     rpc: str | None,
     contract: str | None,
     deployment_file: Path,
-    store_dir: Path | None,
-    ipfs_api: str | None,
+    store_spec: str | None,
     federation_id: str | None,
     from_block: int | None,
     as_json: bool,
@@ -70,7 +69,7 @@ def audit(
     """
     from coordinator.audit import audit as run_audit
 
-    store = open_store(store_spec(store_dir, ipfs_api), timeout=timeout)
+    store = open_store(store_spec, timeout=timeout)
     try:
         ledger = _ledger(rpc, contract, deployment_file, timeout)
         report = run_audit(ledger, store, federation_id=federation_id, from_block=from_block)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from infra.files import JsonConfig
 from protocol.errors import LetheError
+from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 
 
 class ConfigError(LetheError):
@@ -20,7 +21,8 @@ class CoordinatorConfig(JsonConfig):
 
     ``slices`` initial rounds are run, round k releasing the models trained through
     slice k (so progress shows while SISA training proceeds); later rounds, run after
-    forgets, use every slice. ``clip`` bounds every weight for fixed-point sharing.
+    forgets, use every slice. Every node must have ``shards`` × ``slices`` (it refuses
+    the round otherwise). ``clip`` bounds every weight for fixed-point sharing.
     """
 
     federation_id: str
@@ -30,7 +32,8 @@ class CoordinatorConfig(JsonConfig):
     store: str
     db: str
     api_token_file: str
-    slices: int = 4
+    slices: int = DEFAULT_SLICES
+    shards: int = DEFAULT_SHARDS
     min_nodes: int = 2
     clip: float = 8.0
     deployment_block: int = 0
@@ -44,8 +47,10 @@ class CoordinatorConfig(JsonConfig):
 
     def validate(self) -> None:
         """Refuse parameters no federation can run with."""
-        if self.slices < 1 or self.min_nodes < 2:
-            raise ConfigError("need slices ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)")
+        if self.slices < 1 or self.shards < 1 or self.min_nodes < 2:
+            raise ConfigError(
+                "need slices ≥ 1, shards ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)"
+            )
 
     def coordinator_key(self) -> str:
         """The coordinator's Ethereum private key (hex)."""

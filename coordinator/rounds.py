@@ -199,6 +199,8 @@ class Coordinator:
         members = self._chain_members()
         request = TrainRequest(
             **state.base(),
+            shards=self.config.shards,
+            slices=self.config.slices,
             forget_requests=[
                 ForgetEntry(request_id=r.request_id, record_id=r.record_id) for r in state.forgets
             ],

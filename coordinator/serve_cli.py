@@ -8,6 +8,7 @@ import click
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from infra.options import chain_options, store_option
+from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 
 
 @click.command()
@@ -70,9 +71,16 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
 @click.option(
     "--slices",
     type=click.IntRange(1, 64),
-    default=8,
+    default=DEFAULT_SLICES,
     show_default=True,
-    help="Initial rounds: one per SISA slice (must match the nodes').",
+    help="Initial rounds: one per SISA slice (every node must have as many).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_SHARDS,
+    show_default=True,
+    help="SISA shards per node (every node must have as many).",
 )
 def configure(
     out: str,
@@ -84,6 +92,7 @@ def configure(
     store: str,
     db: str,
     slices: int,
+    shards: int,
 ) -> None:
     """Write the coordinator's config and an API token beside it (kept if it exists)."""
     import secrets
@@ -103,6 +112,7 @@ def configure(
         db=str(Path(db).resolve()),
         api_token_file=str(token),
         slices=slices,
+        shards=shards,
         deployment_block=deployment_block,
     ).save(Path(out))
     click.echo(f"wrote {out}; API token in {token}")

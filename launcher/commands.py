@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from protocol.federation import DEFAULT_SLICES
+
 
 def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """The options of a local federation's size and place (``lethe up``, ``lethe demo``)."""
@@ -25,7 +27,12 @@ def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable
                 click.option(
                     "--records-per-node", type=click.IntRange(10), default=400, show_default=True
                 ),
-                click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True),
+                click.option(
+                    "--slices",
+                    type=click.IntRange(1, 16),
+                    default=DEFAULT_SLICES,
+                    show_default=True,
+                ),
             ]
         ):
             command = option(command)

@@ -29,6 +29,7 @@ from infra.files import write_secret
 from infra.net import free_port, port_open
 from launcher.processes import Child, ProcessError, ProcessGroup
 from node.runtime import NodeRunConfig
+from protocol.federation import DEFAULT_SLICES
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,7 +40,7 @@ class FederationSpec:
     """Size and data of a local federation; the defaults are the demo's."""
 
     nodes: int = 3
-    slices: int = 4
+    slices: int = DEFAULT_SLICES
     records_per_node: int | None = 400
     test_records: int | None = 300
     federation_id: str = "lethe-demo"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from node.store import NodeError
 from protocol.commitments import record_commitment, sign_leaf, update_leaf
 from protocol.errors import LedgerError, ProtocolError
+from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
 from protocol.messages import (
     AGGREGATE,
@@ -92,6 +93,9 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     """
     _check_federation(rt, request)
     with rt.sisa() as node:
+        own = node.config
+        layout = FederationLayout(request.federation_id, request.shards, request.slices)
+        layout.check_member(own.federation_id, own.shards, own.slices)
         forgotten = _forget(rt, node, request.forget_requests)
         node.train(on_slice=None)
         model = node.model(request.through_slice)

@@ -284,7 +284,14 @@ class TrainRequest(RoundRequest):
     """Stage 1, coordinator → node: forget these records, train through a slice, commit."""
 
     STAGE: ClassVar[str] = TRAIN
+    shards: int
+    slices: int
     forget_requests: list[ForgetEntry]
+
+    def check(self) -> None:
+        super().check()
+        check_range(self.shards, "shards", 1)
+        check_range(self.slices, "slices", 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -132,7 +132,8 @@ def memory_federation(
         store=str(tmp_path / "store"),
         db=str(home / "coordinator.sqlite"),
         api_token_file=str(home / "api.token"),
-        slices=2,
+        shards=2,
+        slices=4,
         deployment_block=chain.deployment.block_number,
     )
     transport = InMemoryTransport({n.flower_id: n.endpoint for n in nodes})

@@ -27,7 +27,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "LETHE_CONTRACT",
         "LETHE_DEPLOYMENT",
         "LETHE_STORE",
-        "LETHE_IPFS_API",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -152,7 +151,6 @@ def test_missing_deployment_file_exits_3() -> None:
     [
         (["--contract", "0x" + "11" * 20], "--contract needs --rpc"),
         (["--rpc", "http://127.0.0.1:9", "--contract", "nope"], "not an Ethereum address"),
-        (["--store", "a", "--ipfs-api", "/ip4/127.0.0.1/tcp/5001"], "either --store or"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], words: str) -> None:

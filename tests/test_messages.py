@@ -36,7 +36,12 @@ SIGNATURE = "0x" + "22" * 65
 BASE: dict[str, Any] = {"federation_id": "fed", "round": 3, "through_slice": None}
 
 SAMPLES: list[StageMessage] = [
-    TrainRequest(**BASE, forget_requests=[ForgetEntry(request_id="r1", record_id="rec-1")]),
+    TrainRequest(
+        **BASE,
+        shards=1,
+        slices=4,
+        forget_requests=[ForgetEntry(request_id="r1", record_id="rec-1")],
+    ),
     TrainReply(
         address=ADDRESS,
         public_key=HASH,

@@ -15,6 +15,7 @@ Specifications:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -189,7 +190,14 @@ def test_node_refuses_another_federation(memory_federation: MemoryFederation) ->
     fed = memory_federation
     request = {
         "header": json.dumps(
-            {"federation_id": "elsewhere", "round": 1, "through_slice": None, "forget_requests": []}
+            {
+                "federation_id": "elsewhere",
+                "round": 1,
+                "through_slice": None,
+                "shards": 2,
+                "slices": 4,
+                "forget_requests": [],
+            }
         )
     }
     with pytest.raises(ProtocolError, match="federation"):
@@ -226,3 +234,14 @@ def test_forget_of_a_record_nobody_holds_fails(memory_federation: MemoryFederati
     fed.db.submit_forget("nobody-has-this", commitment, request_id="forget-2")
     fed.coordinator.process_forgets()
     assert fed.db.get_forget("forget-2").state == "failed"
+
+
+def test_node_with_another_layout_refuses_the_round(memory_federation: MemoryFederation) -> None:
+    fed = memory_federation
+    fed.coordinator.config = replace(fed.coordinator.config, slices=8)
+    with pytest.raises(RoundFailed, match="0 nodes committed"):
+        fed.coordinator.run_round(None)
+    reasons = set(fed.transport.errors.values())
+    assert len(fed.transport.errors) == 3
+    assert all("2 shard(s) × 4 slices, the federation 2 × 8" in r for r in reasons), reasons
+    assert all("re-ingest with --federation fed-test --shards 2 --slices 8" in r for r in reasons)

@@ -3,6 +3,7 @@
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,7 +34,7 @@ def api(db: CoordinatorDB) -> Iterator[str]:
     server.shutdown()
 
 
-def _post(api: str, body: object, token: str | None = TOKEN) -> requests.Response:
+def _post(api: str, body: Any, token: str | None = TOKEN) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return requests.post(f"{api}/forget", json=body, headers=headers, timeout=5)
 

@@ -88,7 +88,7 @@ def test_from_block_starts_the_replay_there(audited_history: AuditedHistory) -> 
     (proposal,) = [
         e for e in audited_history.ledger.events(["RoundProposed"]) if e.args["round"] == 3
     ]
-    late = lethe_audit(*target(audited_history), *store, "--from-block", proposal.block_number)
+    late = lethe_audit(*target(audited_history), *store, "--from-block", str(proposal.block_number))
     assert late.exit_code == 1
     assert late.output.startswith(f"note: replay starts at block {proposal.block_number}")
     assert "not by the coordinator None" in late.output

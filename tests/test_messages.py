@@ -173,7 +173,7 @@ def test_out_of_range_value_is_refused_by_name(field: str, value: object) -> Non
 
 def test_nan_and_nested_garbage_are_refused_by_name() -> None:
     share = SAMPLES[2].to_record()
-    _refused(SAMPLES[2], {**share, "header": share["header"].replace("8.0", "NaN")}, "clip")
+    _refused(SAMPLES[2], {**share, "header": str(share["header"]).replace("8.0", "NaN")}, "clip")
     train = SAMPLES[0].to_record()
     header = {**_header(train), "forget_requests": [{"request_id": "r1"}]}
     _refused(SAMPLES[0], _with_header(train, header), r"forget_requests\[0\].*record_id")

@@ -29,7 +29,6 @@ from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.messages import (
     AGGREGATE,
-    APPROVE,
     SHARE,
     TRAIN,
     AggregateReply,
@@ -37,6 +36,7 @@ from protocol.messages import (
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
+    NodeReply,
     ShareReply,
     ShareRequest,
     StageMessage,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lethe.coordinator")
 
-R = TypeVar("R", bound=StageMessage)
+R = TypeVar("R", bound=NodeReply)
 
 
 class RoundFailed(LetheError):
@@ -111,6 +111,10 @@ class RoundState:
     def senders(self) -> list[str]:
         """Nodes whose shares reached every roster member, in canonical order."""
         return sorted(self.envelopes, key=str.lower)
+
+    def addresses(self) -> dict[int, str]:
+        """Flower node id → the address it committed as."""
+        return {c.node: address for address, c in self.committed.items()}
 
     def base(self) -> dict[str, Any]:
         """The fields every request of this round carries."""
@@ -171,24 +175,35 @@ class Coordinator:
         }
 
     def _exchange(
-        self, requests: dict[int, StageMessage], reply_type: type[R], timeout: float
+        self,
+        requests: dict[int, StageMessage],
+        reply_type: type[R],
+        timeout: float,
+        *,
+        answering_as: dict[int, str] | None = None,
     ) -> dict[int, R]:
         """One stage: send each node its request, keep the replies that are well-formed.
 
-        A reply that is not exactly ``reply_type`` (missing, extra or ill-typed fields) is
-        a dropout like silence: logged, and the node is left out of the rest of the round.
+        A reply that is not exactly ``reply_type`` (missing, extra or ill-typed fields), or
+        that names another address than ``answering_as`` expects of its node, is a dropout
+        like silence: logged, and the node is left out of the rest of the round.
         """
         stage = reply_type.STAGE
         records = {node: request.to_record() for node, request in requests.items()}
         replies: dict[int, R] = {}
         for node, record in self.transport.exchange(stage, records, timeout).items():
             if node not in requests:
-                logger.warning("%s: node %s answered unasked; ignored", stage, node)
+                self._drop(stage, node, "answered unasked")
                 continue
             try:
-                replies[node] = reply_type.from_record(record)
+                reply = reply_type.from_record(record)
             except ProtocolError as exc:
-                logger.warning("%s: node %s sent a malformed reply, dropped: %s", stage, node, exc)
+                self._drop(stage, node, f"malformed reply: {exc}")
+                continue
+            if answering_as is not None and reply.address != answering_as.get(node):
+                self._drop(stage, node, f"answered as {reply.address}")
+                continue
+            replies[node] = reply
         return replies
 
     def _drop(self, stage: str, node: int, why: str) -> None:
@@ -314,11 +329,9 @@ class Coordinator:
         }
         expected = {m.node_id for m in roster.members}
         for node, reply in self._exchange(
-            requests, ShareReply, self.config.stage_timeout_s
+            requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
         ).items():
-            if reply.address != self._address_of(state, node):
-                self._drop(SHARE, node, f"answered as {reply.address}")
-            elif set(reply.envelopes) != expected:
+            if set(reply.envelopes) != expected:
                 self._drop(SHARE, node, "envelopes are not exactly one per roster member")
             else:
                 state.envelopes[reply.address] = reply.envelopes
@@ -331,10 +344,6 @@ class Coordinator:
             f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "
             f"(t={roster.threshold})"
         )
-
-    @staticmethod
-    def _address_of(state: RoundState, node: int) -> str:
-        return next((a for a, c in state.committed.items() if c.node == node), "")
 
     def aggregate_stage(self, state: RoundState) -> None:
         """Stage 3: each sender opens the envelopes addressed to it and signs their sum."""
@@ -353,9 +362,9 @@ class Coordinator:
         }
         seen: set[str] = set()
         for node, reply in self._exchange(
-            requests, AggregateReply, self.config.stage_timeout_s
+            requests, AggregateReply, self.config.stage_timeout_s, answering_as=state.addresses()
         ).items():
-            address = self._address_of(state, node)
+            address = reply.address
             try:
                 signer = recover_leaf_signer(keccak256(reply.summed_share), reply.signature)
                 summed = SummedShare.from_bytes(reply.summed_share)
@@ -439,13 +448,10 @@ class Coordinator:
         requests: dict[int, StageMessage] = {
             state.committed[a].node: request for a in manifest.responders["aggregate"]
         }
-        for node, reply in self._exchange(
-            requests, ApproveReply, self.config.stage_timeout_s
-        ).items():
-            if reply.address != self._address_of(state, node):
-                self._drop(APPROVE, node, f"answered as {reply.address}")
-            else:
-                state.approvals[reply.address] = reply
+        for reply in self._exchange(
+            requests, ApproveReply, self.config.stage_timeout_s, answering_as=state.addresses()
+        ).values():
+            state.approvals[reply.address] = reply
 
     def record(self, state: RoundState) -> RoundOutcome:
         """Read the round's fate from the chain and save it in the database."""

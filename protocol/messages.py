@@ -250,6 +250,16 @@ class RoundRequest(StageMessage):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodeReply(StageMessage):
+    """The field every reply carries: who answers (the coordinator checks it is that node)."""
+
+    address: str
+
+    def check(self) -> None:
+        check_hex(self.address, 20, "address")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ForgetEntry(Schema):
     """One forget request riding on a train request."""
 
@@ -295,11 +305,10 @@ class TrainRequest(RoundRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainReply(StageMessage):
+class TrainReply(NodeReply):
     """Stage 1, node → coordinator: the signed commitment to this round's model."""
 
     STAGE: ClassVar[str] = TRAIN
-    address: str
     public_key: str
     model_hash: str
     n_samples: int
@@ -310,7 +319,7 @@ class TrainReply(StageMessage):
     """The node's record commitments, 32 bytes each."""
 
     def check(self) -> None:
-        check_hex(self.address, 20, "address")
+        super().check()
         check_hex(self.public_key, 32, "public_key")
         check_hex(self.model_hash, 32, "model_hash")
         check_hex(self.signature, 65, "signature")
@@ -341,15 +350,11 @@ class ShareRequest(RoundRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ShareReply(StageMessage):
+class ShareReply(NodeReply):
     """Stage 2, node → coordinator: one sealed envelope per roster member, by address."""
 
     STAGE: ClassVar[str] = SHARE
-    address: str
     envelopes: dict[str, bytes]
-
-    def check(self) -> None:
-        check_hex(self.address, 20, "address")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -368,16 +373,15 @@ class AggregateRequest(RoundRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AggregateReply(StageMessage):
+class AggregateReply(NodeReply):
     """Stage 3, node → coordinator: the sum of its shares, signed by the node."""
 
     STAGE: ClassVar[str] = AGGREGATE
-    address: str
     signature: str
     summed_share: bytes
 
     def check(self) -> None:
-        check_hex(self.address, 20, "address")
+        super().check()
         check_hex(self.signature, 65, "signature")
 
 
@@ -400,17 +404,16 @@ class ApproveRequest(RoundRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ApproveReply(StageMessage):
+class ApproveReply(NodeReply):
     """Stage 4, node → coordinator: approved (and the tx), with the model's test accuracy."""
 
     STAGE: ClassVar[str] = APPROVE
-    address: str
     approved: bool
     tx_hash: str | None
     accuracy: float | None
 
     def check(self) -> None:
-        check_hex(self.address, 20, "address")
+        super().check()
         if self.tx_hash is not None:
             check_hex(self.tx_hash, 32, "tx_hash")
         check_range(self.accuracy, "accuracy", 0.0, 1.0)

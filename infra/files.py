@@ -13,6 +13,7 @@ def write_secret(path: Path, data: bytes) -> None:
     """Write key material with owner-only permissions (parent folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
     with os.fdopen(fd, "wb") as out:
         out.write(data)
 

@@ -4,14 +4,15 @@ A transport moves wire records (``protocol.messages.WireRecord``) and nothing el
 coordinator builds and checks the typed messages, so every transport behaves the same on
 a malformed reply. Error replies and silence both count as "no answer".
 
-Over Flower, ``Grid.send_and_receive`` sleeps 3 s between pulls and waits for every reply; a secure
-round has four stages and must go on without nodes that dropped out. So a stage here is
-``push_messages`` once, then ``pull_messages`` every ``poll_s`` until every node answered
-or the stage's timeout passed.
+Over Flower, ``Grid.send_and_receive`` sleeps 3 s between pulls and waits for every
+reply; a secure round has four stages and must go on without nodes that dropped out. So
+a stage here is ``push_messages`` once, then ``pull_messages`` every ``poll_s`` until
+every node answered or the stage's timeout passed.
 
 In memory (:class:`InMemoryTransport`, the shape of Flower's in-memory grid), each node
 is a function answering ``(stage, record)``, called in this process: whole rounds run
-in unit tests, with dropouts and garbage injected by wrapping those functions.
+in unit tests, with dropouts and garbage injected by wrapping those functions. Time is
+not modelled: a node drops out by raising (an error reply) or by not being connected.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.federation import FederationSpec, LocalFederation
-from coordinator.processes import ProcessError
+from launcher.federation import FederationSpec, LocalFederation
+from launcher.processes import ProcessError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

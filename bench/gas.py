@@ -9,13 +9,14 @@ Exits non-zero when a target is missed.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.devnet import Devnet
+from launcher.devnet import Devnet
 from protocol.ledger import Ledger, TxResult, deploy
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,8 +60,8 @@ def measure(nodes: int = NODES) -> dict[str, int]:
         coordinator = owner.with_account(coordinator_acct.private_key)
         node_ledgers = [owner.with_account(a.private_key) for a in node_accts]
         for acct, node in zip(node_accts, node_ledgers, strict=True):
-            record("admit_node", lambda a=acct: owner.admit_node(a.address))
-            record("register_key", lambda n=node: n.register_key(rng.randbytes(32)))
+            record("admit_node", functools.partial(owner.admit_node, acct.address))
+            record("register_key", functools.partial(node.register_key, rng.randbytes(32)))
 
         def propose(round_number: int) -> TxResult:
             return coordinator.propose_round(
@@ -70,7 +71,7 @@ def measure(nodes: int = NODES) -> dict[str, int]:
         def approve_all(round_number: int) -> None:
             # Every node approves: both plain approvals and the finalizing one are measured.
             for node in node_ledgers:
-                record("approve_round", lambda n=node: n.approve_round(round_number))
+                record("approve_round", functools.partial(node.approve_round, round_number))
 
         request_id, owner_node = rng.randbytes(32), node_ledgers[0]
         record("propose_round", lambda: propose(1))

@@ -86,7 +86,7 @@ def alone_equals_batched(encode: Encode, texts: Sequence[str], batched: np.ndarr
     same = sum(
         encode([text]).tobytes() == row.tobytes() for text, row in zip(texts, batched, strict=True)
     )
-    return round(same / len(texts), 4)
+    return round(float(same) / len(texts), 4)
 
 
 def accuracies(

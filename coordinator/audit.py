@@ -1,4 +1,4 @@
-"""Audit a federation from the chain's events and the content store alone (DESIGN §7, §9).
+"""Audit a federation from the chain's events and the content store alone (docs/certificate.md).
 
 The audit trusts neither the coordinator nor its database. It replays the ``Lethe``
 contract's events in chain order, keeping the roster, coordinator and quorum setting as

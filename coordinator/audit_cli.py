@@ -10,12 +10,11 @@ directory, see :mod:`coordinator.workdir`), or the one `lethe deploy` recorded i
 """
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from coordinator.store_cli import store_location_options, store_spec
+from coordinator.store_cli import store_location_option
 from coordinator.workdir import WORKDIR_ENV, WorkDir
 from protocol.errors import LedgerError
 from protocol.ledger import (
@@ -25,7 +24,7 @@ from protocol.ledger import (
     RPC_URL_ENV,
     Ledger,
 )
-from protocol.store import DEFAULT_DIR, IPFS_API_ENV, STORE_ENV, open_store
+from protocol.store import DEFAULT_DIR, open_store
 from protocol.store.kubo import is_api_address
 
 EXIT_INCONSISTENT = 1
@@ -51,13 +50,12 @@ def _deployment_file(deployment_file: Path | None, workdir: Path | None) -> Path
 
 
 def _store_spec(spec: str | None, deployment_file: Path | None) -> str:
-    """The store to read: the flags, else the environment, else the work directory's.
+    """The store to read: --store (or its variable), else the work directory's.
 
     A deployment file at ``<workdir>/chain/deployment.json`` beside a ``<workdir>/store``
     folder is a `lethe up` work directory: its store is the one. A local folder that does
     not exist is a usage error, never an audit failure.
     """
-    spec = spec or os.environ.get(IPFS_API_ENV) or os.environ.get(STORE_ENV)
     if not spec:
         sibling = None
         if deployment_file is not None and deployment_file.parent.name == "chain":
@@ -65,7 +63,7 @@ def _store_spec(spec: str | None, deployment_file: Path | None) -> str:
         spec = str(sibling if sibling is not None and sibling.is_dir() else DEFAULT_DIR)
     if not is_api_address(spec) and not Path(spec).is_dir():
         raise click.UsageError(
-            f"no content store folder at {spec}: give --store DIR or --ipfs-api ADDR"
+            f"no content store folder at {spec}: give --store DIR or an IPFS API address"
         )
     return spec
 
@@ -107,7 +105,7 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
     envvar=WORKDIR_ENV,
     help=f"Work directory of `lethe up` [env {WORKDIR_ENV}; default .lethe/federation].",
 )
-@store_location_options
+@store_location_option
 @click.option("--federation-id", help="Federation the history must belong to [default: its own].")
 @click.option(
     "--from-block",
@@ -121,8 +119,7 @@ def audit(
     contract: str | None,
     deployment_file: Path | None,
     workdir: Path | None,
-    store_dir: Path | None,
-    ipfs_api: str | None,
+    store_spec: str | None,
     federation_id: str | None,
     from_block: int | None,
     as_json: bool,
@@ -135,12 +132,11 @@ def audit(
     """
     from coordinator.audit import audit as run_audit
 
-    spec = store_spec(store_dir, ipfs_api)
     deployment = None if contract else _deployment_file(deployment_file, workdir)
     beside = deployment or (WorkDir(workdir).deployment if workdir else None)
     try:
         ledger = _ledger(rpc, contract, deployment or Path(), timeout)
-        store = open_store(_store_spec(spec, beside), timeout=timeout)
+        store = open_store(_store_spec(store_spec, beside), timeout=timeout)
         report = run_audit(ledger, store, federation_id=federation_id, from_block=from_block)
     except LedgerError as exc:
         click.echo(f"error: cannot read the chain: {exc}", err=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
+from infra.files import JsonConfig
 from protocol.errors import LetheError
+from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 
 
 class ConfigError(LetheError):
@@ -16,12 +16,13 @@ class ConfigError(LetheError):
 
 
 @dataclass(frozen=True)
-class CoordinatorConfig:
+class CoordinatorConfig(JsonConfig):
     """Chain, store, queue and round parameters of one federation's coordinator.
 
     ``slices`` initial rounds are run, round k releasing the models trained through
     slice k (so progress shows while SISA training proceeds); later rounds, run after
-    forgets, use every slice. ``clip`` bounds every weight for fixed-point sharing.
+    forgets, use every slice. Every node must have ``shards`` × ``slices`` (it refuses
+    the round otherwise). ``clip`` bounds every weight for fixed-point sharing.
     """
 
     federation_id: str
@@ -31,7 +32,8 @@ class CoordinatorConfig:
     store: str
     db: str
     api_token_file: str
-    slices: int = 4
+    slices: int = DEFAULT_SLICES
+    shards: int = DEFAULT_SHARDS
     min_nodes: int = 2
     clip: float = 8.0
     deployment_block: int = 0
@@ -40,23 +42,15 @@ class CoordinatorConfig:
     poll_s: float = 0.05
     forget_batch: int = 32
 
-    def save(self, path: Path) -> None:
-        """Write the config (owner-readable only: it names the key files)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.chmod(path, 0o600)
+    ERROR: ClassVar[type[Exception]] = ConfigError
+    WHAT: ClassVar[str] = "coordinator config"
 
-    @classmethod
-    def load(cls, path: Path | str) -> CoordinatorConfig:
-        """Read and validate a config file."""
-        try:
-            data: dict[str, Any] = json.loads(Path(path).read_text())
-            config = cls(**data)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot read coordinator config {path}: {exc}") from exc
-        if config.slices < 1 or config.min_nodes < 2:
-            raise ConfigError("need slices ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)")
-        return config
+    def validate(self) -> None:
+        """Refuse parameters no federation can run with."""
+        if self.slices < 1 or self.shards < 1 or self.min_nodes < 2:
+            raise ConfigError(
+                "need slices ≥ 1, shards ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)"
+            )
 
     def coordinator_key(self) -> str:
         """The coordinator's Ethereum private key (hex)."""

@@ -1,12 +1,12 @@
 """The coordinator's work: secure rounds recorded on chain, and forget requests served.
 
-A round (DESIGN §4) is four message stages: ``train`` (commitments), ``train.share``
+A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``train.share``
 (sealed Shamir shares), ``train.aggregate`` (summed shares) and, after the coordinator
 has reconstructed the sum, stored model and manifest by CID and called ``proposeRound``,
 ``query.approve`` (each node checks and approves on chain with its own key). The
 coordinator sees commitments, envelopes, summed shares and the sum, never one node's model.
 
-Forget requests (DESIGN §8) move through the durable queue: ``requestForget`` on chain,
+Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
 dispatch to every node (only the owner retrains and certifies), a new round, and
 ``completeForget`` once that round is finalized with the owner's new model in it.
 """
@@ -18,26 +18,43 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.commitments import recover_leaf_signer, update_leaf
-from protocol.errors import LedgerError, LetheError, ProtocolError
+from protocol.errors import LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
-from protocol.messages import AGGREGATE, APPROVE, SHARE, TRAIN, Payload
+from protocol.messages import (
+    AGGREGATE,
+    SHARE,
+    TRAIN,
+    AggregateReply,
+    AggregateRequest,
+    ApproveReply,
+    ApproveRequest,
+    ForgetEntry,
+    NodeReply,
+    ShareReply,
+    ShareRequest,
+    StageMessage,
+    TrainReply,
+    TrainRequest,
+)
 
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
     from coordinator.transport import Transport
     from protocol.field import FixedPoint
-    from protocol.ledger import Ledger
+    from protocol.ledger import Ledger, TxResult
     from protocol.secure_sum import Roster, SummedShare
     from protocol.store import ContentStore
 
 logger = logging.getLogger("lethe.coordinator")
+
+R = TypeVar("R", bound=NodeReply)
 
 
 class RoundFailed(LetheError):
@@ -52,6 +69,60 @@ class RoundOutcome:
     finalized: bool
     info: dict[str, Any] = field(default_factory=dict)
     manifest: RoundManifest | None = None
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A node whose train reply was accepted: its Flower id, roster place and commitment."""
+
+    node: int
+    x: int
+    key: bytes
+    reply: TrainReply
+
+
+@dataclass
+class RoundState:
+    """Everything one round has gathered so far; each stage method reads and extends it."""
+
+    federation_id: str
+    round: int
+    through_slice: int | None
+    forgets: Sequence[ForgetRequest]
+    started: float = field(default_factory=time.monotonic)
+    committed: dict[str, Committed] = field(default_factory=dict)
+    """Address → accepted train reply (stage 1)."""
+    roster: Roster | None = None
+    fixed_point: FixedPoint | None = None
+    envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    """Sender → recipient → sealed share (stage 2)."""
+    summed: list[SummedShare] = field(default_factory=list)
+    manifest: RoundManifest | None = None
+    manifest_cid: str = ""
+    proposal: TxResult | None = None
+    approvals: dict[str, ApproveReply] = field(default_factory=dict)
+
+    @property
+    def n_total(self) -> int:
+        """Samples of every committed node: the weights' denominator."""
+        return sum(c.reply.n_samples for c in self.committed.values())
+
+    @property
+    def senders(self) -> list[str]:
+        """Nodes whose shares reached every roster member, in canonical order."""
+        return sorted(self.envelopes, key=str.lower)
+
+    def addresses(self) -> dict[int, str]:
+        """Flower node id → the address it committed as."""
+        return {c.node: address for address, c in self.committed.items()}
+
+    def base(self) -> dict[str, Any]:
+        """The fields every request of this round carries."""
+        return {
+            "federation_id": self.federation_id,
+            "round": self.round,
+            "through_slice": self.through_slice,
+        }
 
 
 def _hex(data: bytes) -> str:
@@ -78,8 +149,8 @@ class Coordinator:
         self.db = db
         self.report = report
         self.fed = config.federation_id
-        self.address_of: dict[int, str] = {}
         self.retry_s = 10.0
+        self.error_pause_s = 1.0
         self._retry_at = 0.0
 
     # -- rounds -------------------------------------------------------------------------
@@ -103,71 +174,114 @@ class Coordinator:
             if e.key is not None
         }
 
-    def _train(
-        self, round_no: int, through_slice: int | None, forgets: Sequence[ForgetRequest]
-    ) -> dict[str, dict[str, Any]]:
+    def _exchange(
+        self,
+        requests: dict[int, StageMessage],
+        reply_type: type[R],
+        timeout: float,
+        *,
+        answering_as: dict[int, str] | None = None,
+    ) -> dict[int, R]:
+        """One stage: send each node its request, keep the replies that are well-formed.
+
+        A reply that is not exactly ``reply_type`` (missing, extra or ill-typed fields), or
+        that names another address than ``answering_as`` expects of its node, is a dropout
+        like silence: logged, and the node is left out of the rest of the round.
+        """
+        stage = reply_type.STAGE
+        records = {node: request.to_record() for node, request in requests.items()}
+        replies: dict[int, R] = {}
+        for node, record in self.transport.exchange(stage, records, timeout).items():
+            if node not in requests:
+                self._drop(stage, node, "answered unasked")
+                continue
+            try:
+                reply = reply_type.from_record(record)
+            except ProtocolError as exc:
+                self._drop(stage, node, f"malformed reply: {exc}")
+                continue
+            if answering_as is not None and reply.address != answering_as.get(node):
+                self._drop(stage, node, f"answered as {reply.address}")
+                continue
+            replies[node] = reply
+        return replies
+
+    def _drop(self, stage: str, node: int, why: str) -> None:
+        logger.warning("%s: node %s dropped: %s", stage, node, why)
+
+    def train_stage(self, state: RoundState) -> None:
         """Stage 1: nodes forget what is asked, train and commit; keep registered, signed ones."""
         members = self._chain_members()
-        head = {
-            "federation_id": self.fed,
-            "round": round_no,
-            "through_slice": through_slice,
-            "forget_requests": [
-                {"request_id": r.request_id, "record_id": r.record_id} for r in forgets
+        request = TrainRequest(
+            **state.base(),
+            shards=self.config.shards,
+            slices=self.config.slices,
+            forget_requests=[
+                ForgetEntry(request_id=r.request_id, record_id=r.record_id) for r in state.forgets
             ],
-        }
-        nodes = self.transport.node_ids()
-        replies = self.transport.exchange(
-            TRAIN, {n: Payload(dict(head)) for n in nodes}, self.config.train_timeout_s
         )
-        accepted: dict[str, dict[str, Any]] = {}
-        for node, reply in replies.items():
-            h = reply.header
-            address = str(h.get("address", ""))
+        nodes = self.transport.node_ids()
+        replies = self._exchange(
+            {n: request for n in nodes}, TrainReply, self.config.train_timeout_s
+        )
+        for node, reply in sorted(replies.items()):
+            address = reply.address
             member = members.get(address.lower())
-            if member is None or _hex(member[1]) != h.get("public_key"):
-                logger.warning("node %s (%s) is not registered with that key", node, address)
+            if member is None or _hex(member[1]) != reply.public_key:
+                self._drop(TRAIN, node, f"{address} is not registered with that key")
+                continue
+            if address in state.committed:
+                self._drop(TRAIN, node, f"{address} already answered from another node")
                 continue
             leaf = update_leaf(
-                self.fed, round_no, address, bytes.fromhex(h["model_hash"][2:]), int(h["n_samples"])
+                self.fed, state.round, address, bytes.fromhex(reply.model_hash[2:]), reply.n_samples
             )
-            if recover_leaf_signer(leaf, h["signature"]).lower() != address.lower():
-                logger.warning("node %s signed its commitment with another key; ignored", address)
+            try:
+                signer = recover_leaf_signer(leaf, reply.signature)
+            except ProtocolError as exc:
+                self._drop(TRAIN, node, str(exc))
                 continue
-            records = reply.blobs.get("records", b"")
-            self.db.replace_record_index(
-                address, [_hex(records[i : i + 32]) for i in range(0, len(records), 32)]
+            if signer.lower() != address.lower():
+                self._drop(TRAIN, node, f"{address} signed its commitment with another key")
+                continue
+            state.committed[address] = Committed(node, member[0], member[1], reply)
+            self._save_node(state.round, state.committed[address])
+        self._record_forget_results(state, set(members))
+        if len(state.committed) < self.config.min_nodes:
+            raise RoundFailed(
+                f"round {state.round}: {len(state.committed)} nodes committed, "
+                f"need {self.config.min_nodes}"
             )
-            self.address_of[node] = address
-            accepted[address] = {"node": node, "x": member[0], "key": member[1], **h}
-            self.db.save_node(
-                address,
-                {
-                    "flower_node_id": node,
-                    "x": member[0],
-                    "public_key": h["public_key"],
-                    "n_samples": int(h["n_samples"]),
-                    "model_hash": h["model_hash"],
-                    "last_round": round_no,
-                },
-            )
-        self._record_forget_results(forgets, accepted, set(members))
-        return accepted
 
-    def _record_forget_results(
-        self,
-        forgets: Sequence[ForgetRequest],
-        accepted: dict[str, dict[str, Any]],
-        everyone: set[str],
-    ) -> None:
+    def _save_node(self, round_no: int, committed: Committed) -> None:
+        reply = committed.reply
+        records = reply.records
+        self.db.replace_record_index(
+            reply.address, [_hex(records[i : i + 32]) for i in range(0, len(records), 32)]
+        )
+        self.db.save_node(
+            reply.address,
+            {
+                "flower_node_id": committed.node,
+                "x": committed.x,
+                "public_key": reply.public_key,
+                "n_samples": reply.n_samples,
+                "model_hash": reply.model_hash,
+                "last_round": round_no,
+            },
+        )
+
+    def _record_forget_results(self, state: RoundState, everyone: set[str]) -> None:
         """Certified by the owner, failed if every registered node answered 'not mine'."""
+        asked = {r.request_id for r in state.forgets}
         claimed = {
-            result["request_id"]: (address, result)
-            for address, reply in accepted.items()
-            for result in reply.get("forget_results", [])
+            result.request_id: (address, result)
+            for address, committed in state.committed.items()
+            for result in committed.reply.forget_results
+            if result.request_id in asked
         }
-        answered = {a.lower() for a in accepted}
-        for req in forgets:
+        answered = {a.lower() for a in state.committed}
+        for req in state.forgets:
             if req.request_id in claimed:
                 address, result = claimed[req.request_id]
                 self.db.advance_forget(
@@ -175,116 +289,113 @@ class Coordinator:
                     "dispatched",
                     "certified",
                     node_address=address,
-                    certificate_cid=result["certificate_cid"],
-                    certify_tx=result["certify_tx"],
-                    new_model_hash=result["new_model_hash"],
+                    certificate_cid=result.certificate_cid,
+                    certify_tx=result.certify_tx,
+                    new_model_hash=result.new_model_hash,
                 )
                 self.report(
                     f"forget {req.request_id}: certified by {address} "
-                    f"(certificate {result['certificate_cid']})"
+                    f"(certificate {result.certificate_cid})"
                 )
             elif everyone <= answered:
                 self.db.advance_forget(
                     req.request_id, "dispatched", "failed", reason="no node holds this record"
                 )
 
-    def run_round(
-        self, through_slice: int | None, *, forgets: Sequence[ForgetRequest] = ()
-    ) -> RoundOutcome:
-        """Run one secure round end to end and record it; RoundFailed if too few answer."""
+    def share_stage(self, state: RoundState) -> None:
+        """Stage 2: committed nodes seal Shamir shares of α_i·w_i for every roster member."""
         from protocol.field import FixedPoint
-        from protocol.model import model_bytes
-        from protocol.secure_sum import Member, Roster, SummedShare, default_threshold
+        from protocol.secure_sum import Member, Roster, default_threshold
 
-        round_no = max(self.ledger.last_round(), self.db.last_round()) + 1
-        started = time.monotonic()
-        label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
-        self.report(f"round {round_no}: training ({label})")
-        trained = self._train(round_no, through_slice, forgets)
-        forget_requests = [r.request_id for r in forgets]
-        if len(trained) < self.config.min_nodes:
-            raise RoundFailed(
-                f"round {round_no}: {len(trained)} nodes committed, need {self.config.min_nodes}"
-            )
-        by_x = sorted(trained.values(), key=lambda t: t["x"])
-        roster = Roster(
+        by_x = sorted(state.committed.values(), key=lambda c: c.x)
+        roster = state.roster = Roster(
             federation_id=self.fed,
-            round=round_no,
+            round=state.round,
             threshold=default_threshold(len(by_x)),
-            members=tuple(Member(t["address"], t["x"], t["key"]) for t in by_x),
+            members=tuple(Member(c.reply.address, c.x, c.key) for c in by_x),
         )
-        fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
-        n_total = sum(int(t["n_samples"]) for t in by_x)
-        base = {"federation_id": self.fed, "round": round_no, "through_slice": through_slice}
-        roster_blob = {"roster": roster.to_bytes()}
-
-        shares = self.transport.exchange(
-            SHARE,
-            {
-                t["node"]: Payload(
-                    {
-                        **base,
-                        "model_hash": t["model_hash"],
-                        "n_total": n_total,
-                        "clip": fixed_point.clip,
-                        "frac_bits": fixed_point.frac_bits,
-                    },
-                    dict(roster_blob),
-                )
-                for t in by_x
-            },
-            self.config.stage_timeout_s,
-        )
-        envelopes = {
-            self.address_of[node]: reply.blobs
-            for node, reply in shares.items()
-            if all(f"env:{m.node_id}" in reply.blobs for m in roster.members)
+        fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
+        roster_bytes = roster.to_bytes()
+        requests: dict[int, StageMessage] = {
+            c.node: ShareRequest(
+                **state.base(),
+                model_hash=c.reply.model_hash,
+                n_total=state.n_total,
+                clip=fixed_point.clip,
+                frac_bits=fixed_point.frac_bits,
+                roster=roster_bytes,
+            )
+            for c in by_x
         }
-        senders = sorted(envelopes, key=str.lower)
-        if len(senders) < roster.threshold:
+        expected = {m.node_id for m in roster.members}
+        for node, reply in self._exchange(
+            requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
+        ).items():
+            if set(reply.envelopes) != expected:
+                self._drop(SHARE, node, "envelopes are not exactly one per roster member")
+            else:
+                state.envelopes[reply.address] = reply.envelopes
+        if len(state.senders) < roster.threshold:
             raise RoundFailed(
-                f"round {round_no}: {len(senders)} nodes shared, threshold {roster.threshold}"
+                f"round {state.round}: {len(state.senders)} nodes shared, "
+                f"threshold {roster.threshold}"
             )
         self.report(
-            f"round {round_no}: {len(senders)}/{roster.n} nodes shared (t={roster.threshold})"
+            f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "
+            f"(t={roster.threshold})"
         )
 
-        aggregated = self.transport.exchange(
-            AGGREGATE,
-            {
-                trained[s]["node"]: Payload(
-                    {**base, "senders": senders},
-                    {
-                        **roster_blob,
-                        **{f"env:{src}": envelopes[src][f"env:{s}"] for src in senders},
-                    },
-                )
-                for s in senders
-            },
-            self.config.stage_timeout_s,
-        )
-        summed = []
-        for node, reply in aggregated.items():
-            data = reply.blobs.get("summed_share", b"")
-            signer = recover_leaf_signer(keccak256(data), str(reply.header.get("signature")))
-            if signer.lower() != self.address_of[node].lower():
-                logger.warning("summed share of %s is not signed by it; ignored", node)
-                continue
-            summed.append(SummedShare.from_bytes(data))
-        if len(summed) < roster.threshold:
-            raise RoundFailed(
-                f"round {round_no}: {len(summed)} summed shares, threshold {roster.threshold}"
+    def aggregate_stage(self, state: RoundState) -> None:
+        """Stage 3: each sender opens the envelopes addressed to it and signs their sum."""
+        from protocol.secure_sum import SummedShare
+
+        assert state.roster is not None
+        senders = state.senders
+        requests: dict[int, StageMessage] = {
+            state.committed[s].node: AggregateRequest(
+                **state.base(),
+                senders=senders,
+                roster=state.roster.to_bytes(),
+                envelopes={src: state.envelopes[src][s] for src in senders},
             )
-        total = self._reconstruct(
-            roster, summed, fixed_point, n_total, sum(int(trained[s]["n_samples"]) for s in senders)
-        )
-        responders = sorted((s.node_id for s in summed), key=str.lower)
+            for s in senders
+        }
+        seen: set[str] = set()
+        for node, reply in self._exchange(
+            requests, AggregateReply, self.config.stage_timeout_s, answering_as=state.addresses()
+        ).items():
+            address = reply.address
+            try:
+                signer = recover_leaf_signer(keccak256(reply.summed_share), reply.signature)
+                summed = SummedShare.from_bytes(reply.summed_share)
+            except ProtocolError as exc:
+                self._drop(AGGREGATE, node, str(exc))
+                continue
+            if signer.lower() != address.lower() or summed.node_id != address:
+                self._drop(AGGREGATE, node, "summed share is not its own, signed by it")
+            elif address not in seen:
+                seen.add(address)
+                state.summed.append(summed)
+        if len(state.summed) < state.roster.threshold:
+            raise RoundFailed(
+                f"round {state.round}: {len(state.summed)} summed shares, "
+                f"threshold {state.roster.threshold}"
+            )
+
+    def publish_stage(self, state: RoundState) -> None:
+        """Reconstruct the weighted sum, store model and manifest by CID, propose on chain."""
+        from protocol.model import model_bytes
+
+        assert state.roster is not None and state.fixed_point is not None
+        roster, senders = state.roster, state.senders
+        n_senders = sum(state.committed[s].reply.n_samples for s in senders)
+        total = self._reconstruct(roster, state.summed, state.fixed_point, state.n_total, n_senders)
+        responders = sorted((s.node_id for s in state.summed), key=str.lower)
         global_bytes = model_bytes(total)
-        global_hash = _hex(keccak256(global_bytes))
         model_cid = self.store.put(global_bytes)
-        manifest = RoundManifest(
+        manifest = state.manifest = RoundManifest(
             federation_id=self.fed,
-            round=round_no,
+            round=state.round,
             threshold=roster.threshold,
             roster=[
                 {"address": m.node_id, "x": m.x, "public_key": _hex(m.public_key)}
@@ -293,84 +404,104 @@ class Coordinator:
             updates=[
                 NodeUpdate(
                     s,
-                    trained[s]["model_hash"],
-                    int(trained[s]["n_samples"]),
-                    trained[s]["signature"],
+                    state.committed[s].reply.model_hash,
+                    state.committed[s].reply.n_samples,
+                    state.committed[s].reply.signature,
                 )
                 for s in senders
             ],
             responders={
-                "train": sorted(trained, key=str.lower),
+                "train": sorted(state.committed, key=str.lower),
                 "share": senders,
                 "aggregate": responders,
             },
             dropped=sorted({m.node_id for m in roster.members} - set(responders), key=str.lower),
             global_model_cid=model_cid,
-            global_model_hash=global_hash,
-            n_total=sum(int(trained[s]["n_samples"]) for s in senders),
-            fixed_point={"clip": fixed_point.clip, "frac_bits": fixed_point.frac_bits},
-            forget_requests=list(forget_requests),
+            global_model_hash=_hex(keccak256(global_bytes)),
+            n_total=n_senders,
+            fixed_point={"clip": state.fixed_point.clip, "frac_bits": state.fixed_point.frac_bits},
+            forget_requests=[r.request_id for r in state.forgets],
         )
-        manifest_cid = self.store.put(manifest.to_bytes())
-        proposal = self.ledger.propose_round(
-            round_no,
-            bytes.fromhex(global_hash[2:]),
+        state.manifest_cid = self.store.put(manifest.to_bytes())
+        proposal = state.proposal = self.ledger.propose_round(
+            state.round,
+            keccak256(global_bytes),
             model_cid,
             manifest.updates_root(),
-            manifest_cid,
+            state.manifest_cid,
         )
-        self.report(f"round {round_no}: proposed (tx {proposal.tx_hash}, gas {proposal.gas_used})")
+        self.report(
+            f"round {state.round}: proposed (tx {proposal.tx_hash}, gas {proposal.gas_used})"
+        )
 
-        approvals = self.transport.exchange(
-            APPROVE,
-            {
-                trained[a]["node"]: Payload(
-                    {
-                        **base,
-                        "model_cid": model_cid,
-                        "model_hash": global_hash,
-                        "updates_root": _hex(manifest.updates_root()),
-                        "manifest_cid": manifest_cid,
-                    }
-                )
-                for a in responders
-            },
-            self.config.stage_timeout_s,
+    def approve_stage(self, state: RoundState) -> None:
+        """Stage 4: the nodes that aggregated check the proposal and approve it on chain."""
+        manifest = state.manifest
+        assert manifest is not None
+        request = ApproveRequest(
+            **state.base(),
+            model_cid=manifest.global_model_cid,
+            model_hash=manifest.global_model_hash,
+            updates_root=_hex(manifest.updates_root()),
+            manifest_cid=state.manifest_cid,
         )
-        state = self.ledger.round_state(round_no)
-        accuracies = [
-            r.header["accuracy"] for r in approvals.values() if r.header.get("accuracy") is not None
-        ]
+        requests: dict[int, StageMessage] = {
+            state.committed[a].node: request for a in manifest.responders["aggregate"]
+        }
+        for reply in self._exchange(
+            requests, ApproveReply, self.config.stage_timeout_s, answering_as=state.addresses()
+        ).values():
+            state.approvals[reply.address] = reply
+
+    def record(self, state: RoundState) -> RoundOutcome:
+        """Read the round's fate from the chain and save it in the database."""
+        manifest, proposal = state.manifest, state.proposal
+        assert manifest is not None and proposal is not None and state.roster is not None
+        on_chain = self.ledger.round_state(state.round)
+        accuracies = [r.accuracy for r in state.approvals.values() if r.accuracy is not None]
         info = {
-            "through_slice": through_slice,
-            "threshold": roster.threshold,
-            "roster": [m.node_id for m in roster.members],
+            "through_slice": state.through_slice,
+            "threshold": state.roster.threshold,
+            "roster": [m.node_id for m in state.roster.members],
             "responders": manifest.responders,
             "dropped": manifest.dropped,
             "n_total": manifest.n_total,
-            "global_model_cid": model_cid,
-            "global_model_hash": global_hash,
-            "manifest_cid": manifest_cid,
+            "global_model_cid": manifest.global_model_cid,
+            "global_model_hash": manifest.global_model_hash,
+            "manifest_cid": state.manifest_cid,
             "updates_root": _hex(manifest.updates_root()),
             "propose_tx": proposal.tx_hash,
             "propose_block": proposal.block_number,
             "propose_gas": proposal.gas_used,
-            "approvals": {
-                self.address_of[n]: r.header.get("tx_hash") for n, r in approvals.items()
-            },
-            "quorum": state.quorum,
+            "approvals": {a: r.tx_hash for a, r in state.approvals.items()},
+            "quorum": on_chain.quorum,
             "accuracy": float(np.mean(accuracies)) if accuracies else None,
-            "forget_requests": list(forget_requests),
-            "seconds": round(time.monotonic() - started, 3),
+            "forget_requests": manifest.forget_requests,
+            "seconds": round(time.monotonic() - state.started, 3),
         }
-        self.db.save_round(round_no, "finalized" if state.finalized else "proposed", info)
+        self.db.save_round(state.round, "finalized" if on_chain.finalized else "proposed", info)
         acc = "n/a" if info["accuracy"] is None else f"{info['accuracy']:.3f}"
         self.report(
-            f"round {round_no}: {'FINALIZED' if state.finalized else 'not finalized'} with "
-            f"{state.approvals}/{state.quorum} approvals, accuracy {acc}, "
+            f"round {state.round}: {'FINALIZED' if on_chain.finalized else 'not finalized'} with "
+            f"{on_chain.approvals}/{on_chain.quorum} approvals, accuracy {acc}, "
             f"{info['seconds']:.1f} s"
         )
-        return RoundOutcome(round_no, state.finalized, info, manifest)
+        return RoundOutcome(state.round, on_chain.finalized, info, manifest)
+
+    def run_round(
+        self, through_slice: int | None, *, forgets: Sequence[ForgetRequest] = ()
+    ) -> RoundOutcome:
+        """Run one secure round end to end and record it; RoundFailed if too few answer."""
+        round_no = max(self.ledger.last_round(), self.db.last_round()) + 1
+        state = RoundState(self.fed, round_no, through_slice, forgets)
+        label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
+        self.report(f"round {state.round}: training ({label})")
+        self.train_stage(state)
+        self.share_stage(state)
+        self.aggregate_stage(state)
+        self.publish_stage(state)
+        self.approve_stage(state)
+        return self.record(state)
 
     @staticmethod
     def _reconstruct(
@@ -463,7 +594,7 @@ class Coordinator:
         """Run a step; log a failed round or chain call instead of ending the loop."""
         try:
             return step()
-        except (RoundFailed, LedgerError, ProtocolError) as exc:
+        except LetheError as exc:
             self.report(f"error: {exc}")
-            time.sleep(1.0)
+            time.sleep(self.error_pause_s)
             return True

@@ -1,7 +1,5 @@
-"""`lethe api` and `lethe up`: run the coordinator API, or a whole local federation."""
+"""`lethe api` and `lethe configure`: the coordinator's HTTP API and its config file."""
 
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +7,8 @@ import click
 
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
-from coordinator.workdir import DEFAULT_WORKDIR
+from infra.options import chain_options, store_option
+from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 
 
 @click.command()
@@ -70,86 +69,12 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     return LiveExplorer(ledger, open_store(config.store), db)
 
 
-def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """The options of a local federation's size and place (``lethe up``, ``lethe demo``)."""
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        for option in reversed(
-            [
-                click.option(
-                    "--workdir",
-                    type=click.Path(file_okay=False),
-                    default=workdir,
-                    show_default=True,
-                    help="Chain state, node data, store and logs.",
-                ),
-                click.option("--nodes", type=click.IntRange(2, 10), default=3, show_default=True),
-                click.option(
-                    "--records-per-node", type=click.IntRange(10), default=400, show_default=True
-                ),
-                click.option("--slices", type=click.IntRange(1, 16), default=4, show_default=True),
-            ]
-        ):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-@click.command()
-@federation_options(str(DEFAULT_WORKDIR))
-@click.option(
-    "--api-port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="Port of the coordinator API on 127.0.0.1 (0: any free port).",
-)
-def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: int) -> None:
-    """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API).
-
-    Everything lives in the work directory; `lethe forget`, `status`, `rounds` and `audit`
-    run from the same folder find it without flags.
-    """
-    from coordinator.federation import FederationSpec, LocalFederation, describe
-    from coordinator.processes import port_open
-
-    if api_port and port_open(api_port):
-        raise click.UsageError(
-            f"port {api_port} on 127.0.0.1 is in use: pick another with --api-port "
-            "(0: any free port)"
-        )
-    federation = LocalFederation(
-        Path(workdir),
-        FederationSpec(nodes=nodes, records_per_node=records_per_node, slices=slices),
-        api_port=api_port,
-    )
-    federation.up()
-    click.echo(describe(federation))
-    click.echo(f"API token: {federation.api_token()}  (Ctrl-C stops everything)")
-    stopping = False
-
-    def _stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        while not stopping:
-            time.sleep(0.5)
-    finally:
-        click.echo("stopping the federation …")
-        federation.stop()
-
-
 @click.command()
 @click.option(
     "--out", type=click.Path(dir_okay=False), required=True, help="Where to write coordinator.json."
 )
 @click.option("--federation", "federation_id", required=True, help="Federation id.")
-@click.option("--rpc", envvar="LETHE_RPC_URL", required=True, help="JSON-RPC URL.")
-@click.option("--contract", envvar="LETHE_CONTRACT", required=True, help="Lethe contract.")
+@chain_options
 @click.option("--deployment-block", type=int, default=0, show_default=True)
 @click.option(
     "--key-file",
@@ -157,21 +82,23 @@ def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: i
     required=True,
     help="File holding the coordinator's Ethereum private key (hex).",
 )
-@click.option(
-    "--store",
-    envvar="LETHE_STORE_SPEC",
-    required=True,
-    help="Content store: a folder, or a Kubo RPC address.",
-)
+@store_option
 @click.option(
     "--db", type=click.Path(dir_okay=False), required=True, help="The coordinator's SQLite queue."
 )
 @click.option(
     "--slices",
     type=click.IntRange(1, 64),
-    default=8,
+    default=DEFAULT_SLICES,
     show_default=True,
-    help="Initial rounds: one per SISA slice (must match the nodes').",
+    help="Initial rounds: one per SISA slice (every node must have as many).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_SHARDS,
+    show_default=True,
+    help="SISA shards per node (every node must have as many).",
 )
 def configure(
     out: str,
@@ -183,11 +110,12 @@ def configure(
     store: str,
     db: str,
     slices: int,
+    shards: int,
 ) -> None:
     """Write the coordinator's config and an API token beside it (kept if it exists)."""
     import secrets
 
-    from node.runtime import write_secret
+    from infra.files import write_secret
 
     folder = Path(out).resolve().parent
     token = folder / "api.token"
@@ -202,6 +130,7 @@ def configure(
         db=str(Path(db).resolve()),
         api_token_file=str(token),
         slices=slices,
+        shards=shards,
         deployment_block=deployment_block,
     ).save(Path(out))
     click.echo(f"wrote {out}; API token in {token}")

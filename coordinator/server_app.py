@@ -15,7 +15,8 @@ from flwr.serverapp import Grid, ServerApp
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from coordinator.rounds import Coordinator
-from coordinator.transport import FlowerTransport, tune_object_pulls
+from coordinator.transport import FlowerTransport
+from infra import flower
 
 app = ServerApp()
 
@@ -40,7 +41,7 @@ def main(grid: Grid, context: Context) -> None:
     logging.getLogger("lethe").addHandler(handler)
     logging.getLogger("lethe").setLevel(logging.INFO)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="[lethe] %(message)s")
-    tune_object_pulls(config.poll_s)
+    flower.tune_grid_object_pulls(config.poll_s)
     db = CoordinatorDB(Path(config.db))
     db.set_control("stopped", "0")
     ledger = Ledger(

@@ -9,14 +9,7 @@ import click
 
 from protocol.cid import cid_of_stream
 from protocol.errors import StoreError
-from protocol.store import (
-    DEFAULT_DIR,
-    IPFS_API_ENV,
-    STORE_ENV,
-    ContentStore,
-    LocalStore,
-    open_store,
-)
+from protocol.store import DEFAULT_DIR, STORE_ENV, ContentStore, LocalStore, open_store
 
 
 @click.command()
@@ -31,42 +24,31 @@ def store() -> None:
     """Put and get content by CID: the local blockstore, or any IPFS node's RPC API."""
 
 
-def store_location_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Add ``--store DIR`` / ``--ipfs-api ADDR``: which content store a command reads."""
-    command = click.option(
-        "--ipfs-api",
-        metavar="ADDR",
-        help=f"IPFS (Kubo) RPC API, e.g. /ip4/127.0.0.1/tcp/5001 [env {IPFS_API_ENV}].",
-    )(command)
+def store_location_option(command: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--store DIR|ADDR``: which content store a command reads (None: the default)."""
     return click.option(
         "--store",
-        "store_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help=f"Local blockstore folder [env {STORE_ENV}; default {DEFAULT_DIR}].",
+        "store_spec",
+        metavar="DIR|ADDR",
+        envvar=STORE_ENV,
+        help=(
+            "Local blockstore folder, or IPFS (Kubo) RPC API such as /ip4/127.0.0.1/tcp/5001 "
+            f"[env {STORE_ENV}; default {DEFAULT_DIR}]."
+        ),
     )(command)
-
-
-def store_spec(store_dir: Path | None, ipfs_api: str | None) -> str | None:
-    """The ``open_store`` spec the two options name (None: from the environment)."""
-    if store_dir is not None and ipfs_api:
-        raise click.UsageError("give either --store or --ipfs-api, not both")
-    return ipfs_api or (str(store_dir) if store_dir is not None else None)
 
 
 def _with_store(command: Callable[..., None]) -> Callable[..., None]:
     """Add the store options and --timeout, open the store, turn its errors into exit 1."""
 
-    @store_location_options
+    @store_location_option
     @click.option(
         "--timeout", default=30.0, show_default=True, help="Seconds to wait for the IPFS API."
     )
     @functools.wraps(command)
-    def wrapper(
-        store_dir: Path | None, ipfs_api: str | None, timeout: float, **kwargs: object
-    ) -> None:
-        spec = store_spec(store_dir, ipfs_api)
+    def wrapper(store_spec: str | None, timeout: float, **kwargs: object) -> None:
         try:
-            command(open_store(spec, timeout=timeout), **kwargs)
+            command(open_store(store_spec, timeout=timeout), **kwargs)
         except (StoreError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 

@@ -1,20 +1,29 @@
-"""Message stages over Flower's Grid: push to many nodes, poll replies briskly, honour timeouts.
+"""How the round reaches nodes: over Flower's Grid, or in memory for tests.
 
-``Grid.send_and_receive`` sleeps 3 s between pulls and waits for every reply; a secure
-round has four stages and must go on without nodes that dropped out. So a stage here is
-``push_messages`` once, then ``pull_messages`` every ``poll_s`` until every node answered
-or the stage's timeout passed; error replies and silence both count as "no answer".
+A transport moves wire records (``protocol.messages.WireRecord``) and nothing else; the
+coordinator builds and checks the typed messages, so every transport behaves the same on
+a malformed reply. Error replies and silence both count as "no answer".
+
+Over Flower, ``Grid.send_and_receive`` sleeps 3 s between pulls and waits for every
+reply; a secure round has four stages and must go on without nodes that dropped out. So
+a stage here is ``push_messages`` once, then ``pull_messages`` every ``poll_s`` until
+every node answered or the stage's timeout passed.
+
+In memory (:class:`InMemoryTransport`, the shape of Flower's in-memory grid), each node
+is a function answering ``(stage, record)``, called in this process: whole rounds run
+in unit tests, with dropouts and garbage injected by wrapping those functions. Time is
+not modelled: a node drops out by raising (an error reply) or by not being connected.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from protocol.errors import ProtocolError
-from protocol.messages import Payload, from_record_dict, to_record_dict
+from protocol.messages import WireRecord, from_record_dict, to_record_dict
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
@@ -30,22 +39,42 @@ class Transport(Protocol):
         ...
 
     def exchange(
-        self, stage: str, payloads: dict[int, Payload], timeout: float
-    ) -> dict[int, Payload]:
-        """Send one payload per node; return the valid replies that arrived in time."""
+        self, stage: str, records: Mapping[int, WireRecord], timeout: float
+    ) -> dict[int, WireRecord]:
+        """Send one record per node; return the replies (not error replies) that came in time."""
         ...
 
 
-def tune_object_pulls(backoff_s: float) -> None:
-    """Retry reply-object pulls sooner than Flower's 1 s first back-off (same protocol)."""
-    import flwr.superlink.grid.http_grid as http_grid
+NodeEndpoint = Callable[[str, WireRecord], WireRecord]
+"""A node as the in-memory transport sees it: answers a stage's record or raises."""
 
-    pull = functools.partial(
-        getattr(http_grid, "pull_objects"),  # noqa: B009 (not in its __all__)
-        initial_backoff=backoff_s / 5,
-        backoff_cap=backoff_s,
-    )
-    setattr(http_grid, "pull_objects", pull)  # noqa: B010
+
+class InMemoryTransport:
+    """A :class:`Transport` whose nodes are functions in this process."""
+
+    def __init__(self, nodes: Mapping[int, NodeEndpoint]) -> None:
+        self.nodes = dict(nodes)
+        self.errors: dict[int, str] = {}
+
+    def node_ids(self) -> list[int]:
+        return sorted(self.nodes)
+
+    def exchange(
+        self, stage: str, records: Mapping[int, WireRecord], timeout: float
+    ) -> dict[int, WireRecord]:
+        replies: dict[int, WireRecord] = {}
+        self.errors = {}
+        for node, record in records.items():
+            endpoint = self.nodes.get(node)
+            if endpoint is None:
+                logger.warning("%s: node %s is not connected", stage, node)
+                continue
+            try:
+                replies[node] = dict(endpoint(stage, dict(record)))
+            except Exception as exc:  # what Flower turns into an error reply
+                self.errors[node] = f"{type(exc).__name__}: {exc}"
+                logger.warning("%s: node %s failed: %s", stage, node, self.errors[node])
+        return replies
 
 
 class FlowerTransport:
@@ -60,17 +89,17 @@ class FlowerTransport:
         return sorted(int(n) for n in self.grid.get_node_ids())
 
     def exchange(
-        self, stage: str, payloads: dict[int, Payload], timeout: float
-    ) -> dict[int, Payload]:
+        self, stage: str, records: Mapping[int, WireRecord], timeout: float
+    ) -> dict[int, WireRecord]:
         from flwr.app import Message
 
         messages = [
-            Message(to_record_dict(p), dst_node_id=nid, message_type=stage, ttl=timeout + 30)
-            for nid, p in payloads.items()
+            Message(to_record_dict(r), dst_node_id=nid, message_type=stage, ttl=timeout + 30)
+            for nid, r in records.items()
         ]
         pushed = [m for m in self.grid.push_messages(messages) if m]
         waiting = set(pushed)
-        replies: dict[int, Payload] = {}
+        replies: dict[int, WireRecord] = {}
         self.errors = {}
         deadline = time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:

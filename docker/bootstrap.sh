@@ -14,11 +14,11 @@ if [ ! -f /certs/ca.pem ]; then
     -CAcreateserial -days 365 -copy_extensions copy -out /certs/superlink.pem
 fi
 until lethe deploy --help >/dev/null && python -c "
-import sys; from coordinator.devnet import rpc_ready; sys.exit(0 if rpc_ready('$LETHE_RPC_URL') else 1)"; do
+import sys; from launcher.devnet import rpc_ready; sys.exit(0 if rpc_ready('$LETHE_RPC_URL') else 1)"; do
   sleep 1
 done
-dev_key() { python -c "from coordinator.devnet import dev_accounts; print(dev_accounts($1 + 1)[$1].private_key)"; }
-dev_addr() { python -c "from coordinator.devnet import dev_accounts; print(dev_accounts($1 + 1)[$1].address)"; }
+dev_key() { python -c "from launcher.devnet import dev_accounts; print(dev_accounts($1 + 1)[$1].private_key)"; }
+dev_addr() { python -c "from launcher.devnet import dev_accounts; print(dev_accounts($1 + 1)[$1].address)"; }
 if [ ! -f /config/deployment.json ]; then
   lethe deploy --rpc "$LETHE_RPC_URL" --dev-account 0 --coordinator "$(dev_addr 1)" \
     --out /config/deployment.json

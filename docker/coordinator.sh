@@ -7,7 +7,7 @@ contract=$(python -c "import json; print(json.load(open('$dep'))['address'])")
 block=$(python -c "import json; print(json.load(open('$dep'))['block_number'])")
 lethe configure --out /state/coordinator.json --federation "$LETHE_FEDERATION" \
   --rpc "$LETHE_RPC_URL" --contract "$contract" --deployment-block "$block" \
-  --key-file /config/coordinator/coordinator.key --store "$LETHE_IPFS_API" \
+  --key-file /config/coordinator/coordinator.key --store "$LETHE_STORE" \
   --db /state/coordinator.sqlite --slices "$LETHE_SLICES"
 export FLWR_HOME=/state/flwr; mkdir -p "$FLWR_HOME"
 cat > "$FLWR_HOME/config.toml" <<TOML

@@ -9,7 +9,7 @@ if [ ! -f "$home/node.sqlite" ]; then
     --federation "$LETHE_FEDERATION" --slices "$LETHE_SLICES" --test-limit 500
 fi
 lethe-node join --db "$home/node.sqlite" --home "$home" --name "$name" \
-  --rpc "$LETHE_RPC_URL" --contract "$contract" --store "$LETHE_IPFS_API" \
+  --rpc "$LETHE_RPC_URL" --contract "$contract" --store "$LETHE_STORE" \
   --eth-key-file "/config/$name/eth.key"
 exec lethe-node run --config "$home/node.json" --superlink superlink:9091 \
   --root-certificates /certs/ca.pem

@@ -4,13 +4,17 @@ Kept thin and quick to import: a ClientApp may be started per message, and all s
 in the node's own SQLite file, reopened at each stage.
 """
 
+import logging
 from collections.abc import Callable
 
 from flwr.app import Context, Message
+from flwr.app.error import Error
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from node.runtime import CONFIG_KEY, runtime_for
-from node.stages import HANDLERS
+from node.stages import answer
+from protocol.errors import ProtocolError
 from protocol.messages import (
     AGGREGATE,
     APPROVE,
@@ -21,14 +25,18 @@ from protocol.messages import (
 )
 
 app = ClientApp()
+logger = logging.getLogger("lethe.node")
 
 
 def _handler(stage: str) -> Callable[[Message, Context], Message]:
-    handle = HANDLERS[stage]
-
     def run(msg: Message, context: Context) -> Message:
         runtime = runtime_for(str(context.node_config.get(CONFIG_KEY, "")))
-        reply = handle(runtime, from_record_dict(msg.content))
+        try:
+            reply = answer(runtime, stage, from_record_dict(msg.content))
+        except ProtocolError as exc:
+            logger.warning("%s: refused: %s", stage, exc)
+            error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"refused: {exc}")
+            return Message(error, reply_to=msg)
         return Message(to_record_dict(reply), reply_to=msg)
 
     run.__name__ = stage.replace(".", "_")

@@ -21,6 +21,7 @@ from node.store import (
     read_jsonl,
 )
 from protocol.errors import LetheError
+from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 
 DEFAULT_DB = Path(".lethe") / "node.db"
 PRIVATE_KEY_ENV = "LETHE_PRIVATE_KEY"  # the same variable the chain commands read
@@ -73,8 +74,12 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     help="Federation id: salts shard/slice assignment and seeds [env LETHE_FEDERATION].",
 )
 @click.option("--node-id", help="Seeds this node's training [default: node-i from --partition].")
-@click.option("--shards", type=click.IntRange(min=1), help="Shards on this node [default: 1].")
-@click.option("--slices", type=click.IntRange(min=1), help="Slices per shard [default: 8].")
+@click.option(
+    "--shards", type=click.IntRange(min=1), help=f"Shards on this node [default: {DEFAULT_SHARDS}]."
+)
+@click.option(
+    "--slices", type=click.IntRange(min=1), help=f"Slices per shard [default: {DEFAULT_SLICES}]."
+)
 @click.option("--labels", help=f"Comma-separated classes [default: {','.join(DEFAULT_LABELS)}].")
 @click.option("--feature-map", help="'none' or 'rff:D[:sigma]' [default: none].")
 def ingest(
@@ -112,8 +117,8 @@ def ingest(
         config = NodeConfig(
             federation_id=federation,
             node_id=node_id or f"node-{index}",
-            shards=shards or 1,
-            slices=slices or 8,
+            shards=shards or DEFAULT_SHARDS,
+            slices=slices or DEFAULT_SLICES,
             labels=tuple(x.strip() for x in labels.split(",")) if labels else DEFAULT_LABELS,
             feature_map=feature_map or "none",
         )

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import click
 
+from infra.net import free_port
+from infra.options import chain_options, store_option
 from node.runtime import CONFIG_KEY, NodeRunConfig
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @click.command()
@@ -65,7 +59,7 @@ def run(
         raise click.UsageError("--insecure is allowed only for a SuperLink on loopback")
     if not insecure and not root_certificates:
         raise click.UsageError("give --root-certificates for TLS, or --insecure on loopback")
-    port = runtime_port or _free_port()
+    port = runtime_port or free_port()
     argv = [
         sys.executable,
         "-m",
@@ -108,14 +102,8 @@ def run(
     help="Where the node's keys and node.json are kept (created if missing).",
 )
 @click.option("--name", required=True, help="A name for logs, e.g. node-1.")
-@click.option("--rpc", envvar="LETHE_RPC_URL", required=True, help="JSON-RPC URL.")
-@click.option("--contract", envvar="LETHE_CONTRACT", required=True, help="Lethe contract.")
-@click.option(
-    "--store",
-    envvar="LETHE_STORE_SPEC",
-    required=True,
-    help="Content store: a folder, or a Kubo RPC address (http://… or /ip4/…).",
-)
+@chain_options
+@store_option
 @click.option(
     "--eth-key-file",
     type=click.Path(exists=True, dir_okay=False),
@@ -129,7 +117,8 @@ def join(
 
     The node must already be admitted by the contract owner (`lethe admit --node ADDR`).
     """
-    from node.runtime import NodeRuntime, write_secret
+    from infra.files import write_secret
+    from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.envelope import generate_private_key, private_key_bytes
     from protocol.errors import LetheError

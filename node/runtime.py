@@ -8,13 +8,12 @@ which merely caches the opened handles.
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
+from infra.files import JsonConfig
 from node.store import NodeError
 
 if TYPE_CHECKING:
@@ -28,8 +27,11 @@ CONFIG_KEY = "lethe-config"
 
 
 @dataclass(frozen=True)
-class NodeRunConfig:
+class NodeRunConfig(JsonConfig):
     """Where a node's data and keys are, and which chain, contract and store it uses."""
+
+    ERROR: ClassVar[type[Exception]] = NodeError
+    WHAT: ClassVar[str] = "node config"
 
     federation_id: str
     name: str
@@ -40,29 +42,6 @@ class NodeRunConfig:
     contract: str
     store: str
     deployment_block: int = 0
-
-    def save(self, path: Path) -> None:
-        """Write the config as JSON, readable only by its owner (it names key files)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.chmod(path, 0o600)
-
-    @classmethod
-    def load(cls, path: Path | str) -> NodeRunConfig:
-        """Read a config; NodeError says which file and what is wrong."""
-        try:
-            data: dict[str, Any] = json.loads(Path(path).read_text())
-            return cls(**data)
-        except (OSError, ValueError, TypeError) as exc:
-            raise NodeError(f"cannot read node config {path}: {exc}") from exc
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write key material with owner-only permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 class NodeRuntime:

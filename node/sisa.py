@@ -276,7 +276,7 @@ class ShardRetrain:
 
 @dataclass(frozen=True)
 class ForgetResult:
-    """Everything the certificates of one (possibly coalesced) forget need (DESIGN §7)."""
+    """Everything the certificates of one (possibly coalesced) forget need (docs/certificate.md)."""
 
     batch: int
     federation_id: str

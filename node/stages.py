@@ -1,26 +1,46 @@
-"""What a node does at each message stage (DESIGN §4, §7), independent of the transport.
+"""What a node does at each message stage (docs/rounds.md), independent of the transport.
 
-Each handler takes the node's runtime and the coordinator's payload and returns the
-reply payload. The node trusts the coordinator for nothing it can check itself: it
-takes share keys and its x-coordinate from the chain, refuses a threshold below the
-default for the roster size, re-checks its own commitment before sharing and before
-approving, and fetches the global model by CID to compare hashes.
+Each handler takes the node's runtime and the coordinator's typed request (already
+checked field by field by ``protocol.messages``) and returns the typed reply. The node
+trusts the coordinator for nothing it can check itself: it takes share keys and its
+x-coordinate from the chain, refuses a threshold below the default for the roster size,
+re-checks its own commitment before sharing and before approving, and fetches the
+global model by CID to compare hashes.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
 from protocol.commitments import record_commitment, sign_leaf, update_leaf
 from protocol.errors import LedgerError, ProtocolError
+from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
-from protocol.messages import AGGREGATE, APPROVE, SHARE, TRAIN, Payload
+from protocol.messages import (
+    AGGREGATE,
+    APPROVE,
+    SHARE,
+    STAGES,
+    TRAIN,
+    AggregateReply,
+    AggregateRequest,
+    ApproveReply,
+    ApproveRequest,
+    ForgetEntry,
+    ForgetResult,
+    RoundRequest,
+    ShareReply,
+    ShareRequest,
+    StageMessage,
+    TrainReply,
+    TrainRequest,
+    WireRecord,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
@@ -33,34 +53,20 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-@dataclass(frozen=True)
-class RoundHeader:
-    """The fields every round stage carries."""
-
-    federation_id: str
-    round: int
-    through_slice: int | None
-
-    @classmethod
-    def parse(cls, rt: NodeRuntime, payload: Payload) -> RoundHeader:
-        payload.require("federation_id", "round")
-        fed = str(payload.header["federation_id"])
-        if fed != rt.config.federation_id:
-            raise ProtocolError(
-                f"message for federation {fed!r}, this node is in {rt.config.federation_id!r}"
-            )
-        through = payload.header.get("through_slice")
-        return cls(fed, int(payload.header["round"]), None if through is None else int(through))
+def _check_federation(rt: NodeRuntime, request: RoundRequest) -> None:
+    if request.federation_id != rt.config.federation_id:
+        raise ProtocolError(
+            f"message for federation {request.federation_id!r}, "
+            f"this node is in {rt.config.federation_id!r}"
+        )
 
 
-def _checked_roster(rt: NodeRuntime, payload: Payload, head: RoundHeader) -> Roster:
+def _checked_roster(rt: NodeRuntime, request: ShareRequest | AggregateRequest) -> Roster:
     """The round's roster, re-checked against the chain and the default threshold."""
     from protocol.secure_sum import Roster, default_threshold
 
-    if "roster" not in payload.blobs:
-        raise ProtocolError("stage carries no roster")
-    roster = Roster.from_bytes(payload.blobs["roster"])
-    if (roster.federation_id, roster.round) != (head.federation_id, head.round):
+    roster = Roster.from_bytes(request.roster)
+    if (roster.federation_id, roster.round) != (request.federation_id, request.round):
         raise ProtocolError("roster is for another federation or round")
     if roster.threshold < default_threshold(roster.n):
         raise ProtocolError(
@@ -79,105 +85,103 @@ def _checked_roster(rt: NodeRuntime, payload: Payload, head: RoundHeader) -> Ros
     return roster
 
 
-def handle_train(rt: NodeRuntime, payload: Payload) -> Payload:
+def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     """Forget what the round asks first, train through the requested slice, commit.
 
     Forget requests ride on the round's first message, so a request costs one round, not
     a dispatch stage plus a round; only the owner retrains, the others just commit.
     """
-    head = RoundHeader.parse(rt, payload)
+    _check_federation(rt, request)
     with rt.sisa() as node:
-        forgotten = _forget(rt, node, list(payload.header.get("forget_requests", [])))
+        own = node.config
+        layout = FederationLayout(request.federation_id, request.shards, request.slices)
+        layout.check_member(own.federation_id, own.shards, own.slices)
+        forgotten = _forget(rt, node, request.forget_requests)
         node.train(on_slice=None)
-        model = node.model(head.through_slice)
+        model = node.model(request.through_slice)
         ids = node.store.record_ids()
         accuracy = (
             node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
         )
-    leaf = update_leaf(head.federation_id, head.round, rt.address, model.hash, model.n_samples)
-    commitments = b"".join(record_commitment(head.federation_id, rid) for rid in ids)
-    return Payload(
-        {
-            "address": rt.address,
-            "public_key": _hex(rt.public_key),
-            "model_hash": model.hash_hex,
-            "n_samples": model.n_samples,
-            "signature": sign_leaf(leaf, rt.eth_key),
-            "local_accuracy": accuracy,
-            "forget_results": forgotten,
-        },
-        {"records": commitments},
+    leaf = update_leaf(
+        request.federation_id, request.round, rt.address, model.hash, model.n_samples
+    )
+    return TrainReply(
+        address=rt.address,
+        public_key=_hex(rt.public_key),
+        model_hash=model.hash_hex,
+        n_samples=model.n_samples,
+        signature=sign_leaf(leaf, rt.eth_key),
+        local_accuracy=accuracy,
+        forget_results=forgotten,
+        records=b"".join(record_commitment(request.federation_id, rid) for rid in ids),
     )
 
 
-def handle_share(rt: NodeRuntime, payload: Payload) -> Payload:
+def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     """Shamir-share n_i/N · w_i to the roster, one sealed envelope per recipient."""
     from protocol.field import FixedPoint
     from protocol.secure_sum import make_shares
 
-    head = RoundHeader.parse(rt, payload)
-    payload.require("model_hash", "n_total", "clip", "frac_bits")
-    roster = _checked_roster(rt, payload, head)
-    fixed_point = FixedPoint(float(payload.header["clip"]), int(payload.header["frac_bits"]))
+    _check_federation(rt, request)
+    roster = _checked_roster(rt, request)
+    fixed_point = FixedPoint(request.clip, request.frac_bits)
     fixed_point.check_parties(roster.n)
     with rt.sisa() as node:
-        model = node.model(head.through_slice)
-    if model.hash_hex != payload.header["model_hash"]:
+        model = node.model(request.through_slice)
+    if model.hash_hex != request.model_hash:
         raise ProtocolError("asked to share a model other than the one this node committed to")
-    n_total = int(payload.header["n_total"])
-    if not 0 < model.n_samples <= n_total:
-        raise ProtocolError(f"n_total {n_total} cannot include this node's {model.n_samples}")
+    if not 0 < model.n_samples <= request.n_total:
+        raise ProtocolError(
+            f"n_total {request.n_total} cannot include this node's {model.n_samples}"
+        )
     envelopes = make_shares(
         roster,
         rt.address,
         rt.x25519_key,
         model.vector,
-        weight=model.n_samples / n_total,
+        weight=model.n_samples / request.n_total,
         fixed_point=fixed_point,
     )
-    return Payload({"address": rt.address}, {f"env:{k}": v for k, v in envelopes.items()})
+    return ShareReply(address=rt.address, envelopes=envelopes)
 
 
-def handle_aggregate(rt: NodeRuntime, payload: Payload) -> Payload:
+def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateReply:
     """Open the envelopes addressed to this node and reply their sum, signed."""
     from protocol.secure_sum import open_and_sum
 
-    head = RoundHeader.parse(rt, payload)
-    payload.require("senders")
-    roster = _checked_roster(rt, payload, head)
-    envelopes = {k[4:]: v for k, v in payload.blobs.items() if k.startswith("env:")}
+    _check_federation(rt, request)
+    roster = _checked_roster(rt, request)
     summed = open_and_sum(
-        roster, rt.address, rt.x25519_key, envelopes, senders=list(payload.header["senders"])
+        roster, rt.address, rt.x25519_key, request.envelopes, senders=request.senders
     )
     data = summed.to_bytes()
-    return Payload(
-        {"address": rt.address, "signature": sign_leaf(keccak256(data), rt.eth_key)},
-        {"summed_share": data},
+    return AggregateReply(
+        address=rt.address, signature=sign_leaf(keccak256(data), rt.eth_key), summed_share=data
     )
 
 
-def handle_approve(rt: NodeRuntime, payload: Payload) -> Payload:
+def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
     """Check the proposal against this node's own commitment and the stored bytes; approve."""
     from protocol.manifest import RoundManifest
     from protocol.model import vector_from_bytes
 
-    head = RoundHeader.parse(rt, payload)
-    payload.require("model_cid", "model_hash", "updates_root", "manifest_cid")
-    manifest = RoundManifest.from_bytes(rt.store.get(str(payload.header["manifest_cid"])))
-    if (manifest.federation_id, manifest.round) != (head.federation_id, head.round):
+    _check_federation(rt, request)
+    manifest = RoundManifest.from_bytes(rt.store.get(request.manifest_cid))
+    if (manifest.federation_id, manifest.round) != (request.federation_id, request.round):
         raise ProtocolError("manifest is for another federation or round")
-    if _hex(manifest.updates_root()) != payload.header["updates_root"]:
+    if _hex(manifest.updates_root()) != request.updates_root:
         raise ProtocolError("updates root does not match the manifest's updates")
     mine = manifest.update_of(rt.address)
     with rt.sisa() as node:
-        model = node.model(head.through_slice)
+        model = node.model(request.through_slice)
         if mine is None or mine.model_hash != model.hash_hex:
             raise ProtocolError("this node's commitment is missing from the round or altered")
-        if mine.signer(head.federation_id, head.round).lower() != rt.address.lower():
+        if mine.signer(request.federation_id, request.round).lower() != rt.address.lower():
             raise ProtocolError("this node's update in the manifest is not signed by it")
-        global_bytes = rt.store.get(str(payload.header["model_cid"]))
-        if _hex(keccak256(global_bytes)) != payload.header["model_hash"] or (
-            manifest.global_model_hash != payload.header["model_hash"]
+        global_bytes = rt.store.get(request.model_cid)
+        if _hex(keccak256(global_bytes)) != request.model_hash or (
+            manifest.global_model_hash != request.model_hash
         ):
             raise ProtocolError("the global model's bytes do not hash to the proposed hash")
         accuracy = (
@@ -186,15 +190,15 @@ def handle_approve(rt: NodeRuntime, payload: Payload) -> Payload:
             else None
         )
     try:
-        tx = rt.ledger.approve_round(head.round).tx_hash
+        tx = rt.ledger.approve_round(request.round).tx_hash
     except LedgerError as exc:
         if getattr(exc, "error_name", None) != "AlreadyApproved":
             raise
         tx = None
-    return Payload({"address": rt.address, "approved": True, "tx_hash": tx, "accuracy": accuracy})
+    return ApproveReply(address=rt.address, approved=True, tx_hash=tx, accuracy=accuracy)
 
 
-def _forget(rt: NodeRuntime, node: SisaNode, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list[ForgetResult]:
     """Forget the named records this node holds; store signed certificates, certify on chain.
 
     Requests for records held elsewhere get no entry: the node's models are untouched.
@@ -202,7 +206,7 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[dict[str, Any]]) -> l
     """
     requests: list[tuple[str, str]] = []
     for entry in entries:
-        pair = (str(entry["request_id"]), str(entry["record_id"]))
+        pair = (entry.request_id, entry.record_id)
         if pair[1] not in {rid for _, rid in requests}:  # one retrain per record
             requests.append(pair)
     held = node.store.locate([rid for _, rid in requests])
@@ -214,7 +218,7 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[dict[str, Any]]) -> l
     return [_certify(rt, node, request_id) for request_id, _ in mine]
 
 
-def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> dict[str, Any]:
+def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
     """Sign, store and certify on chain one request's certificate (idempotent on retry)."""
     result = node.forget_result(request_id)
     if result is None:
@@ -236,18 +240,33 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> dict[str, Any]
         tx = rt.ledger.certify_forget(
             chain_id, cid, bytes.fromhex(result.model_hash_after.removeprefix("0x"))
         ).tx_hash
-    return {
-        "request_id": request_id,
-        "certificate_cid": cid,
-        "certify_tx": tx,
-        "new_model_hash": result.model_hash_after,
-        "n_samples_after": result.n_samples_after,
-    }
+    return ForgetResult(
+        request_id=request_id,
+        certificate_cid=cid,
+        certify_tx=tx,
+        new_model_hash=result.model_hash_after,
+        n_samples_after=result.n_samples_after,
+    )
 
 
-HANDLERS: dict[str, Callable[[NodeRuntime, Payload], Payload]] = {
+_HANDLERS: dict[str, Callable[[NodeRuntime, Any], StageMessage]] = {
     TRAIN: handle_train,
     SHARE: handle_share,
     AGGREGATE: handle_aggregate,
     APPROVE: handle_approve,
 }
+
+
+def answer(rt: NodeRuntime, stage: str, record: Mapping[str, object]) -> WireRecord:
+    """Check a request of ``stage``, handle it and return the reply's wire record.
+
+    A request that is not exactly the stage's message (missing, extra or ill-typed
+    fields) raises ProtocolError before anything is touched; the ClientApp turns it into
+    an error reply, which the coordinator counts as a dropout.
+    """
+    if stage not in _HANDLERS:
+        raise ProtocolError(f"unknown stage {stage!r}")
+    request_type, reply_type = STAGES[stage]
+    reply = _HANDLERS[stage](rt, request_type.from_record(record))
+    assert isinstance(reply, reply_type)
+    return reply.to_record()

@@ -36,6 +36,7 @@ import numpy as np
 
 from protocol.canonical import canonical_json
 from protocol.errors import LetheError
+from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.hashing import keccak256
 
 if TYPE_CHECKING:
@@ -131,8 +132,8 @@ class NodeConfig:
 
     federation_id: str
     node_id: str
-    shards: int = 1
-    slices: int = 8
+    shards: int = DEFAULT_SHARDS
+    slices: int = DEFAULT_SLICES
     labels: tuple[str, ...] = DEFAULT_LABELS
     feature_map: str = "none"
     epochs: int = 36

@@ -1,4 +1,4 @@
-"""Unlearning certificate, schema v1: what a node proves after forgetting a record (DESIGN §7).
+"""Unlearning certificate, schema v1: what a node proves after forgetting (docs/certificate.md).
 
 A certificate names the forgotten record only by its leaf
 ``keccak256(record_id ‖ keccak256(content))`` (content: the canonical JSON of its text and

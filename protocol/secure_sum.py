@@ -1,4 +1,4 @@
-"""The secure-sum round as transport-free functions: bytes in, bytes out (DESIGN §4).
+"""The secure-sum round as transport-free functions: bytes in, bytes out (docs/rounds.md).
 
 Stage 2, every node: :func:`make_shares` quantises ``α_i · w_i``, Shamir-shares
 it over the roster and seals one envelope per member (itself included).

@@ -5,7 +5,7 @@ Load with ``pytest_plugins = ["tests.api_fixtures"]``; import constants and help
 ``tests.api_server``, never from here (pytest must register the plugin first).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ def db(tmp_path: Path) -> CoordinatorDB:
 @pytest.fixture
 def serve_app() -> Iterator[Callable[[Flask], str]]:
     """Start any number of apps; every server is closed after the test."""
-    running: list[Iterator[str]] = []
+    running: list[Generator[str, None, None]] = []
 
     def start(app: Flask) -> str:
         server = serve(app)

@@ -2,7 +2,7 @@
 by tests (the fixtures live in ``tests.api_fixtures``, loaded as a plugin)."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from flask import Flask
 
@@ -20,7 +20,7 @@ def commitment(record_id: str) -> str:
     return "0x" + record_commitment(FED, record_id).hex()
 
 
-def serve(app: Flask) -> Iterator[str]:
+def serve(app: Flask) -> Generator[str, None, None]:
     """Serve ``app`` with waitress on a free loopback port until the generator closes."""
     server = create_server(app, "127.0.0.1", 0, threads=4)
     closed = threading.Event()

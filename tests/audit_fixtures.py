@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.devnet import Devnet
+from launcher.devnet import Devnet
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
 from tests.audit_history import History, build_correct_history

@@ -22,19 +22,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from eth_account import Account
 
-from node.sisa import NodeModel, SisaNode, assign, average, evaluate, model_bytes
+from node.sisa import NodeModel, SisaNode, assign, average, evaluate
 from node.store import NodeConfig, Record
 from protocol.certificate import Certificate
 from protocol.commitments import record_commitment, sign_leaf, update_leaf
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
+from protocol.model import model_bytes
 from protocol.store import LocalStore
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from coordinator.devnet import Devnet
+    from launcher.devnet import Devnet
     from tests.chain_fixtures import Federation
 
 FED_ID = "fed-audit"
@@ -288,7 +289,9 @@ class UnguardedLethe:
         receipt = self._send(factory.constructor())
         self.address = str(receipt["contractAddress"])
         self.deployment_block = int(receipt["blockNumber"])
-        self._contract = self._w3.eth.contract(address=self.address, abi=artifact["abi"])
+        self._contract = self._w3.eth.contract(
+            address=Web3.to_checksum_address(self.address), abi=artifact["abi"]
+        )
         self.ledger = Ledger(devnet.rpc_url, self.address, deployment_block=self.deployment_block)
 
     def _send(self, call: Any) -> Any:

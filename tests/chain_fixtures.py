@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from coordinator.devnet import Devnet
+from launcher.devnet import Devnet
 from protocol.ledger import Deployment, Ledger, deploy
 
 NODE_COUNT = 3

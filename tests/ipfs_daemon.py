@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from infra.net import free_port
 from tests.conftest import NODE_BIN
 
 JSIPFS = NODE_BIN / "jsipfs"
@@ -35,14 +36,6 @@ class IpfsDaemon:
     url: str
     repo: Path
     log: Path
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _configure(repo: Path, api_port: int) -> None:

@@ -1,6 +1,7 @@
 """The coordinator API over real HTTP: every bad input gets a 4xx JSON error, requests persist."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ from tests.api_server import FED, TOKEN
 pytest_plugins = ["tests.api_fixtures"]
 
 
-def _post(api: str, body: object, token: str | None = TOKEN) -> requests.Response:
+def _post(api: str, body: Any, token: str | None = TOKEN) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return requests.post(f"{api}/forget", json=body, headers=headers, timeout=5)
 

@@ -5,6 +5,7 @@ content type, headers and body as documented; invalid data rejected; auth enforc
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -45,7 +46,9 @@ def test_the_served_document_is_the_one_tested(schema_api: str) -> None:
 
 
 @schema.parametrize()
-def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, schema_api: str) -> None:
+def test_api_conforms_to_its_openapi_document(
+    case: schemathesis.Case[Any], schema_api: str
+) -> None:
     case.call_and_validate(
         base_url=schema_api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
     )

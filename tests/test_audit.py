@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from coordinator.audit import AuditReport, audit
-from coordinator.devnet import DevAccount, Devnet
+from launcher.devnet import DevAccount, Devnet
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.store import LocalStore

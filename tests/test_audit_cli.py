@@ -27,7 +27,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "LETHE_CONTRACT",
         "LETHE_DEPLOYMENT",
         "LETHE_STORE",
-        "LETHE_IPFS_API",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -89,7 +88,7 @@ def test_from_block_starts_the_replay_there(audited_history: AuditedHistory) -> 
     (proposal,) = [
         e for e in audited_history.ledger.events(["RoundProposed"]) if e.args["round"] == 3
     ]
-    late = lethe_audit(*target(audited_history), *store, "--from-block", proposal.block_number)
+    late = lethe_audit(*target(audited_history), *store, "--from-block", str(proposal.block_number))
     assert late.exit_code == 1
     assert late.output.startswith(f"note: replay starts at block {proposal.block_number}")
     assert "not by the coordinator None" in late.output
@@ -176,7 +175,6 @@ def test_no_flags_audit_the_federation_lethe_up_made(audited_history: AuditedHis
     [
         (["--contract", "0x" + "11" * 20], "--contract needs --rpc"),
         (["--rpc", "http://127.0.0.1:9", "--contract", "nope"], "not an Ethereum address"),
-        (["--store", "a", "--ipfs-api", "/ip4/127.0.0.1/tcp/5001"], "either --store or"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], words: str) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from coordinator.cli import main
-from coordinator.devnet import Devnet, rpc_ready
+from launcher.cli import main
+from launcher.devnet import Devnet, rpc_ready
 from protocol.ledger import Deployment, Ledger
 
 pytest_plugins = ["tests.chain_fixtures"]
@@ -87,7 +87,7 @@ def test_deploy_to_an_unreachable_endpoint_names_it(tmp_path: Path) -> None:
 
 def test_devnet_runs_in_the_foreground_and_saves_state_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "chain" / "state.json"
-    command = [sys.executable, "-c", "from coordinator.cli import main; main()"]
+    command = [sys.executable, "-c", "from launcher.cli import main; main()"]
     proc = subprocess.Popen(
         [*command, "devnet", "--state", str(state), "--port", "0"],
         stdout=subprocess.PIPE,

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -47,7 +48,9 @@ def finish_later(db: CoordinatorDB, request_id: str, *, fail: bool = False) -> t
                 break
             except KeyError:
                 time.sleep(0.05)
-        steps = [("received", "dispatched", {"request_tx": "0x" + "aa" * 32})]
+        steps: list[tuple[str, str, dict[str, Any]]] = [
+            ("received", "dispatched", {"request_tx": "0x" + "aa" * 32})
+        ]
         if fail:
             steps.append(("dispatched", "failed", {"reason": "the owner did not answer"}))
         else:

@@ -14,9 +14,9 @@ import pytest
 from werkzeug.serving import make_server
 
 from coordinator.api import create_app
-from coordinator.devnet import Devnet
 from coordinator.explorer import render_explorer
 from coordinator.queue import CoordinatorDB
+from launcher.devnet import Devnet
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
 from tests.audit_history import FED_ID, Contribution, UnguardedLethe, copy_store, publish_round

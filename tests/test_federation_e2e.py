@@ -8,6 +8,7 @@ Specifications:
 - the chain holds RoundFinalized, ForgetCertified and ForgetCompleted for the request.
 """
 
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from coordinator.federation import FederationSpec, LocalFederation
+from launcher.federation import FederationSpec, LocalFederation
 from node.sisa import SisaNode
 from protocol.certificate import Certificate
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
+from protocol.messages import SHARE
 from protocol.store import LocalStore
 
 pytestmark = pytest.mark.slow
@@ -109,7 +111,7 @@ def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation)
     assert victim.child is not None
     joined = victim.child.log.read_text().count("SuperNode ID")
     victim.child.stop()
-    federation.start_node(victim, LETHE_FAULT_EXIT_AFTER="train.share")
+    federation.start_node(victim, command=(sys.executable, "-m", "tests.faulty_node", SHARE))
     deadline = time.monotonic() + 60
     while victim.child.log.read_text().count("SuperNode ID") == joined:
         assert time.monotonic() < deadline, "the restarted node never joined"

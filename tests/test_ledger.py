@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-from coordinator.devnet import Devnet
+from launcher.devnet import Devnet
 from protocol.errors import LedgerError
 from protocol.ledger import (
     ContractRevert,
@@ -80,12 +81,13 @@ def test_default_quorum_is_two_thirds_of_admitted_nodes_rounded_up(
 
 def test_only_the_owner_admits_and_sets_the_quorum(federation: Federation) -> None:
     fed = federation
-    for attempt in (
+    attempts: tuple[Callable[[], object], ...] = (
         lambda: fed.coordinator.admit_node(str(fed.outsider.account)),
         lambda: fed.nodes[0].admit_coordinator(str(fed.outsider.account)),
         lambda: fed.outsider.set_quorum(1),
         lambda: fed.nodes[0].remove_node(fed.node_addresses[1]),
-    ):
+    )
+    for attempt in attempts:
         with pytest.raises(LedgerError) as excinfo:
             attempt()
         assert revert_name(excinfo) == "NotOwner"
@@ -97,7 +99,7 @@ def test_only_the_owner_admits_and_sets_the_quorum(federation: Federation) -> No
 
 def test_admission_rejects_duplicates_zero_and_mixed_roles(federation: Federation) -> None:
     fed = federation
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: fed.owner.admit_node(fed.node_addresses[0]), "AlreadyAdmitted"),
         (lambda: fed.owner.admit_node(str(fed.coordinator.account)), "RoleConflict"),
         (lambda: fed.owner.admit_coordinator(fed.node_addresses[0]), "RoleConflict"),
@@ -329,7 +331,7 @@ def test_only_an_admitted_node_can_certify(federation: Federation, who: str) -> 
 def test_forget_requests_follow_their_lifecycle_order(federation: Federation) -> None:
     fed = federation
     node = fed.nodes[0]
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: node.certify_forget(h(1), CERT_CID, h(9)), "UnknownRequest"),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "UnknownRequest"),
         (lambda: node.request_forget(h(1), h(2)), "NotCoordinator"),
@@ -339,10 +341,11 @@ def test_forget_requests_follow_their_lifecycle_order(federation: Federation) ->
             attempt()
         assert revert_name(excinfo) == expected
     fed.coordinator.request_forget(h(1), h(2))
-    for attempt, expected in [
+    again: list[tuple[Callable[[], object], str]] = [
         (lambda: fed.coordinator.request_forget(h(1), h(3)), "RequestExists"),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "NotCertified"),
-    ]:
+    ]
+    for attempt, expected in again:
         with pytest.raises(LedgerError) as excinfo:
             attempt()
         assert revert_name(excinfo) == expected
@@ -436,8 +439,8 @@ def test_quick_transactions_from_one_and_many_accounts_all_land(
             errors.append(exc)
 
     # Four admissions from the owner at once, plus every node registering its key.
-    jobs: list[Callable[[], object]] = [lambda a=a: fed.owner.admit_node(a) for a in extra]
-    jobs += [lambda n=n, i=i: n.register_key(h(i + 1)) for i, n in enumerate(fed.nodes)]
+    jobs: list[Callable[[], object]] = [functools.partial(fed.owner.admit_node, a) for a in extra]
+    jobs += [functools.partial(n.register_key, h(i + 1)) for i, n in enumerate(fed.nodes)]
     threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     for t in threads:
         t.start()
@@ -576,7 +579,7 @@ def test_restart_from_the_state_file_keeps_state_and_events(
 # ----- helpers -------------------------------------------------------------------------
 
 
-def _rpc(url: str, method: str, params: list[object]) -> object:
+def _rpc(url: str, method: str, params: list[Any]) -> object:
     reply = requests.post(
         url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=10
     ).json()

@@ -13,7 +13,7 @@ from protocol.envelope import load_private_key, public_key_bytes
 from tests.node_fixtures import build_node, make_records, small_config
 
 if TYPE_CHECKING:
-    from coordinator.devnet import Devnet
+    from launcher.devnet import Devnet
     from tests.chain_fixtures import Federation
 
 pytest_plugins = ["tests.chain_fixtures"]

@@ -156,7 +156,6 @@ def test_car_header_names_the_root(local: LocalStore, tmp_path: Path) -> None:
 def test_open_store_follows_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("LETHE_IPFS_API", raising=False)
     monkeypatch.delenv("LETHE_STORE", raising=False)
     default = open_store(data_dir=tmp_path)
     assert isinstance(default, LocalStore)
@@ -165,7 +164,7 @@ def test_open_store_follows_the_environment(
     chosen = open_store()
     assert isinstance(chosen, LocalStore)
     assert chosen.root == tmp_path / "elsewhere"
-    monkeypatch.setenv("LETHE_IPFS_API", "/ip4/127.0.0.1/tcp/5001")
+    monkeypatch.setenv("LETHE_STORE", "/ip4/127.0.0.1/tcp/5001")
     assert isinstance(open_store(), KuboStore)
     assert isinstance(open_store(str(tmp_path / "explicit")), LocalStore)
 

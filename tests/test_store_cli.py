@@ -31,7 +31,6 @@ def lethe(*args: str | Path, env: dict[str, str] | None = None) -> Result:
 @pytest.fixture(autouse=True)
 def no_store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep the caller's LETHE_* settings and working directory out of the tests."""
-    monkeypatch.delenv("LETHE_IPFS_API", raising=False)
     monkeypatch.delenv("LETHE_STORE", raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -100,22 +99,16 @@ def test_export_car_names_the_root(tmp_path: Path) -> None:
     assert aleph_cid.read_carv1_root(car) == cid
 
 
-def test_store_and_ipfs_api_together_is_a_usage_error(tmp_path: Path) -> None:
-    result = lethe(
-        "store", "get", cid_of(b""), "--store", tmp_path, "--ipfs-api", "/ip4/127.0.0.1/tcp/1"
-    )
-    assert result.exit_code == 2
-    assert "not both" in result.output
-
-
-def test_put_through_ipfs_api_gives_the_local_cid(ipfs_daemon: IpfsDaemon, tmp_path: Path) -> None:
+def test_put_through_an_ipfs_node_gives_the_local_cid(
+    ipfs_daemon: IpfsDaemon, tmp_path: Path
+) -> None:
     source = tmp_path / "data.bin"
     source.write_bytes(b"federated" * 80_000)
-    result = lethe("store", "put", source, env={"LETHE_IPFS_API": ipfs_daemon.api})
+    result = lethe("store", "put", source, env={"LETHE_STORE": ipfs_daemon.api})
     assert result.exit_code == 0, result.output
     assert result.output == lethe("cid", source).output
     assert (
-        lethe("store", "get", result.output.strip(), "--ipfs-api", ipfs_daemon.api).stdout_bytes
+        lethe("store", "get", result.output.strip(), "--store", ipfs_daemon.api).stdout_bytes
         == source.read_bytes()
     )
     refused = lethe(
@@ -124,7 +117,7 @@ def test_put_through_ipfs_api_gives_the_local_cid(ipfs_daemon: IpfsDaemon, tmp_p
         result.output.strip(),
         "-o",
         tmp_path / "x.car",
-        "--ipfs-api",
+        "--store",
         ipfs_daemon.api,
     )
     assert refused.exit_code == 1
@@ -134,6 +127,6 @@ def test_put_through_ipfs_api_gives_the_local_cid(ipfs_daemon: IpfsDaemon, tmp_p
 def test_daemon_down_exits_1_naming_the_address(dead_api: str, tmp_path: Path) -> None:
     source = tmp_path / "data.bin"
     source.write_bytes(b"x")
-    result = lethe("store", "put", source, "--ipfs-api", dead_api, "--timeout", "2")
+    result = lethe("store", "put", source, "--store", dead_api, "--timeout", "2")
     assert result.exit_code == 1
     assert f"IPFS API at {dead_api} is unreachable" in result.output

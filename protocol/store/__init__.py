@@ -7,13 +7,12 @@ from typing import Protocol, runtime_checkable
 from protocol.store.kubo import KuboStore, is_api_address
 from protocol.store.local import LocalStore
 
-IPFS_API_ENV = "LETHE_IPFS_API"
 STORE_ENV = "LETHE_STORE"
+"""The one variable naming the content store: a blockstore folder or a Kubo RPC address."""
 DEFAULT_DIR = Path(".lethe") / "blocks"
 
 __all__ = [
     "DEFAULT_DIR",
-    "IPFS_API_ENV",
     "STORE_ENV",
     "ContentStore",
     "KuboStore",
@@ -48,12 +47,12 @@ def open_store(
 
     ``spec`` is an IPFS API address (``/ip4/127.0.0.1/tcp/5001`` or
     ``http://host:5001``) for :class:`KuboStore`, or a folder for
-    :class:`LocalStore`. Without it, ``LETHE_IPFS_API`` selects Kubo, then
-    ``LETHE_STORE`` a folder, and otherwise ``.lethe/blocks`` under ``data_dir``
+    :class:`LocalStore`. Without it, ``LETHE_STORE`` names one the same way, and
+    otherwise ``.lethe/blocks`` under ``data_dir``
     (default: the working directory) is used. ``timeout`` bounds every Kubo call.
     """
     if not spec:
-        spec = os.environ.get(IPFS_API_ENV) or os.environ.get(STORE_ENV) or None
+        spec = os.environ.get(STORE_ENV) or None
     if spec is None:
         return LocalStore((data_dir or Path.cwd()) / DEFAULT_DIR)
     if is_api_address(spec):

@@ -153,9 +153,9 @@ def main(grid: Grid, context: Context) -> None:
     d, nodes, timeout = int(cfg["d"]), int(cfg["nodes"]), float(cfg["timeout"])
     poll_s = float(cfg["poll-s"])
     if poll_s > 0:
-        from coordinator.transport import tune_object_pulls
+        from infra.flower import tune_grid_object_pulls
 
-        tune_object_pulls(poll_s)
+        tune_grid_object_pulls(poll_s)
         grid = cast(Grid, BriskGrid(grid, poll_s))
     wait_for_nodes(grid, nodes, timeout)
     if mode == "plaintext":

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from coordinator.serve_cli import federation_options
+from launcher.commands import federation_options
 
 
 def _short(value: str | None) -> str:
@@ -49,7 +49,7 @@ def _pick_record(federation: Any) -> str:
 @click.option("--fresh", is_flag=True, help="Start from an empty work directory.")
 def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bool) -> None:
     """Run a federation, forget a record over HTTP, verify and audit it."""
-    from coordinator.federation import FederationSpec, LocalFederation
+    from launcher.federation import FederationSpec, LocalFederation
     from protocol.certificate import Certificate
     from protocol.store import LocalStore
 

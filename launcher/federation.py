@@ -24,9 +24,12 @@ import numpy.typing as npt
 import requests
 
 from coordinator.config import CoordinatorConfig
-from coordinator.processes import Child, ProcessError, ProcessGroup, free_port, port_open
 from coordinator.queue import CoordinatorDB
-from node.runtime import NodeRunConfig, write_secret
+from infra.files import write_secret
+from infra.net import free_port, port_open
+from launcher.processes import Child, ProcessError, ProcessGroup
+from node.runtime import NodeRunConfig
+from protocol.federation import DEFAULT_SLICES
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -37,7 +40,7 @@ class FederationSpec:
     """Size and data of a local federation; the defaults are the demo's."""
 
     nodes: int = 3
-    slices: int = 4
+    slices: int = DEFAULT_SLICES
     records_per_node: int | None = 400
     test_records: int | None = 300
     federation_id: str = "lethe-demo"
@@ -86,7 +89,7 @@ class LocalFederation:
     # -- set-up -------------------------------------------------------------------------
 
     def _chain(self) -> None:
-        from coordinator.devnet import Devnet, dev_accounts
+        from launcher.devnet import Devnet, dev_accounts
         from protocol.ledger import Deployment, Ledger, deploy
 
         chain_dir = self.workdir / "chain"
@@ -242,12 +245,14 @@ class LocalFederation:
         )
         self.group.wait_until(child, lambda: port_open(port), timeout=60, what="SuperLink port")
 
-    def start_node(self, node: NodeHandle, **env: str) -> None:
-        """Start (or restart) one node's SuperNode and worker, with extra environment."""
+    def start_node(
+        self, node: NodeHandle, *, command: Sequence[str] = (str(BIN / "lethe-node"),)
+    ) -> None:
+        """Start (or restart) one node's SuperNode and worker (``command run …``)."""
         node.child = self.group.start(
             node.config.name,
             [
-                str(BIN / "lethe-node"),
+                *command,
                 "run",
                 "--config",
                 str(node.config_path),
@@ -256,7 +261,7 @@ class LocalFederation:
                 "--insecure",
                 *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
-            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr"), **env),
+            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
         )
 
     def _api(self) -> None:

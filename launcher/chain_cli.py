@@ -1,14 +1,13 @@
 """The chain's command line: `lethe devnet`, `deploy`, `admit` and `build-contract`."""
 
 import json
-import socket
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
-from coordinator.devnet import (
+from infra.net import port_free
+from infra.options import deployment_option
+from launcher.devnet import (
     DEFAULT_STATE_FILE,
     DEV_CHAIN_ID,
     Devnet,
@@ -18,8 +17,6 @@ from coordinator.devnet import (
 )
 from protocol.errors import LetheError
 from protocol.ledger import (
-    DEFAULT_DEPLOYMENT_FILE,
-    DEPLOYMENT_ENV,
     PRIVATE_KEY_ENV,
     RPC_URL_ENV,
     Deployment,
@@ -30,7 +27,6 @@ from protocol.ledger import deploy as deploy_contract
 
 DEVNET_INFO = "devnet.json"
 DEVNET_PORT = 8545
-FC = TypeVar("FC", bound=Callable[..., object])
 
 
 def _devnet_info_path(state_file: Path) -> Path:
@@ -56,12 +52,7 @@ def _resolve_rpc(rpc: str | None) -> str:
 
 def _default_devnet_port() -> int:
     """anvil's usual 8545 when free, so deployment files stay valid across restarts."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", DEVNET_PORT))
-        except OSError:
-            return 0
-    return DEVNET_PORT
+    return DEVNET_PORT if port_free(DEVNET_PORT) else 0
 
 
 def _resolve_key(key: str | None, dev_account: int | None, chain_id: int) -> str:
@@ -99,19 +90,6 @@ dev_account_option = click.option(
     type=int,
     help="Sign with DEV-ONLY account N of the dev mnemonic (dev chain only; default 0).",
 )
-
-
-def deployment_option(flag: str, what: str) -> Callable[[FC], FC]:
-    """The deployment file option: read by `admit`, written by `deploy`."""
-    return click.option(
-        flag,
-        "deployment_file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        envvar=DEPLOYMENT_ENV,
-        default=DEFAULT_DEPLOYMENT_FILE,
-        show_default=True,
-        help=f"{what} [env {DEPLOYMENT_ENV}].",
-    )
 
 
 @click.command()

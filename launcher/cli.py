@@ -1,0 +1,22 @@
+"""`lethe`: the coordinator's commands plus the local federation's (chain, `up`, `demo`)."""
+
+import click
+
+from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS
+from protocol.lazycli import LazyGroup
+
+COMMANDS = {
+    **COORDINATOR_COMMANDS,
+    "demo": "launcher.demo:demo",
+    "up": "launcher.commands:up",
+    "devnet": "launcher.chain_cli:devnet",
+    "deploy": "launcher.chain_cli:deploy",
+    "admit": "launcher.chain_cli:admit",
+    "build-contract": "launcher.chain_cli:build_contract",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.version_option(package_name="lethe")
+def main() -> None:
+    """Lethe: federated learning that can provably forget."""

@@ -9,6 +9,7 @@ from typing import ClassVar
 from infra.files import JsonConfig
 from protocol.errors import LetheError
 from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
+from protocol.publication import DEFAULT_SIGMA
 
 
 class ConfigError(LetheError):
@@ -41,6 +42,8 @@ class CoordinatorConfig(JsonConfig):
     stage_timeout_s: float = 30.0
     poll_s: float = 0.05
     forget_batch: int = 32
+    publish_noise: float = DEFAULT_SIGMA
+    """σ of the noise on published global models (``protocol.publication``); 0: exact."""
 
     ERROR: ClassVar[type[Exception]] = ConfigError
     WHAT: ClassVar[str] = "coordinator config"
@@ -51,6 +54,8 @@ class CoordinatorConfig(JsonConfig):
             raise ConfigError(
                 "need slices ≥ 1, shards ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)"
             )
+        if not 0 <= self.publish_noise <= 10:
+            raise ConfigError(f"publish_noise must be within 0..10, got {self.publish_noise}")
 
     def coordinator_key(self) -> str:
         """The coordinator's Ethereum private key (hex)."""

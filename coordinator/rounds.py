@@ -383,13 +383,18 @@ class Coordinator:
             )
 
     def publish_stage(self, state: RoundState) -> None:
-        """Reconstruct the weighted sum, store model and manifest by CID, propose on chain."""
+        """Reconstruct the weighted sum, add the publication noise, store model and manifest
+        by CID, propose on chain."""
         from protocol.model import model_bytes
+        from protocol.publication import published_model
 
         assert state.roster is not None and state.fixed_point is not None
         roster, senders = state.roster, state.senders
         n_senders = sum(state.committed[s].reply.n_samples for s in senders)
-        total = self._reconstruct(roster, state.summed, state.fixed_point, state.n_total, n_senders)
+        total = published_model(
+            self._reconstruct(roster, state.summed, state.fixed_point, state.n_total, n_senders),
+            self.config.publish_noise,
+        )
         responders = sorted((s.node_id for s in state.summed), key=str.lower)
         global_bytes = model_bytes(total)
         model_cid = self.store.put(global_bytes)

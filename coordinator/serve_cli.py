@@ -9,6 +9,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from infra.options import chain_options, store_option
 from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
+from protocol.publication import DEFAULT_SIGMA
 
 
 @click.command()
@@ -100,6 +101,14 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     show_default=True,
     help="SISA shards per node (every node must have as many).",
 )
+@click.option(
+    "--publish-noise",
+    type=click.FloatRange(0, 10),
+    default=DEFAULT_SIGMA,
+    show_default=True,
+    help="σ of the noise on each published global model, so that the models around a "
+    "forget do not point at the record (README, 'What an observer learns'); 0: exact.",
+)
 def configure(
     out: str,
     federation_id: str,
@@ -111,6 +120,7 @@ def configure(
     db: str,
     slices: int,
     shards: int,
+    publish_noise: float,
 ) -> None:
     """Write the coordinator's config and an API token beside it (kept if it exists)."""
     import secrets
@@ -132,5 +142,6 @@ def configure(
         slices=slices,
         shards=shards,
         deployment_block=deployment_block,
+        publish_noise=publish_noise,
     ).save(Path(out))
     click.echo(f"wrote {out}; API token in {token}")

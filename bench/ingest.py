@@ -5,8 +5,9 @@ training and 3 832 test tweets) with both pipelines in one run and writes
 ``bench/results/ingest.{json,png}``:
 
 - ``current`` / ``baseline``: texts per second (wall clock, all cores), process CPU seconds
-  per text; the texts are cut into chunks and the two pipelines take turns chunk by chunk,
-  so load from other processes on the machine weighs on both alike;
+  per text; each pipeline runs in its own process, the texts are cut into chunks and the
+  two take turns chunk by chunk, so load from other processes on the machine weighs on
+  both alike;
 - ``ratio``: current texts/s over baseline texts/s (the issue's target: ≥ 3.0);
 - accuracy on the held-out split of a node trained on each pipeline's embeddings
   (S = 10 shards × R = 8 slices, the default training configuration, as in
@@ -25,11 +26,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -49,34 +52,76 @@ ACCURACY_TOLERANCE = 0.003
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
+def _pipeline(name: str) -> Encode:
+    """One of the two pipelines, loaded and warmed (model load, first-call kernels)."""
+    encoder: TextEncoder | TorchTextEncoder = (
+        TextEncoder() if name == "current" else TorchTextEncoder()
+    )
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return encoder.encode(texts, progress=False)
+
+    encode(["warm-up text"] * 64)
+    return encode
+
+
+def _worker(name: str, texts: Sequence[str], conn: Connection) -> None:
+    """Embed the chunks the parent asks for, timing each inside this process."""
+    encode = _pipeline(name)
+    conn.send("ready")
+    while (chunk := conn.recv()) is not None:
+        lo, hi = chunk
+        wall, cpu = time.perf_counter(), time.process_time()
+        rows = encode(texts[lo:hi])
+        conn.send((rows, time.perf_counter() - wall, time.process_time() - cpu))
+
+
 def timed_alternating(
-    texts: Sequence[str], pipelines: dict[str, Encode], chunks: int
+    texts: Sequence[str], names: Sequence[str], chunks: int
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
-    """Embed ``texts`` with every pipeline, chunk by chunk in turns; rows and timings."""
+    """Embed ``texts`` with every pipeline, chunk by chunk in turns; rows and timings.
+
+    Each pipeline runs in its own process (as an ingest does), so neither one's threads,
+    allocator or caches are left to the other; only one of them works at any moment.
+    """
+    context = multiprocessing.get_context("spawn")
+    links: dict[str, Connection] = {}
+    workers = []
+    for name in names:
+        parent, child = context.Pipe()
+        worker = context.Process(target=_worker, args=(name, list(texts), child), daemon=True)
+        worker.start()
+        links[name] = parent
+        workers.append(worker)
+    for link in links.values():
+        link.recv()
     bounds = np.linspace(0, len(texts), chunks + 1).astype(int)
-    rows: dict[str, list[np.ndarray]] = {name: [] for name in pipelines}
-    wall = dict.fromkeys(pipelines, 0.0)
-    cpu = dict.fromkeys(pipelines, 0.0)
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    wall = dict.fromkeys(names, 0.0)
+    cpu = dict.fromkeys(names, 0.0)
     for index, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        order = list(pipelines) if index % 2 == 0 else list(reversed(pipelines))
-        for name in order:
-            w, c = time.perf_counter(), time.process_time()
-            rows[name].append(pipelines[name](texts[lo:hi]))
-            wall[name] += time.perf_counter() - w
-            cpu[name] += time.process_time() - c
-        done = hi / len(texts)
+        for name in names if index % 2 == 0 else list(reversed(names)):
+            links[name].send((int(lo), int(hi)))
+            part, seconds, cpu_seconds = links[name].recv()
+            rows[name].append(part)
+            wall[name] += seconds
+            cpu[name] += cpu_seconds
         print(
-            f"chunk {index + 1}/{chunks} ({done:.0%}): "
-            + ", ".join(f"{n} {hi / wall[n]:.0f} texts/s" for n in pipelines),
+            f"chunk {index + 1}/{chunks} ({hi / len(texts):.0%}): "
+            + ", ".join(f"{n} {hi / wall[n]:.0f} texts/s" for n in names),
             flush=True,
         )
+    for link in links.values():
+        link.send(None)
+    for worker in workers:
+        worker.join()
     timings = {
         name: {
             "seconds": round(wall[name], 2),
             "texts_per_s": round(len(texts) / wall[name], 1),
             "cpu_ms_per_text": round(1000 * cpu[name] / len(texts), 3),
         }
-        for name in pipelines
+        for name in names
     }
     return {name: np.concatenate(parts) for name, parts in rows.items()}, timings
 
@@ -154,29 +199,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     encoder_path()
     build_s = time.perf_counter() - started
-    current = TextEncoder()
-    baseline = TorchTextEncoder()
-    # Warm both (model load, first-call kernels) before any timing.
-    current.encode(texts[:64], progress=False)
-    baseline.encode(texts[:64], progress=False)
-    pipelines: dict[str, Encode] = {
-        "baseline": lambda t: baseline.encode(t, progress=False),
-        "current": lambda t: current.encode(t, progress=False),
-    }
     load_before = os.getloadavg()[0]
-    rows, timings = timed_alternating(texts, pipelines, args.chunks)
+    rows, timings = timed_alternating(texts, ["baseline", "current"], args.chunks)
     load_after = os.getloadavg()[0]
 
     sample = sorted(
         random.Random(args.seed).sample(range(len(texts)), min(ALONE_SAMPLE, len(texts)))
     )
+    pipelines = {name: _pipeline(name) for name in ("baseline", "current")}
+    current = TextEncoder()
     result: dict[str, Any] = {
         "n_texts": len(texts),
         "n_train": len(data.train),
         "n_test": len(data.test),
         "workers": current.workers,
         "chunks": args.chunks,
-        "encoder": current.fingerprint,
+        "encoder": current.load(),
         "recipe": recipe_key(),
         "build_s": round(build_s, 2),
         "loadavg_1min_before": round(load_before, 2),

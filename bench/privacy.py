@@ -26,9 +26,10 @@ records of node 1 one request at a time, and attacks the published global models
   (``protocol.publication``: seeded by the exact model's bytes, so re-publishing an
   unchanged model repeats the same noise instead of averaging it away). Each AUC comes
   with its bootstrap standard error over before/after pairs.
-  ``mitigation_default`` is the best setting with AUC ≤ 0.55 at an accuracy cost of
-  ≤ 0.5 points, measured on at least 50 pairs (least cost, then smallest batch, then
-  lowest AUC), and ``before_after_auc_mitigated`` its AUC.
+  ``mitigation_best_this_run`` is the best setting with AUC ≤ 0.55 at an accuracy cost
+  of ≤ 0.5 points, measured on at least 50 pairs (least cost, then smallest batch, then
+  lowest AUC); ``mitigation_default`` is the one Lethe ships (``protocol.publication``)
+  and ``before_after_auc_mitigated`` its AUC.
 
 Results go to ``bench/results/privacy.{json,png}``.
 """
@@ -51,7 +52,7 @@ import numpy.typing as npt
 from bench.unlearning import RESULTS, embeddings
 from node.sisa import SisaNode, evaluate, seed_for, train_head, vector_to_head, zero_vector
 from node.store import DEFAULT_LABELS, NodeConfig, Record, load_default
-from protocol.publication import published_model
+from protocol.publication import DEFAULT_SIGMA, published_model
 
 NODES = 3
 FEDERATION = "bench-privacy"
@@ -337,8 +338,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             node.close()
 
     result["mitigation_candidates"] = candidates
-    # The best: within both bounds and measured on enough pairs, the least accuracy cost,
-    # then the shortest wait for a batch to fill, then the lowest AUC.
+    summarize(result)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result, indent=2), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "privacy.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / "privacy.png")
+    return result
+
+
+def summarize(result: dict[str, Any]) -> None:
+    """Name this run's best mitigation, and report the one Lethe ships as the default.
+
+    The best: within both bounds and measured on enough pairs, the least accuracy cost,
+    then the shortest wait for a batch to fill, then the lowest AUC. The shipped default
+    (``protocol.publication.DEFAULT_SIGMA``) is fixed across runs, since accuracy costs of
+    a few tenths of a point move between runs; ``before_after_auc_mitigated`` is its AUC.
+    """
+    candidates = result["mitigation_candidates"]
     admissible = [
         c
         for c in candidates
@@ -346,19 +363,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         and c["accuracy_cost"] <= ACCURACY_BUDGET
         and c["pairs"] >= MIN_PAIRS
     ]
-    chosen = min(
+    best = min(
         admissible,
         key=lambda c: (max(c["accuracy_cost"], 0.0), c["batch"], c["before_after_auc"]),
         default=None,
     )
-    result["mitigation_default"] = chosen["mitigation"] if chosen else None
-    result["before_after_auc_mitigated"] = chosen["before_after_auc"] if chosen else None
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(result, indent=2), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "privacy.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out / "privacy.png")
-    return result
+    result["mitigation_best_this_run"] = best["mitigation"] if best else None
+    default = next(c for c in candidates if c["batch"] == 1 and c["sigma"] == DEFAULT_SIGMA)
+    result["mitigation_default"] = default["mitigation"]
+    result["before_after_auc_mitigated"] = default["before_after_auc"]
+    result["before_after_auc_mitigated_se"] = default["before_after_auc_se"]
+    result["mitigation_default_accuracy_cost"] = default["accuracy_cost"]
+    result["mitigation_default_within_bounds"] = default in admissible
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

@@ -1,7 +1,9 @@
 """`lethe api` and `lethe configure`: the coordinator's HTTP API and its config file."""
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,8 +58,20 @@ def api(
         federation_id=config.federation_id,
         explorer=_explorer(config, db),
         rate_limit=RateLimiter(rate_limit, burst) if rate_limit > 0 else None,
+        health=_health(config, db),
     )
     serve(app, host, port, threads=threads)
+
+
+def _health(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], dict[str, Any]]:
+    """The ``/health`` probe: the ServerApp's heartbeat, the chain and the store."""
+    from coordinator.health import probe
+    from protocol.store import open_store
+
+    store = open_store(config.store, timeout=2.0)
+    return functools.partial(
+        probe, db, rpc_url=config.rpc_url, store=store, min_nodes=config.min_nodes
+    )
 
 
 def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]:

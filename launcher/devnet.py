@@ -130,6 +130,7 @@ class Devnet:
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0
         self._rpc_url: str | None = None
 
     @property
@@ -178,9 +179,12 @@ class Devnet:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_file.open("w+b")
+            # Appended to: the log of a run that crashed is what explains the crash.
+            self._log = self.log_file.open("a+b")
         else:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._log.seek(0, os.SEEK_END)
+        self._log_start = self._log.tell()
         # Own session: a Ctrl-C meant for our process must not kill anvil before stop()
         # has taken the last snapshot of the chain.
         self._process = subprocess.Popen(
@@ -192,6 +196,8 @@ class Devnet:
         except BaseException:
             self.stop()
             raise
+        # A restart (the supervisor's, after a crash) must come back where clients look.
+        self.port = int(self._rpc_url.rsplit(":", 1)[1])
         if self.state_file is not None:
             self._snapshots = SnapshotWatcher(
                 self.rpc_url, self.state_file, poll_s=self.snapshot_poll_s
@@ -200,7 +206,7 @@ class Devnet:
 
     def _read_log(self) -> str:
         assert self._log is not None
-        self._log.seek(0)
+        self._log.seek(self._log_start)
         return self._log.read().decode(errors="replace")
 
     def _wait_listening(self) -> str:

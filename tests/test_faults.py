@@ -1,8 +1,8 @@
 """A `lethe up` federation survives kills under its supervisor (real processes, SIGKILL).
 
-One federation, one fault after another: a node, anvil, the ServerApp, the SuperLink and
-the API are each killed as a crash would kill them; the supervisor brings each back
-within its bound; afterwards a forget request completes exactly once and the audit of the
+One federation, one fault after another: a node, anvil, the ServerApp and the SuperLink
+are each killed as a crash would kill them; the supervisor brings each back within its
+bound; afterwards a forget request completes exactly once and the audit of the
 whole history passes. A part that crash-loops is left down after its restart budget.
 """
 
@@ -132,6 +132,26 @@ def test_a_killed_serverapp_is_submitted_again(
         timeout=STALE_AFTER_S + 90,
     )
     assert took >= STALE_AFTER_S - 3, "noticed by its silent heartbeat, not before"
+
+
+def test_a_killed_superlink_is_restarted_and_nodes_and_serverapp_return(
+    federation: LocalFederation, supervisor: Supervisor, lines: list[str]
+) -> None:
+    superlink = child(federation, "superlink")
+    superlink.kill()  # its process group: the ServerApp it runs dies with it
+    took = supervise_until(
+        supervisor,
+        lambda: (
+            superlink.alive()
+            and any("ServerApp submitted again (restart 2" in x for x in lines)
+            and healthy(federation)
+        ),
+        timeout=180,
+    )
+    assert any("superlink exited (code -9); restarted (restart 1 of 5" in x for x in lines)
+    nodes = [child(federation, n.config.name) for n in federation.nodes]
+    assert all(n.alive() for n in nodes), "nodes outlive their SuperLink"
+    assert took < 180
 
 
 def test_a_forget_after_the_kills_completes_once_and_the_audit_passes(

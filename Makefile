@@ -10,7 +10,7 @@ NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy clean
+.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy bench-faults clean
 
 # `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
 # Each long step prints a line first and its time after (a fresh clone's pip step takes
@@ -61,7 +61,7 @@ test: lint
 demo: setup
 	$(BIN)/lethe demo
 
-bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy
+bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy bench-faults
 
 bench-secagg: setup
 	$(BIN)/python -m bench.secagg
@@ -74,6 +74,9 @@ bench-gas: setup
 
 bench-federation: setup
 	$(BIN)/python -m bench.federation
+
+bench-faults: setup
+	$(BIN)/python -m bench.faults
 
 bench-ingest: setup
 	$(BIN)/python -m bench.ingest

@@ -601,10 +601,18 @@ class Coordinator:
                 time.sleep(0.05)
 
     def _guarded(self, step: Callable[[], Any]) -> Any:
-        """Run a step; log a failed round or chain call instead of ending the loop."""
+        """Run a step; log a failed round or chain call instead of ending the loop.
+
+        An unexpected exception (a bug, a library error Lethe does not wrap) is logged with
+        its traceback and the loop goes on too: one bad step must not take the ServerApp,
+        and every open request with it, down.
+        """
         try:
             return step()
         except LetheError as exc:
             self.report(f"error: {exc}")
-            time.sleep(self.error_pause_s)
-            return True
+        except Exception as exc:
+            logger.exception("unexpected error in the coordinator loop; serving on")
+            self.report(f"error: {type(exc).__name__}: {exc}")
+        time.sleep(self.error_pause_s)
+        return True

@@ -63,6 +63,10 @@ def main(grid: Grid, context: Context) -> None:
     coordinator.on_step = heartbeat.step
     try:
         coordinator.serve(stop=lambda: db.get_control("stop") == "1")
+    except BaseException:
+        # Flower's log stream may be gone with the SuperLink: keep the cause in our file.
+        logger.exception("the coordinator loop ended by an error")
+        raise
     finally:
         heartbeat.stop()
         db.set_control("stopped", "1")

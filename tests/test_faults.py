@@ -8,19 +8,22 @@ whole history passes. A part that crash-loops is left down after its restart bud
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import requests
 
+from bench.faults import (
+    child,
+    healthy,
+    kill_chain,
+    kill_serverapp,
+    supervise_until,
+)
 from coordinator.audit import audit
 from coordinator.health import STALE_AFTER_S
 from launcher.federation import FederationSpec, LocalFederation
-from launcher.processes import Child
 from launcher.supervisor import Supervisor
 from node.sisa import SisaNode
 from protocol.ledger import Ledger
@@ -54,40 +57,6 @@ def supervisor(federation: LocalFederation, lines: list[str]) -> Supervisor:
     return Supervisor(federation, report=lines.append)
 
 
-def supervise_until(supervisor: Supervisor, done: Callable[[], bool], timeout: float) -> float:
-    """Run the supervisor as `lethe up` does until ``done()``; seconds it took."""
-    start = time.monotonic()
-    while not done():
-        assert time.monotonic() - start < timeout, "not recovered in time"
-        supervisor.check()
-        time.sleep(0.5)
-    return time.monotonic() - start
-
-
-def child(federation: LocalFederation, name: str) -> Child:
-    return next(c for c in federation.group.children if c.name == name)
-
-
-def healthy(federation: LocalFederation) -> bool:
-    try:
-        return requests.get(f"{federation.api_url}/health", timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def serverapp_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"flwr-serverapp" in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
 def test_a_killed_node_is_restarted_and_rejoins(
     federation: LocalFederation, supervisor: Supervisor, lines: list[str]
 ) -> None:
@@ -106,9 +75,7 @@ def test_a_killed_chain_comes_back_with_its_history(
         url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=5
     ).json()["result"]
     time.sleep(0.5)  # the watcher has snapshotted the head
-    os.kill(devnet.pid, signal.SIGKILL)
-    while devnet.running():  # the kill lands asynchronously
-        time.sleep(0.05)
+    kill_chain(federation)
     supervise_until(supervisor, lambda: devnet.running() and healthy(federation), timeout=60)
     assert devnet.rpc_url == url
     after = requests.post(
@@ -121,11 +88,7 @@ def test_a_killed_chain_comes_back_with_its_history(
 def test_a_killed_serverapp_is_submitted_again(
     federation: LocalFederation, supervisor: Supervisor, lines: list[str]
 ) -> None:
-    pids = serverapp_pids()
-    assert pids, "the ServerApp runs as its own process"
-    supervisor.serverapp_submitted -= 3600  # its start-up grace is long over
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    kill_serverapp(federation, supervisor)
     took = supervise_until(
         supervisor,
         lambda: any("ServerApp submitted again" in x for x in lines) and healthy(federation),

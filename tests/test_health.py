@@ -142,12 +142,14 @@ def test_the_heartbeat_thread_keeps_beating(db: CoordinatorDB) -> None:
     try:
         first = read_heartbeat(db)
         assert first is not None
+        later = first
         for _ in range(100):
-            later = read_heartbeat(db)
-            assert later is not None
+            time.sleep(0.05)
+            beat = read_heartbeat(db)
+            assert beat is not None
+            later = beat
             if later.at > first.at:
                 break
-            time.sleep(0.05)
         assert later.at > first.at and later.nodes == [1, 2]
     finally:
         heartbeat.stop()

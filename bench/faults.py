@@ -1,0 +1,188 @@
+"""Fault benchmark: how long a `lethe up` federation takes to recover from each kill.
+
+``python -m bench.faults`` (``make bench-faults``) starts a local federation of 3 nodes,
+waits for its initial rounds, then kills one part at a time with SIGKILL — a node, anvil,
+the ServerApp, the SuperLink, the API — and runs the supervisor of `lethe up` until
+``GET /health`` answers 200 again. It then sends one forget request and times it to
+``completed``, and audits the whole history. Writes ``bench/results/faults.json``:
+
+- ``recovery_s``: per fault, seconds from the kill to a healthy federation;
+- ``forget_after_faults_s``: the forget request's time to ``completed``;
+- ``audit_passed``; ``loadavg_1min_before``/``_after`` (other load on the machine).
+
+The ServerApp is noticed by its silent heartbeat, so its recovery includes the 15 s
+staleness bound by design. The kill helpers are shared with ``tests/test_faults.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import requests
+
+from launcher.federation import FederationSpec, LocalFederation
+from launcher.processes import Child
+from launcher.supervisor import Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WORKDIR = ROOT / ".lethe" / "bench-faults"
+SPEC = FederationSpec(
+    nodes=3, slices=2, records_per_node=60, test_records=40, federation_id="lethe-faults"
+)
+
+
+def child(federation: LocalFederation, name: str) -> Child:
+    """The started process called ``name`` (a node's name, ``superlink``, ``api``)."""
+    return next(c for c in federation.group.children if c.name == name)
+
+
+def healthy(federation: LocalFederation) -> bool:
+    """Whether ``GET /health`` answers 200 (every part up, enough nodes connected)."""
+    try:
+        return requests.get(f"{federation.api_url}/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def serverapp_pids() -> list[int]:
+    """Processes running Flower's ServerApp (``flwr-serverapp``), started by the SuperLink."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"flwr-serverapp" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_chain(federation: LocalFederation) -> None:
+    """SIGKILL anvil and wait until it is gone (a kill lands asynchronously)."""
+    devnet = federation.devnet
+    os.kill(devnet.pid, signal.SIGKILL)
+    while devnet.running():
+        time.sleep(0.05)
+
+
+def kill_serverapp(federation: LocalFederation, supervisor: Supervisor) -> None:
+    """SIGKILL every ServerApp process; its start-up grace is long over."""
+    pids = serverapp_pids()
+    if not pids:
+        raise RuntimeError("no ServerApp process found")
+    supervisor.serverapp_submitted -= 3600
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def supervise_until(supervisor: Supervisor, done: Callable[[], bool], timeout: float) -> float:
+    """Run the supervisor as `lethe up` does until ``done()``; seconds it took."""
+    start = time.monotonic()
+    while not done():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"not recovered within {timeout:.0f} s")
+        supervisor.check()
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def _handled_and_healthy(
+    federation: LocalFederation, lines: list[str], handled: str
+) -> Callable[[], bool]:
+    """True once a new supervisor line contains ``handled`` and the federation is healthy."""
+    seen = sum(handled in line for line in lines)
+    return lambda: sum(handled in line for line in lines) > seen and healthy(federation)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=WORKDIR, help="emptied first")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    federation = LocalFederation(args.workdir, SPEC, report=lambda line: print(f"  {line}"))
+    load_before = os.getloadavg()[0]
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        lines.append(line)
+        print(line)
+
+    supervisor = Supervisor(federation, report=report)
+    recovery: dict[str, float] = {}
+    try:
+        federation.up()
+        federation.wait_rounds(SPEC.slices, timeout=900)
+        supervise_until(supervisor, lambda: healthy(federation), timeout=120)
+        victim = federation.nodes[1].config.name
+        # Each fault: how to cause it, and the supervisor's line that shows it was handled.
+        faults: dict[str, tuple[Callable[[], None], str]] = {
+            "node": (lambda: child(federation, victim).kill(), f"{victim} exited"),
+            "chain": (lambda: kill_chain(federation), "anvil died"),
+            "serverapp": (
+                lambda: kill_serverapp(federation, supervisor),
+                "ServerApp submitted again",
+            ),
+            "superlink": (
+                lambda: child(federation, "superlink").kill(),
+                "ServerApp submitted again",
+            ),
+            "api": (lambda: child(federation, "api").kill(), "api exited"),
+        }
+        for name, (kill, handled) in faults.items():
+            recovered = _handled_and_healthy(federation, lines, handled)
+            kill()
+            recovery[name] = round(supervise_until(supervisor, recovered, 300), 2)
+            print(f"{name}: recovered in {recovery[name]:.1f} s")
+        from node.sisa import SisaNode
+
+        with SisaNode.open(federation.nodes[0].config.db) as node:
+            record_id = node.store.record_ids()[5]
+        federation.forget(record_id, request_id="bench-faults-1")
+        final: dict[str, object] = {}
+
+        def done() -> bool:
+            final.update(
+                requests.get(f"{federation.api_url}/forget/bench-faults-1", timeout=10).json()
+            )
+            return final["state"] in ("completed", "failed")
+
+        forget_s = supervise_until(supervisor, done, 300)
+        from coordinator.audit import audit
+        from protocol.ledger import Ledger
+        from protocol.store import LocalStore
+
+        ledger = Ledger(
+            federation.devnet.rpc_url,
+            federation.deployment.address,
+            deployment_block=federation.deployment.block_number,
+        )
+        verdict = audit(ledger, LocalStore(federation.workdir / "store"))
+    finally:
+        federation.stop()
+    results = {
+        "recovery_s": recovery,
+        "forget_after_faults_s": round(forget_s, 2),
+        "forget_state": final["state"],
+        "audit_passed": verdict.ok,
+        "supervisor_lines": lines,
+        "loadavg_1min_before": round(load_before, 2),
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "faults.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0 if verdict.ok and final["state"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
+    from protocol.ledger import RoundProposal
     from protocol.secure_sum import Roster
 
 logger = logging.getLogger("lethe.node")
@@ -161,12 +162,39 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
     )
 
 
+def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal:
+    """The round's proposal as recorded on chain, which the request must repeat exactly.
+
+    The node approves what the chain holds, never what the coordinator says it proposed: a
+    coordinator showing nodes one model and proposing another is caught here, and the
+    approval names the checked hash and root, so the contract would refuse it anyway.
+    """
+    proposal = rt.ledger.round_proposal(request.round)
+    if proposal is None:
+        raise ProtocolError(f"round {request.round} was never proposed on chain")
+    shown = (request.model_hash, request.model_cid, request.updates_root, request.manifest_cid)
+    on_chain = (
+        _hex(proposal.global_model_hash),
+        proposal.global_model_cid,
+        _hex(proposal.updates_root),
+        proposal.manifest_cid,
+    )
+    if shown != on_chain:
+        raise ProtocolError(
+            f"round {request.round}: the request is not the proposal on chain "
+            f"(model hash, model CID, updates root, manifest CID: {on_chain})"
+        )
+    return proposal
+
+
 def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
-    """Check the proposal against this node's own commitment and the stored bytes; approve."""
+    """Check the on-chain proposal against this node's own commitment and the stored bytes;
+    approve exactly that model hash and updates root."""
     from protocol.manifest import RoundManifest
     from protocol.model import vector_from_bytes
 
     _check_federation(rt, request)
+    proposal = _checked_proposal(rt, request)
     manifest = RoundManifest.from_bytes(rt.store.get(request.manifest_cid))
     if (manifest.federation_id, manifest.round) != (request.federation_id, request.round):
         raise ProtocolError("manifest is for another federation or round")
@@ -190,7 +218,9 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
             else None
         )
     try:
-        tx = rt.ledger.approve_round(request.round).tx_hash
+        tx = rt.ledger.approve_round(
+            request.round, proposal.global_model_hash, proposal.updates_root
+        ).tx_hash
     except LedgerError as exc:
         if getattr(exc, "error_name", None) != "AlreadyApproved":
             raise
@@ -211,11 +241,41 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list
             requests.append(pair)
     held = node.store.locate([rid for _, rid in requests])
     done = {req for req, _ in requests if node.forget_result(req) is not None}
-    mine = [(req, rid) for req, rid in requests if rid in held or req in done]
+    mine = [
+        (req, rid)
+        for req, rid in requests
+        if req in done or (rid in held and _authorised(rt, node, req, rid))
+    ]
     fresh = [(req, rid) for req, rid in mine if req not in done]
     if fresh:
         node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
     return [_certify(rt, node, request_id) for request_id, _ in mine]
+
+
+def _authorised(rt: NodeRuntime, node: SisaNode, request_id: str, record_id: str) -> bool:
+    """Whether the chain holds this request, still open, naming this node as the owner of
+    exactly this record: checked before anything is deleted.
+
+    A request the coordinator made up, one for another record or another node, or one
+    already closed is refused (logged; the record and the models stay as they are).
+    """
+    from protocol.ledger import ForgetState
+
+    chain_id = keccak256(request_id.encode())
+    opened = rt.ledger.forget_request(chain_id)
+    expected = record_commitment(node.config.federation_id, record_id)
+    if opened is None:
+        why = "is not on chain"
+    elif opened.node.lower() != rt.address.lower():
+        why = f"names node {opened.node}, not this node"
+    elif opened.record_commitment != expected:
+        why = "commits to another record"
+    elif rt.ledger.forget_state(chain_id).state is not ForgetState.REQUESTED:
+        why = "is no longer open"
+    else:
+        return True
+    logger.warning("forget request %s refused: it %s", request_id, why)
+    return False
 
 
 def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
@@ -226,12 +286,18 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
     chain_id = keccak256(request_id.encode())
     from protocol.ledger import ForgetState
 
-    if rt.ledger.forget_state(chain_id).state >= ForgetState.CERTIFIED:
-        # Certified before a crash or a lost reply: report what the chain already holds.
+    status = rt.ledger.forget_state(chain_id)
+    if status.node is None or status.node.lower() != rt.address.lower():
+        raise ProtocolError(
+            f"forget request {request_id} names node {status.node}, not this node: "
+            "a node never certifies, nor adopts a certification, for another's record"
+        )
+    if status.state >= ForgetState.CERTIFIED:
+        # Certified by this node before a crash or a lost reply: report what the chain holds.
         event = next(
             e
-            for e in rt.ledger.events(["ForgetCertified"])
-            if bytes(e.args["requestId"]) == chain_id
+            for e in rt.ledger.events(["ForgetCertified"], first_indexed=chain_id)
+            if str(e.args["node"]).lower() == rt.address.lower()
         )
         cid, tx = str(event.args["certificateCid"]), event.tx_hash
     else:

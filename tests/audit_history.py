@@ -213,7 +213,7 @@ class History:
             published.manifest_cid,
         )
         for i in range(len(self.nodes)) if approvers is None else approvers:
-            self.fed.nodes[i].approve_round(round_no)
+            self.fed.nodes[i].approve_round(round_no, published.model_hash, published.updates_root)
         self.rounds.append(published)
         self.accuracy[round_no] = evaluate(published.global_vector, self.test_x, self.test_y)
         return published
@@ -232,7 +232,9 @@ class History:
         self.forgotten.add(record_id)
         on_chain = keccak256(request_id.encode())
         self.request_ids[request_id] = on_chain
-        self.fed.coordinator.request_forget(on_chain, record_commitment(FED_ID, record_id))
+        self.fed.coordinator.request_forget(
+            on_chain, record_commitment(FED_ID, record_id), self.addresses[node]
+        )
         result = self.nodes[node].forget([record_id], request_ids=[request_id])
         cert = result.certificate(request_id).signed(sign_with or self.keys[node])
         cid = self.store.put(cert.to_bytes())

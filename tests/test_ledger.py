@@ -18,9 +18,9 @@ from protocol.errors import LedgerError
 from protocol.ledger import (
     ContractRevert,
     Deployment,
+    ForgetRequestEvent,
     ForgetState,
     Ledger,
-    ForgetRequestEvent,
     LedgerEvent,
     RoundProposal,
     RoundState,
@@ -433,7 +433,10 @@ def test_forget_requests_follow_their_lifecycle_order(federation: Federation) ->
         assert revert_name(excinfo) == expected
     fed.coordinator.request_forget(h(1), h(2), fed.node_addresses[0])
     again: list[tuple[Callable[[], object], str]] = [
-        (lambda: fed.coordinator.request_forget(h(1), h(3), fed.node_addresses[0]), "RequestExists"),
+        (
+            lambda: fed.coordinator.request_forget(h(1), h(3), fed.node_addresses[0]),
+            "RequestExists",
+        ),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "NotCertified"),
     ]
     for attempt, expected in again:

@@ -129,6 +129,10 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+def _roots_hex(roots: bytes) -> list[str]:
+    return [_hex(roots[i : i + 32]) for i in range(0, len(roots), 32)]
+
+
 class Coordinator:
     """Runs rounds and forget requests for one federation over a :class:`Transport`."""
 
@@ -229,8 +233,14 @@ class Coordinator:
             if address in state.committed:
                 self._drop(TRAIN, node, f"{address} already answered from another node")
                 continue
+            roots = reply.slice_roots
             leaf = update_leaf(
-                self.fed, state.round, address, bytes.fromhex(reply.model_hash[2:]), reply.n_samples
+                self.fed,
+                state.round,
+                address,
+                bytes.fromhex(reply.model_hash[2:]),
+                reply.n_samples,
+                [roots[i : i + 32] for i in range(0, len(roots), 32)],
             )
             try:
                 signer = recover_leaf_signer(leaf, reply.signature)
@@ -428,6 +438,7 @@ class Coordinator:
                     state.committed[s].reply.model_hash,
                     state.committed[s].reply.n_samples,
                     state.committed[s].reply.signature,
+                    _roots_hex(state.committed[s].reply.slice_roots),
                 )
                 for s in senders
             ],

@@ -101,11 +101,12 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         node.train(on_slice=None)
         model = node.model(request.through_slice)
         ids = node.store.record_ids()
+        roots = node.slice_roots()
         accuracy = (
             node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
         )
     leaf = update_leaf(
-        request.federation_id, request.round, rt.address, model.hash, model.n_samples
+        request.federation_id, request.round, rt.address, model.hash, model.n_samples, roots
     )
     return TrainReply(
         address=rt.address,
@@ -116,6 +117,7 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         local_accuracy=accuracy,
         forget_results=forgotten,
         records=b"".join(record_commitment(request.federation_id, rid) for rid in ids),
+        slice_roots=b"".join(roots),
     )
 
 
@@ -203,7 +205,8 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
     mine = manifest.update_of(rt.address)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
-        if mine is None or mine.model_hash != model.hash_hex:
+        roots = ["0x" + r.hex() for r in node.slice_roots()]
+        if mine is None or (mine.model_hash, mine.slice_roots) != (model.hash_hex, roots):
             raise ProtocolError("this node's commitment is missing from the round or altered")
         if mine.signer(request.federation_id, request.round).lower() != rt.address.lower():
             raise ProtocolError("this node's update in the manifest is not signed by it")

@@ -5,6 +5,8 @@ holding its id in the clear; an update leaf binds a node's model hash and sample
 a round, and the round's ``updatesRoot`` on chain is the Merkle root of those leaves.
 """
 
+from collections.abc import Sequence
+
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -12,7 +14,7 @@ from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
 
 _RECORD_DOMAIN = b"lethe.record.v1\x00"
-_UPDATE_DOMAIN = b"lethe.update.v1\x00"
+_UPDATE_DOMAIN = b"lethe.update.v2\x00"
 
 
 def record_commitment(federation_id: str, record_id: str) -> bytes:
@@ -22,10 +24,26 @@ def record_commitment(federation_id: str, record_id: str) -> bytes:
     return keccak256(_RECORD_DOMAIN + federation_id.encode() + b"\x00" + record_id.encode())
 
 
+def slice_roots_hash(slice_roots: Sequence[bytes]) -> bytes:
+    """keccak256 of a node's slice roots, concatenated shard by shard, slice by slice."""
+    if not slice_roots or any(len(r) != 32 for r in slice_roots):
+        raise ProtocolError("slice roots must be one or more 32-byte Merkle roots")
+    return keccak256(b"".join(slice_roots))
+
+
 def update_leaf(
-    federation_id: str, round_no: int, node_address: str, model_hash: bytes, n_samples: int
+    federation_id: str,
+    round_no: int,
+    node_address: str,
+    model_hash: bytes,
+    n_samples: int,
+    slice_roots: Sequence[bytes],
 ) -> bytes:
-    """The Merkle leaf of one node's update in one round."""
+    """The Merkle leaf of one node's update in one round.
+
+    It commits to the node's slice roots too: the data it holds, in public, so a later
+    certificate's old slice root can be checked against what the node committed before.
+    """
     if len(model_hash) != 32:
         raise ProtocolError("model hash must be 32 bytes")
     address = bytes.fromhex(node_address.removeprefix("0x"))
@@ -39,6 +57,7 @@ def update_leaf(
         + address
         + model_hash
         + n_samples.to_bytes(8, "big")
+        + slice_roots_hash(slice_roots)
     )
 
 

@@ -2,7 +2,7 @@
 
 ``proposeRound`` puts the manifest's CID, the global model's CID and keccak256 hash, and
 ``updatesRoot`` on chain. The manifest lists every node update of the round (address,
-model hash, sample count, EIP-191 signature over its :func:`update_leaf`), in the order
+model hash, sample count, slice roots, EIP-191 signature over its :func:`update_leaf`), in the order
 of the Merkle tree whose root is ``updatesRoot`` (sorted by address), plus the roster,
 threshold, who answered each stage and who dropped out. With it and the chain's events
 anyone can re-check a round without trusting the coordinator.
@@ -19,7 +19,7 @@ from protocol.commitments import recover_leaf_signer, update_leaf
 from protocol.errors import ProtocolError
 from protocol.merkle import merkle_proof, merkle_root
 
-SCHEMA = "lethe.manifest.v1"
+SCHEMA = "lethe.manifest.v2"
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class NodeUpdate:
     model_hash: str
     n_samples: int
     signature: str
+    slice_roots: list[str]
+    """The node's slice roots (0x hex), shard-major: shard s, slice k at ``s·slices + k``."""
 
     def leaf(self, federation_id: str, round_no: int) -> bytes:
         """The Merkle leaf of this update."""
@@ -39,7 +41,15 @@ class NodeUpdate:
             self.address,
             bytes.fromhex(self.model_hash[2:]),
             self.n_samples,
+            [bytes.fromhex(r.removeprefix("0x")) for r in self.slice_roots],
         )
+
+    def slice_root(self, shard: int, slice_: int, slices: int) -> str | None:
+        """The committed root of one slice, ``None`` if the update has no such slice."""
+        index = shard * slices + slice_
+        if not 0 <= slice_ < slices or not 0 <= index < len(self.slice_roots):
+            return None
+        return self.slice_roots[index].lower()
 
     def signer(self, federation_id: str, round_no: int) -> str:
         """Address that signed this update's leaf."""

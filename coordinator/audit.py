@@ -43,6 +43,7 @@ from protocol.certificate import Certificate
 from protocol.errors import ProtocolError, StoreError
 from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     from protocol.ledger import Ledger, LedgerEvent
@@ -354,7 +355,7 @@ def audit(
     start = ledger.deployment_block if from_block is None else from_block
     end = ledger.block_number() if to_block is None else to_block
     events = ledger.events(from_block=start, to_block=end)
-    replay = _Replay(store, federation_id)
+    replay = _Replay(store, federation_id, Domain.of(ledger))
     report = AuditReport(
         contract=ledger.address, chain_id=ledger.chain_id, from_block=start, to_block=end
     )
@@ -379,7 +380,7 @@ class IncrementalAudit:
 
     def __init__(self, ledger: Ledger, store: ContentStore) -> None:
         self.ledger = ledger
-        self._replay = _Replay(store, None)
+        self._replay = _Replay(store, None, Domain.of(ledger))
         self._next_block = ledger.deployment_block
         self._events = 0
 
@@ -442,8 +443,9 @@ def _quorum_for(configured: int, nodes: int) -> int:
 class _Replay:
     """The registry, rounds and forgets as the events so far make them, checked one by one."""
 
-    def __init__(self, store: ContentStore, federation_id: str | None) -> None:
+    def __init__(self, store: ContentStore, federation_id: str | None, domain: Domain) -> None:
         self.store = store
+        self.domain = domain
         self.federation_id = federation_id
         self.coordinator: str | None = None
         self.configured_quorum = 0
@@ -696,7 +698,7 @@ class _Replay:
             )
         for update in manifest.updates:
             try:
-                signer = update.signer(manifest.federation_id, manifest.round)
+                signer = update.signer(self.domain, manifest.federation_id, manifest.round)
             except (ProtocolError, ValueError) as exc:
                 raise fail(f"manifest {cid}: update of {update.address}: {exc}", cid=cid) from exc
             if signer.lower() != update.address.lower():
@@ -856,6 +858,13 @@ class _Replay:
             cert.verify(expected_signer=item.node)
         except ProtocolError as exc:
             raise fail(f"certificate {cid}: {exc}", cid=cid) from exc
+        if not self.domain.matches(cert.chain_id, cert.contract):
+            raise fail(
+                f"certificate {cid} is signed for contract {cert.contract} on chain "
+                f"{cert.chain_id}, not this one ({self.domain.contract} on chain "
+                f"{self.domain.chain_id})",
+                cid=cid,
+            )
         item.certificate = cert
         item.label = cert.request_id
         if _hex(keccak256(cert.request_id.encode())) != request_id:

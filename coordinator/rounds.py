@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from coordinator.queue import CoordinatorDB, ForgetRequest
-from protocol.commitments import recover_leaf_signer, update_leaf
+from protocol.commitments import Update, recover_leaf_signer
 from protocol.errors import LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
@@ -43,6 +43,7 @@ from protocol.messages import (
     TrainReply,
     TrainRequest,
 )
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
@@ -234,16 +235,16 @@ class Coordinator:
                 self._drop(TRAIN, node, f"{address} already answered from another node")
                 continue
             roots = reply.slice_roots
-            leaf = update_leaf(
+            update = Update(
                 self.fed,
                 state.round,
                 address,
                 bytes.fromhex(reply.model_hash[2:]),
                 reply.n_samples,
-                [roots[i : i + 32] for i in range(0, len(roots), 32)],
+                tuple(roots[i : i + 32] for i in range(0, len(roots), 32)),
             )
             try:
-                signer = recover_leaf_signer(leaf, reply.signature)
+                signer = update.signer(Domain.of(self.ledger), reply.signature)
             except ProtocolError as exc:
                 self._drop(TRAIN, node, str(exc))
                 continue

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
-from protocol.commitments import record_commitment, sign_leaf, update_leaf
+from protocol.commitments import Update, record_commitment, sign_leaf
 from protocol.errors import LedgerError, ProtocolError
 from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
@@ -38,6 +38,7 @@ from protocol.messages import (
     TrainRequest,
     WireRecord,
 )
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -105,15 +106,15 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         accuracy = (
             node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
         )
-    leaf = update_leaf(
-        request.federation_id, request.round, rt.address, model.hash, model.n_samples, roots
+    update = Update(
+        request.federation_id, request.round, rt.address, model.hash, model.n_samples, tuple(roots)
     )
     return TrainReply(
         address=rt.address,
         public_key=_hex(rt.public_key),
         model_hash=model.hash_hex,
         n_samples=model.n_samples,
-        signature=sign_leaf(leaf, rt.eth_key),
+        signature=update.sign(Domain.of(rt.ledger), rt.eth_key),
         local_accuracy=accuracy,
         forget_results=forgotten,
         records=b"".join(record_commitment(request.federation_id, rid) for rid in ids),
@@ -208,7 +209,8 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
         roots = ["0x" + r.hex() for r in node.slice_roots()]
         if mine is None or (mine.model_hash, mine.slice_roots) != (model.hash_hex, roots):
             raise ProtocolError("this node's commitment is missing from the round or altered")
-        if mine.signer(request.federation_id, request.round).lower() != rt.address.lower():
+        signer = mine.signer(Domain.of(rt.ledger), request.federation_id, request.round)
+        if signer.lower() != rt.address.lower():
             raise ProtocolError("this node's update in the manifest is not signed by it")
         global_bytes = rt.store.get(request.model_cid)
         if _hex(keccak256(global_bytes)) != request.model_hash or (
@@ -304,7 +306,7 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
         )
         cid, tx = str(event.args["certificateCid"]), event.tx_hash
     else:
-        certificate = result.certificate(request_id).signed(rt.eth_key)
+        certificate = result.certificate(request_id).signed(rt.eth_key, Domain.of(rt.ledger))
         cid = rt.store.put(certificate.to_bytes())
         tx = rt.ledger.certify_forget(
             chain_id, cid, bytes.fromhex(result.model_hash_after.removeprefix("0x"))

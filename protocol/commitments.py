@@ -1,17 +1,21 @@
-"""The hashes node and coordinator agree on: record commitments and round update leaves.
+"""The hashes node and coordinator agree on: record commitments and round updates.
 
 A record commitment lets the coordinator, the API and the chain name a record without
-holding its id in the clear; an update leaf binds a node's model hash and sample count to
-a round, and the round's ``updatesRoot`` on chain is the Merkle root of those leaves.
+holding its id in the clear; an update binds a node's model hash, sample count and slice
+roots to a round: the node signs it as EIP-712 typed data bound to the deployment, and the
+round's ``updatesRoot`` on chain is the Merkle root of the updates' leaves.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
+from protocol.typed_data import UPDATE_TYPES, Domain, recover_typed, sign_typed
 
 _RECORD_DOMAIN = b"lethe.record.v1\x00"
 _UPDATE_DOMAIN = b"lethe.update.v2\x00"
@@ -59,6 +63,51 @@ def update_leaf(
         + n_samples.to_bytes(8, "big")
         + slice_roots_hash(slice_roots)
     )
+
+
+@dataclass(frozen=True)
+class Update:
+    """A node's commitment to its model and its data in one round: what it signs (EIP-712
+    ``Update``) and what the round's updates root holds (:func:`update_leaf`)."""
+
+    federation_id: str
+    round: int
+    node_address: str
+    model_hash: bytes
+    n_samples: int
+    slice_roots: tuple[bytes, ...]
+
+    def leaf(self) -> bytes:
+        """The Merkle leaf in the round's updates root."""
+        return update_leaf(
+            self.federation_id,
+            self.round,
+            self.node_address,
+            self.model_hash,
+            self.n_samples,
+            self.slice_roots,
+        )
+
+    def typed(self) -> dict[str, Any]:
+        """The EIP-712 ``Update`` message."""
+        return {
+            "federationId": self.federation_id,
+            "round": self.round,
+            "node": self.node_address,
+            "modelHash": self.model_hash,
+            "nSamples": self.n_samples,
+            "sliceRootsHash": slice_roots_hash(self.slice_roots),
+        }
+
+    def sign(self, domain: Domain, private_key: str | bytes) -> str:
+        """The node's EIP-712 signature, bound to the deployment ``domain``."""
+        self.leaf()  # checks the fields
+        return sign_typed(domain, UPDATE_TYPES, self.typed(), private_key)
+
+    def signer(self, domain: Domain, signature: str) -> str:
+        """Who signed this update in ``domain``; ProtocolError on a malformed signature."""
+        self.leaf()
+        return recover_typed(domain, UPDATE_TYPES, self.typed(), signature)
 
 
 def sign_leaf(leaf: bytes, private_key: str | bytes) -> str:

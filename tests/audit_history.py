@@ -25,13 +25,14 @@ from eth_account import Account
 from node.sisa import NodeModel, SisaNode, assign, average, evaluate
 from node.store import NodeConfig, Record
 from protocol.certificate import Certificate
-from protocol.commitments import record_commitment, sign_leaf, update_leaf
+from protocol.commitments import Update, record_commitment
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.merkle import EMPTY_ROOT
 from protocol.model import model_bytes
 from protocol.store import LocalStore
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -100,9 +101,11 @@ def publish_round(
     round_no: int,
     contributions: Sequence[Contribution],
     *,
+    domain: Domain,
     edit: Callable[[RoundManifest], RoundManifest] | None = None,
 ) -> PublishedRound:
-    """Store a round's global model and manifest as the coordinator does."""
+    """Store a round's global model and manifest as the coordinator does; updates are signed
+    for the deployment ``domain``."""
     ordered = sorted(contributions, key=lambda c: c.address.lower())
     vector = average([c.vector for c in ordered], [c.n_samples for c in ordered])
     model = model_bytes(vector)
@@ -110,13 +113,13 @@ def publish_round(
     updates = []
     for c in ordered:
         digest = keccak256(model_bytes(c.vector))
-        leaf = update_leaf(FED_ID, round_no, c.address, digest, c.n_samples, c.slice_roots)
+        update = Update(FED_ID, round_no, c.address, digest, c.n_samples, c.slice_roots)
         updates.append(
             NodeUpdate(
                 c.address,
                 "0x" + digest.hex(),
                 c.n_samples,
-                sign_leaf(leaf, c.private_key),
+                update.sign(domain, c.private_key),
                 ["0x" + r.hex() for r in c.slice_roots],
             )
         )
@@ -212,7 +215,9 @@ class History:
             contributions.append(
                 Contribution(self.addresses[i], self.keys[i], model.vector, model.n_samples, roots)
             )
-        published = publish_round(self.store, round_no, contributions, edit=edit)
+        published = publish_round(
+            self.store, round_no, contributions, domain=Domain.of(self.fed.owner), edit=edit
+        )
         self.fed.coordinator.propose_round(
             round_no,
             published.model_hash,
@@ -256,7 +261,7 @@ class History:
         cert = result.certificate(request_id)
         if edit is not None:
             cert = edit(cert)
-        cert = cert.signed(sign_with or self.keys[node])
+        cert = cert.signed(sign_with or self.keys[node], Domain.of(self.fed.owner))
         cid = self.store.put(cert.to_bytes())
         self.fed.nodes[node].certify_forget(
             on_chain, cid, bytes.fromhex(cert.model_hash_after.removeprefix("0x"))

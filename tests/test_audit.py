@@ -22,6 +22,7 @@ from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.merkle import merkle_root
 from protocol.store import LocalStore
+from protocol.typed_data import Domain
 from tests.audit_history import (
     Contribution,
     History,
@@ -194,6 +195,7 @@ def unguarded_round(devnet: Devnet, tmp_path: Path) -> UnguardedRound:
             Contribution(a.address, a.private_key, rng.normal(size=12).astype(np.float32), 10)
             for a in nodes
         ],
+        domain=Domain.of(chain.ledger),
     )
     chain.emit("coordinatorAdmitted", coordinator.address, "0x" + "00" * 20)
     chain.emit("quorumSet", 0)
@@ -348,6 +350,7 @@ def test_model_bytes_that_do_not_hash_to_the_on_chain_hash_fail(history: History
             Contribution(a, k, rng.normal(size=12).astype(np.float32), 5)
             for a, k in zip(history.addresses, history.keys, strict=True)
         ],
+        domain=Domain.of(history.fed.owner),
     )
     history.fed.coordinator.propose_round(
         1,

@@ -246,6 +246,7 @@ class History:
         *,
         sign_with: str | None = None,
         edit: Callable[[Certificate], Certificate] | None = None,
+        domain: Domain | None = None,
     ) -> str:
         """Request, forget for real and certify; return the certificate's CID.
 
@@ -261,7 +262,7 @@ class History:
         cert = result.certificate(request_id)
         if edit is not None:
             cert = edit(cert)
-        cert = cert.signed(sign_with or self.keys[node], Domain.of(self.fed.owner))
+        cert = cert.signed(sign_with or self.keys[node], domain or Domain.of(self.fed.owner))
         cid = self.store.put(cert.to_bytes())
         self.fed.nodes[node].certify_forget(
             on_chain, cid, bytes.fromhex(cert.model_hash_after.removeprefix("0x"))

@@ -341,6 +341,17 @@ def test_forget_that_leaves_the_model_unchanged_fails(history: History) -> None:
     assert f"is the model {history.addresses[1]} already committed in round 1" in failure.message
 
 
+def test_certificate_signed_for_another_deployment_fails(history: History) -> None:
+    # Attack: a certificate signed for another federation's contract is replayed here.
+    history.run_round()
+    elsewhere = Domain(history.fed.owner.chain_id, history.fed.outsider.account or "")
+    cid = history.forget(1, "replayed", domain=elsewhere)
+
+    failure = fresh_audit(history).failure
+    assert failure is not None and failure.cid == cid
+    assert f"is signed for contract {elsewhere.contract}" in failure.message
+
+
 def test_model_bytes_that_do_not_hash_to_the_on_chain_hash_fail(history: History) -> None:
     rng = np.random.default_rng(5)
     published = publish_round(

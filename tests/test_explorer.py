@@ -104,8 +104,8 @@ def test_explorer_shows_rounds_nodes_and_forget_timeline_in_chromium(
                 (event,) = ledger.events([name])
                 assert event.tx_hash in timeline
             assert "slice 2 of 4" in timeline and "slices 2–3" in timeline
-            requested = forget.locator("li").first.inner_text()
-            assert "owner node" in requested and history.addresses[1] in requested
+            opened = forget.locator("li").first.inner_text()
+            assert "owner node" in opened and history.addresses[1] in opened
             assert [s.inner_text().split("\n")[0] for s in forget.locator("li").all()] == [
                 "Requested",
                 "Certified",

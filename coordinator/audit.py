@@ -5,23 +5,27 @@ contract's events in chain order, keeping the roster, coordinator and quorum set
 they were at each event, fetches every global model, round manifest and unlearning
 certificate by CID (the store verifies every byte against the CID), and checks:
 
-- **rounds**: proposed by the coordinator of the time, numbers increasing, the quorum and
+- **rounds**: proposed by the coordinator of the time, numbered without gaps, the quorum and
   node count the roster of the time implies; the model's bytes hash to
   ``globalModelHash``; the manifest is for this round and federation, names the same model
   CID and hash, and its Merkle root is ``updatesRoot``; every update is signed by its
   address, an admitted node; every node the manifest lists as a ``share`` responder (stage
   2: its model is in the aggregate) has its update in the manifest, and no one else has;
-  ``n_total`` is the sum of the updates' samples; approvals come from admitted nodes, once each, and
+  ``n_total`` is the sum of the updates' samples; updates are EIP-712 signed for this chain
+  and contract; approvals come from nodes admitted before the proposal, once each, and
   ``RoundFinalized`` comes exactly when they reach the quorum.
-- **forgets**: requested by the coordinator; certified by an admitted node with a
-  certificate whose signature is that node's and that verifies (fields, the Merkle proof
+- **forgets**: requested by the coordinator naming an admitted node; certified by that
+  node with a certificate for this chain and contract whose signature is that node's and
+  that verifies (fields, the Merkle proof
   putting the record leaf in the old slice root, slices retrained running from at most
   the record's slice to the last); ``keccak256(request id)`` is the on-chain request id;
   ``newModelHash`` is the certificate's ``model_hash_after``; a retrain from slice 0
   started from the all-zero head (the only checkpoint hash an outsider can recompute:
   later ones are private to the node); ``afterRound`` is the last round proposed before;
-  completed by a later finalized round whose manifest holds the certifying node's update
-  with ``model_hash == model_hash_after``.
+  the old slice root is one the node committed to in a finalized round up to
+  ``afterRound``, and ``model_hash_after`` is not the model it last committed; completed
+  by a later finalized round whose manifest holds the certifying node's update with
+  ``model_hash == model_hash_after`` and the certificate's new slice root.
 
 Not checkable from public data, so not checked: that the certificate's record leaf is the
 record the request names (the data subject checks it with ``Certificate.covers``), and the

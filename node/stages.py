@@ -4,8 +4,10 @@ Each handler takes the node's runtime and the coordinator's typed request (alrea
 checked field by field by ``protocol.messages``) and returns the typed reply. The node
 trusts the coordinator for nothing it can check itself: it takes share keys and its
 x-coordinate from the chain, refuses a threshold below the default for the roster size,
-re-checks its own commitment before sharing and before approving, and fetches the
-global model by CID to compare hashes.
+re-checks its own commitment before sharing and before approving, fetches the
+global model by CID to compare hashes, approves only the proposal the chain holds, and
+deletes nothing unless the chain holds the forget request, open, naming it as the owner of
+exactly that record.
 """
 
 from __future__ import annotations

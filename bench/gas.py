@@ -63,19 +63,31 @@ def measure(nodes: int = NODES) -> dict[str, int]:
             record("admit_node", functools.partial(owner.admit_node, acct.address))
             record("register_key", functools.partial(node.register_key, rng.randbytes(32)))
 
+        proposed: dict[int, tuple[bytes, bytes]] = {}
+
         def propose(round_number: int) -> TxResult:
+            model_hash, updates_root = proposed[round_number] = (
+                rng.randbytes(32),
+                rng.randbytes(32),
+            )
             return coordinator.propose_round(
-                round_number, rng.randbytes(32), MODEL_CID, rng.randbytes(32), MANIFEST_CID
+                round_number, model_hash, MODEL_CID, updates_root, MANIFEST_CID
             )
 
         def approve_all(round_number: int) -> None:
             # Every node approves: both plain approvals and the finalizing one are measured.
             for node in node_ledgers:
-                record("approve_round", functools.partial(node.approve_round, round_number))
+                approve = functools.partial(node.approve_round, round_number)
+                record("approve_round", functools.partial(approve, *proposed[round_number]))
 
         request_id, owner_node = rng.randbytes(32), node_ledgers[0]
         record("propose_round", lambda: propose(1))
-        record("request_forget", lambda: coordinator.request_forget(request_id, rng.randbytes(32)))
+        record(
+            "request_forget",
+            lambda: coordinator.request_forget(
+                request_id, rng.randbytes(32), str(owner_node.account)
+            ),
+        )
         approve_all(1)
         record(
             "certify_forget",

@@ -15,16 +15,29 @@ contract Lethe {
         Completed
     }
 
-    /// @dev One slot. `quorum` is fixed when the round is proposed (so admitting or removing
+    /// @dev Two slots. `quorum` is fixed when the round is proposed (so admitting or removing
     ///      nodes later cannot move the goalposts) and is never 0 for a proposed round.
+    ///      `admissions` is the admission counter at proposal: only nodes admitted by then may
+    ///      approve. `proposal` binds the approvals to the proposed content:
+    ///      keccak256(abi.encode(globalModelHash, updatesRoot)).
     struct Round {
         uint32 quorum;
         uint32 approvals;
         bool finalized;
+        uint64 admissions;
+        bytes32 proposal;
     }
 
-    /// @dev One slot. `afterRound` is the last proposed round when the node certified: only a
-    ///      later round can contain the node's retrained model.
+    /// @dev One slot: an admitted node's place in `_roster` (plus one; 0 = not admitted) and
+    ///      its admission serial (a node removed and admitted again gets a new one).
+    struct Member {
+        uint128 positionPlusOne;
+        uint64 serial;
+    }
+
+    /// @dev One slot. `node` is the record's owner, named by the request; only it certifies.
+    ///      `afterRound` is the last proposed round when the node certified: only a later
+    ///      round can contain the node's retrained model.
     struct Forget {
         ForgetState state;
         address node;
@@ -39,9 +52,11 @@ contract Lethe {
     uint64 public lastRound;
     /// @notice Quorum set by the owner; 0 means the default ceil(2n/3) of admitted nodes.
     uint32 public configuredQuorum;
+    /// @notice Nodes admitted so far (ever): the serial of the latest admission.
+    uint64 public admissions;
 
     address[] private _roster;
-    mapping(address node => uint256 positionPlusOne) private _rosterPosition;
+    mapping(address node => Member) private _members;
     mapping(address node => bytes32 x25519PublicKey) public nodeKey;
     mapping(uint64 round => Round) private _rounds;
     mapping(uint64 round => mapping(address node => bool)) public hasApproved;
@@ -64,7 +79,9 @@ contract Lethe {
     );
     event RoundApproved(uint64 indexed round, address indexed node, uint32 approvals);
     event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
-    event ForgetRequested(bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator);
+    event ForgetRequested(
+        bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator, address indexed node
+    );
     event ForgetCertified(
         bytes32 indexed requestId,
         address indexed node,
@@ -81,13 +98,16 @@ contract Lethe {
     error AlreadyAdmitted(address node);
     error RoleConflict(address account);
     error InvalidKey();
-    error RoundNotIncreasing(uint64 round, uint64 lastRound);
+    error RoundNotNext(uint64 round, uint64 expected);
     error QuorumUnreachable(uint256 quorum, uint256 nodeCount);
     error UnknownRound(uint64 round);
     error AlreadyApproved(uint64 round, address node);
+    error ProposalMismatch(uint64 round);
+    error AdmittedAfterProposal(uint64 round, address node);
     error RequestExists(bytes32 requestId);
     error UnknownRequest(bytes32 requestId);
     error AlreadyCertified(bytes32 requestId, address node);
+    error NotRecordOwner(bytes32 requestId, address caller);
     error NotCertified(bytes32 requestId);
     error AlreadyCompleted(bytes32 requestId);
     error RoundNotFinalized(uint64 round);
@@ -104,7 +124,7 @@ contract Lethe {
     }
 
     modifier onlyNode() {
-        if (_rosterPosition[msg.sender] == 0) revert NotAdmittedNode(msg.sender);
+        if (_members[msg.sender].positionPlusOne == 0) revert NotAdmittedNode(msg.sender);
         _;
     }
 
@@ -127,7 +147,7 @@ contract Lethe {
     function admitCoordinator(address account) external onlyOwner {
         if (account == address(0)) revert ZeroAddress();
         // One address, one role: otherwise the coordinator could certify its own requests.
-        if (_rosterPosition[account] != 0) revert RoleConflict(account);
+        if (_members[account].positionPlusOne != 0) revert RoleConflict(account);
         address previous = coordinator;
         coordinator = account;
         emit CoordinatorAdmitted(account, previous);
@@ -137,25 +157,29 @@ contract Lethe {
     function admitNode(address node) external onlyOwner {
         if (node == address(0)) revert ZeroAddress();
         if (node == coordinator) revert RoleConflict(node);
-        if (_rosterPosition[node] != 0) revert AlreadyAdmitted(node);
+        if (_members[node].positionPlusOne != 0) revert AlreadyAdmitted(node);
         _roster.push(node);
         uint256 count = _roster.length;
-        _rosterPosition[node] = count;
+        uint64 serial = admissions + 1;
+        admissions = serial;
+        _members[node] = Member({positionPlusOne: uint128(count), serial: serial});
         emit NodeAdmitted(node, count);
     }
 
-    /// @notice Remove `node`; its past approvals and certificates stay on record.
+    /// @notice Remove `node`; its past approvals and certificates stay on record, and it can
+    ///         approve no round and certify no request from now on (admitted again, it counts
+    ///         only for rounds proposed after that).
     function removeNode(address node) external onlyOwner {
-        uint256 position = _rosterPosition[node];
+        uint256 position = _members[node].positionPlusOne;
         if (position == 0) revert NotAdmittedNode(node);
         uint256 last = _roster.length;
         if (position != last) {
             address moved = _roster[last - 1];
             _roster[position - 1] = moved;
-            _rosterPosition[moved] = position;
+            _members[moved].positionPlusOne = uint128(position);
         }
         _roster.pop();
-        delete _rosterPosition[node];
+        delete _members[node];
         delete nodeKey[node];
         emit NodeRemoved(node, last - 1);
     }
@@ -177,7 +201,8 @@ contract Lethe {
     // ----- rounds ------------------------------------------------------------------------
 
     /// @notice Propose round `round`'s global model for the nodes' approval.
-    /// @dev Round numbers strictly increase, so "a round after the certificate" is well defined.
+    /// @dev Rounds are numbered 1, 2, 3, … with no gaps, so "a round after the certificate" is
+    ///      well defined and no proposal can exhaust the round numbers.
     function proposeRound(
         uint64 round,
         bytes32 globalModelHash,
@@ -185,25 +210,37 @@ contract Lethe {
         bytes32 updatesRoot,
         string calldata manifestCid
     ) external onlyCoordinator {
-        uint64 previous = lastRound;
-        if (round <= previous) revert RoundNotIncreasing(round, previous);
+        uint64 expected = lastRound + 1;
+        if (round != expected) revert RoundNotNext(round, expected);
         uint256 count = _roster.length;
         uint256 required = _quorumFor(count);
         if (required == 0 || required > count) revert QuorumUnreachable(required, count);
         lastRound = round;
-        _rounds[round] = Round({quorum: uint32(required), approvals: 0, finalized: false});
+        _rounds[round] = Round({
+            quorum: uint32(required),
+            approvals: 0,
+            finalized: false,
+            admissions: admissions,
+            proposal: keccak256(abi.encode(globalModelHash, updatesRoot))
+        });
         emit RoundProposed(
             round, msg.sender, globalModelHash, globalModelCid, updatesRoot, manifestCid, uint32(required), count
         );
     }
 
     /// @notice Approve round `round` after checking the caller's commitment is in its
-    ///         updatesRoot and its CID's bytes hash to its globalModelHash.
+    ///         updatesRoot and its CID's bytes hash to its globalModelHash; the approval names
+    ///         both, and counts only if they are the ones proposed.
     /// @dev Approvals after finalization are still recorded: every attestation is evidence.
-    function approveRound(uint64 round) external onlyNode {
+    ///      Only nodes admitted when the round was proposed (and still admitted) approve.
+    function approveRound(uint64 round, bytes32 globalModelHash, bytes32 updatesRoot) external {
+        uint64 serial = _members[msg.sender].serial;
+        if (serial == 0) revert NotAdmittedNode(msg.sender);
         Round storage r = _rounds[round];
         uint32 required = r.quorum;
         if (required == 0) revert UnknownRound(round);
+        if (serial > r.admissions) revert AdmittedAfterProposal(round, msg.sender);
+        if (r.proposal != keccak256(abi.encode(globalModelHash, updatesRoot))) revert ProposalMismatch(round);
         if (hasApproved[round][msg.sender]) revert AlreadyApproved(round, msg.sender);
         hasApproved[round][msg.sender] = true;
         uint32 approvals = r.approvals + 1;
@@ -217,17 +254,21 @@ contract Lethe {
 
     // ----- forgetting --------------------------------------------------------------------
 
-    /// @notice Open forget request `requestId` for the record committed to by `recordCommitment`.
-    function requestForget(bytes32 requestId, bytes32 recordCommitment) external onlyCoordinator {
+    /// @notice Open forget request `requestId` for the record committed to by `recordCommitment`,
+    ///         held by admitted node `node` (the node that announced the commitment).
+    function requestForget(bytes32 requestId, bytes32 recordCommitment, address node) external onlyCoordinator {
+        if (_members[node].positionPlusOne == 0) revert NotAdmittedNode(node);
         Forget storage f = _forgets[requestId];
         if (f.state != ForgetState.None) revert RequestExists(requestId);
         f.state = ForgetState.Requested;
-        emit ForgetRequested(requestId, recordCommitment, msg.sender);
+        f.node = node;
+        emit ForgetRequested(requestId, recordCommitment, msg.sender, node);
     }
 
     /// @notice The owning node certifies it deleted the record and retrained.
-    /// @dev Only an admitted node (never the coordinator, see RoleConflict) can certify; that
-    ///      the caller owns the record is proven off-chain by the certificate's Merkle proof.
+    /// @dev Only the node the request names, while admitted, can certify (never the
+    ///      coordinator, see RoleConflict); its certificate's Merkle proof shows the record
+    ///      was in its training data.
     function certifyForget(bytes32 requestId, string calldata certificateCid, bytes32 newModelHash)
         external
         onlyNode
@@ -236,9 +277,9 @@ contract Lethe {
         ForgetState state = f.state;
         if (state == ForgetState.None) revert UnknownRequest(requestId);
         if (state != ForgetState.Requested) revert AlreadyCertified(requestId, f.node);
+        if (f.node != msg.sender) revert NotRecordOwner(requestId, msg.sender);
         uint64 afterRound = lastRound;
         f.state = ForgetState.Certified;
-        f.node = msg.sender;
         f.afterRound = afterRound;
         emit ForgetCertified(requestId, msg.sender, certificateCid, newModelHash, afterRound);
     }
@@ -259,6 +300,11 @@ contract Lethe {
 
     // ----- views -------------------------------------------------------------------------
 
+    /// @notice keccak256(abi.encode(globalModelHash, updatesRoot)) of a proposed round, or 0.
+    function roundProposal(uint64 round) external view returns (bytes32) {
+        return _rounds[round].proposal;
+    }
+
     /// @notice Approvals a round proposed now would need.
     function quorum() external view returns (uint256) {
         return _quorumFor(_roster.length);
@@ -269,7 +315,7 @@ contract Lethe {
     }
 
     function isNode(address account) external view returns (bool) {
-        return _rosterPosition[account] != 0;
+        return _members[account].positionPlusOne != 0;
     }
 
     /// @notice Admitted nodes and their X25519 keys (zero until registered), in roster order.

@@ -225,13 +225,17 @@ def create_app(
     def get_forget(request_id: str) -> tuple[Response, int]:
         valid_request_id(request_id)
         try:
-            return jsonify(db.get_forget(request_id).to_json()), 200
+            shown = db.get_forget(request_id).to_json(with_record_id=_authorised())
+            return jsonify(shown), 200
         except KeyError:
             return _error(404, f"unknown request id {request_id!r}")
 
     @app.get("/forget")
     def list_forget() -> tuple[Response, int]:
-        return jsonify([r.to_json() for r in db.list_forgets()]), 200
+        # Record ids only with the token: without it a list of candidate ids cannot be
+        # matched against what was asked to be forgotten.
+        shown = _authorised()
+        return jsonify([r.to_json(with_record_id=shown) for r in db.list_forgets()]), 200
 
     @app.get("/rounds")
     def list_rounds() -> tuple[Response, int]:

@@ -5,23 +5,27 @@ contract's events in chain order, keeping the roster, coordinator and quorum set
 they were at each event, fetches every global model, round manifest and unlearning
 certificate by CID (the store verifies every byte against the CID), and checks:
 
-- **rounds**: proposed by the coordinator of the time, numbers increasing, the quorum and
+- **rounds**: proposed by the coordinator of the time, numbered without gaps, the quorum and
   node count the roster of the time implies; the model's bytes hash to
   ``globalModelHash``; the manifest is for this round and federation, names the same model
   CID and hash, and its Merkle root is ``updatesRoot``; every update is signed by its
   address, an admitted node; every node the manifest lists as a ``share`` responder (stage
   2: its model is in the aggregate) has its update in the manifest, and no one else has;
-  ``n_total`` is the sum of the updates' samples; approvals come from admitted nodes, once each, and
+  ``n_total`` is the sum of the updates' samples; updates are EIP-712 signed for this chain
+  and contract; approvals come from nodes admitted before the proposal, once each, and
   ``RoundFinalized`` comes exactly when they reach the quorum.
-- **forgets**: requested by the coordinator; certified by an admitted node with a
-  certificate whose signature is that node's and that verifies (fields, the Merkle proof
+- **forgets**: requested by the coordinator naming an admitted node; certified by that
+  node with a certificate for this chain and contract whose signature is that node's and
+  that verifies (fields, the Merkle proof
   putting the record leaf in the old slice root, slices retrained running from at most
   the record's slice to the last); ``keccak256(request id)`` is the on-chain request id;
   ``newModelHash`` is the certificate's ``model_hash_after``; a retrain from slice 0
   started from the all-zero head (the only checkpoint hash an outsider can recompute:
   later ones are private to the node); ``afterRound`` is the last round proposed before;
-  completed by a later finalized round whose manifest holds the certifying node's update
-  with ``model_hash == model_hash_after``.
+  the old slice root is one the node committed to in a finalized round up to
+  ``afterRound``, and ``model_hash_after`` is not the model it last committed; completed
+  by a later finalized round whose manifest holds the certifying node's update with
+  ``model_hash == model_hash_after`` and the certificate's new slice root.
 
 Not checkable from public data, so not checked: that the certificate's record leaf is the
 record the request names (the data subject checks it with ``Certificate.covers``), and the
@@ -43,6 +47,7 @@ from protocol.certificate import Certificate
 from protocol.errors import ProtocolError, StoreError
 from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     from protocol.ledger import Ledger, LedgerEvent
@@ -87,6 +92,8 @@ class RoundAudit:
     manifest_cid: str
     quorum: int
     node_count: int
+    admissions: int = 0
+    """Nodes admitted (ever) when the round was proposed: later admissions cannot approve."""
     participants: list[str] = field(default_factory=list)
     n_total: int | None = None
     approvals: list[Approval] = field(default_factory=list)
@@ -137,6 +144,8 @@ class ForgetAudit:
     request_id: str
     record_commitment: str
     requested: TxRef
+    owner: str | None = None
+    """The node the request names as the record's owner: the only one that may certify."""
     label: str | None = None
     node: str | None = None
     certificate_cid: str | None = None
@@ -180,6 +189,7 @@ class ForgetAudit:
             "problem": self.problem,
             "record_commitment": self.record_commitment,
             "requested": _tx_json(self.requested),
+            "owner": self.owner,
             "node": self.node,
             "certificate_cid": self.certificate_cid,
             "new_model_hash": self.new_model_hash,
@@ -199,6 +209,8 @@ class NodeAudit:
     removed: TxRef | None = None
     key: str | None = None
     rounds: list[int] = field(default_factory=list)
+    serial: int = 0
+    """Admission serial (the contract's counter): approves only rounds proposed after it."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -347,7 +359,7 @@ def audit(
     start = ledger.deployment_block if from_block is None else from_block
     end = ledger.block_number() if to_block is None else to_block
     events = ledger.events(from_block=start, to_block=end)
-    replay = _Replay(store, federation_id)
+    replay = _Replay(store, federation_id, Domain.of(ledger))
     report = AuditReport(
         contract=ledger.address, chain_id=ledger.chain_id, from_block=start, to_block=end
     )
@@ -372,7 +384,7 @@ class IncrementalAudit:
 
     def __init__(self, ledger: Ledger, store: ContentStore) -> None:
         self.ledger = ledger
-        self._replay = _Replay(store, None)
+        self._replay = _Replay(store, None, Domain.of(ledger))
         self._next_block = ledger.deployment_block
         self._events = 0
 
@@ -435,8 +447,9 @@ def _quorum_for(configured: int, nodes: int) -> int:
 class _Replay:
     """The registry, rounds and forgets as the events so far make them, checked one by one."""
 
-    def __init__(self, store: ContentStore, federation_id: str | None) -> None:
+    def __init__(self, store: ContentStore, federation_id: str | None, domain: Domain) -> None:
         self.store = store
+        self.domain = domain
         self.federation_id = federation_id
         self.coordinator: str | None = None
         self.configured_quorum = 0
@@ -446,6 +459,7 @@ class _Replay:
         self.manifests: dict[int, RoundManifest] = {}
         self.approval_events: dict[int, int] = {}
         self.forgets: dict[str, ForgetAudit] = {}
+        self.admissions = 0
         self.last_round = 0
         self.model_size: int | None = None
         self.failures: list[Failure] = []
@@ -580,7 +594,8 @@ class _Replay:
             raise self._registry_failure(event, f"{node} is admitted twice")
         if self.coordinator is not None and node.lower() == self.coordinator.lower():
             raise self._registry_failure(event, f"the coordinator {node} is admitted as a node")
-        entry = NodeAudit(address=node, admitted=TxRef.of(event))
+        self.admissions += 1
+        entry = NodeAudit(address=node, admitted=TxRef.of(event), serial=self.admissions)
         self.admitted[node.lower()] = entry
         self.nodes.append(entry)
         self._check_node_count(event)
@@ -616,6 +631,7 @@ class _Replay:
             manifest_cid=str(a["manifestCid"]),
             quorum=int(a["quorum"]),
             node_count=int(a["nodeCount"]),
+            admissions=self.admissions,
         )
 
         def fail(what: str, **where: Any) -> _Inconsistent:
@@ -627,8 +643,8 @@ class _Replay:
         previous, self.last_round = self.last_round, max(self.last_round, number)
         if self.coordinator is None or item.proposer.lower() != self.coordinator.lower():
             raise fail(f"proposed by {item.proposer}, not by the coordinator {self.coordinator}")
-        if number <= previous:
-            raise fail(f"round numbers must increase, the previous round was {previous}")
+        if number != previous + 1:
+            raise fail(f"rounds are numbered without gaps, the previous round was {previous}")
         nodes = len(self.admitted)
         expected = _quorum_for(self.configured_quorum, nodes)
         if item.node_count != nodes or item.quorum != expected:
@@ -686,7 +702,7 @@ class _Replay:
             )
         for update in manifest.updates:
             try:
-                signer = update.signer(manifest.federation_id, manifest.round)
+                signer = update.signer(self.domain, manifest.federation_id, manifest.round)
             except (ProtocolError, ValueError) as exc:
                 raise fail(f"manifest {cid}: update of {update.address}: {exc}", cid=cid) from exc
             if signer.lower() != update.address.lower():
@@ -745,13 +761,18 @@ class _Replay:
             raise self._round_failure(None, number, event, f"approval by {node}, never proposed")
         count = self.approval_events.get(number, 0) + 1
         self.approval_events[number] = count
-        if self._admitted(node) is None:
+        approver = self._admitted(node)
+        if approver is None:
             raise self._round_failure(
                 item,
                 number,
                 event,
                 f"approval from {node}, which is not an admitted node at block "
                 f"{event.block_number}",
+            )
+        if approver.serial > item.admissions:
+            raise self._round_failure(
+                item, number, event, f"approval from {node}, admitted after the round was proposed"
             )
         if any(a.node.lower() == node.lower() for a in item.approvals):
             raise self._round_failure(item, number, event, f"{node} approved twice")
@@ -803,6 +824,11 @@ class _Replay:
                 event,
                 f"requested by {requester}, not by the coordinator {self.coordinator}",
             )
+        item.owner = str(event.args["node"])
+        if self._admitted(item.owner) is None:
+            raise self._forget_failure(
+                item, request_id, event, f"names {item.owner}, which is not an admitted node"
+            )
 
     def _forget_certified(self, event: LedgerEvent) -> None:
         a = event.args
@@ -823,6 +849,8 @@ class _Replay:
         item.certified = TxRef.of(event)
         if self._admitted(item.node) is None:
             raise fail(f"certified by {item.node}, which is not an admitted node")
+        if item.owner is None or item.node.lower() != item.owner.lower():
+            raise fail(f"certified by {item.node}, but the request names {item.owner}")
         if item.after_round != self.last_round:
             raise fail(
                 f"afterRound is {item.after_round}, the last round proposed was {self.last_round}"
@@ -834,6 +862,13 @@ class _Replay:
             cert.verify(expected_signer=item.node)
         except ProtocolError as exc:
             raise fail(f"certificate {cid}: {exc}", cid=cid) from exc
+        if not self.domain.matches(cert.chain_id, cert.contract):
+            raise fail(
+                f"certificate {cid} is signed for contract {cert.contract} on chain "
+                f"{cert.chain_id}, not this one ({self.domain.contract} on chain "
+                f"{self.domain.chain_id})",
+                cid=cid,
+            )
         item.certificate = cert
         item.label = cert.request_id
         if _hex(keccak256(cert.request_id.encode())) != request_id:
@@ -849,6 +884,7 @@ class _Replay:
                 f"newModelHash is {item.new_model_hash}",
                 cid=cid,
             )
+        self._check_committed_before(item, cert, fail)
         if cert.slices_retrained[0] == 0 and self.model_size is not None:
             zero_head = _hex(keccak256(bytes(self.model_size)))
             if cert.from_checkpoint_hash != zero_head:
@@ -857,6 +893,38 @@ class _Replay:
                     f"{cert.from_checkpoint_hash}, not the all-zero head {zero_head}",
                     cid=cid,
                 )
+
+    def _check_committed_before(
+        self, item: ForgetAudit, cert: Certificate, fail: Callable[..., _Inconsistent]
+    ) -> None:
+        """The certificate's old slice root is one the node committed to in a finalized round
+        before, and its model after the forget is not the one it last committed."""
+        assert item.node is not None and item.after_round is not None
+        cid = item.certificate_cid
+        earlier = [
+            (number, update)
+            for number in sorted(self.manifests)
+            if number <= item.after_round
+            and self.rounds[number].finalized is not None
+            and self.rounds[number].problem is None
+            and (update := self.manifests[number].update_of(item.node)) is not None
+        ]
+        old_root = cert.old_slice_root.lower()
+        if not any(
+            u.slice_root(cert.shard, cert.slice, cert.slices_total) == old_root for _, u in earlier
+        ):
+            raise fail(
+                f"certificate {cid}: old slice root {old_root} (shard {cert.shard}, slice "
+                f"{cert.slice}) was never committed by {item.node} in a finalized round before",
+                cid=cid,
+            )
+        last_round, last = earlier[-1]
+        if last.model_hash.lower() == cert.model_hash_after.lower():
+            raise fail(
+                f"certificate {cid}: model hash after {cert.model_hash_after} is the model "
+                f"{item.node} already committed in round {last_round}: nothing was retrained",
+                cid=cid,
+            )
 
     def _forget_completed(self, event: LedgerEvent) -> None:
         request_id = _hex(event.args["requestId"])
@@ -902,5 +970,14 @@ class _Replay:
                 f"in round {number} (manifest {completing.manifest_cid}) node {item.node} "
                 f"committed model {update.model_hash}, but its certificate "
                 f"{item.certificate_cid} says model hash after {after}",
+                cid=completing.manifest_cid,
+            )
+        cert = item.certificate
+        new_root = update.slice_root(cert.shard, cert.slice, cert.slices_total)
+        if new_root != cert.new_slice_root.lower():
+            raise fail(
+                f"in round {number} (manifest {completing.manifest_cid}) node {item.node} "
+                f"committed slice root {new_root} for shard {cert.shard} slice {cert.slice}, "
+                f"but its certificate {item.certificate_cid} says {cert.new_slice_root}",
                 cid=completing.manifest_cid,
             )

@@ -28,7 +28,8 @@ class ApiError(LetheError):
 
 
 class ApiClient:
-    """Calls to one coordinator API; ``token`` is needed only to submit requests."""
+    """Calls to one coordinator API; ``token`` is needed to submit requests and to see
+    their record ids (sent with every call when given)."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -37,6 +38,11 @@ class ApiClient:
         self._session = requests.Session()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        if self.token:
+            kwargs["headers"] = {
+                "Authorization": f"Bearer {self.token}",
+                **kwargs.get("headers", {}),
+            }
         try:
             res = self._session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:

@@ -162,7 +162,11 @@ def status(client: ApiClient, request_id: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(request, indent=2))
             return
-        click.echo(f"request {request['request_id']} for record {request['record_id']!r}")
+        record = request.get("record_id")  # shown to token holders only
+        click.echo(
+            f"request {request['request_id']}"
+            + (f" for record {record!r}" if record is not None else "")
+        )
         click.echo(f"  {_state_line(request)}")
         for step in request.get("history", []):
             click.echo(f"  {step['state']:<10} at {_when(step.get('at'))}")

@@ -398,6 +398,7 @@ class _Page:
                 ("model after", _short(c.model_hash_after)),
             ]
         completed = [] if f.completed_round is None else [("round", str(f.completed_round))]
+        requested = [] if f.owner is None else [("owner node", f"<code>{_e(f.owner)}</code>")]
         problem = f'<div class="problem">✗ {_e(f.problem)}</div>' if f.problem else ""
         title = _e(f.label) if f.label else _short(f.request_id)
         return (
@@ -407,7 +408,7 @@ class _Page:
             f'<div class="sub">request id {_short(f.request_id)} · record commitment '
             f"{_short(f.record_commitment)}</div>"
             '<ol class="timeline">'
-            + self.step("Requested", f.requested, [])
+            + self.step("Requested", f.requested, requested)
             + self.step("Certified", f.certified, certified)
             + self.step("Completed", f.completed, completed)
             + f"</ol>{problem}</section>"

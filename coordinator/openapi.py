@@ -71,7 +71,10 @@ def openapi_document(*, explorer: bool = True) -> dict[str, Any]:
                     ),
                 },
             },
-            "get": _read("List every forget request", {"type": "array", "items": _REQUEST}),
+            "get": _read(
+                "List every forget request (record ids only with the token)",
+                {"type": "array", "items": _REQUEST},
+            ),
         },
         "/forget/{request_id}": {
             "get": {
@@ -168,10 +171,14 @@ def openapi_document(*, explorer: bool = True) -> dict[str, Any]:
                 },
                 "ForgetRequest": {
                     "type": "object",
-                    "required": ["request_id", "record_id", "state", "tx", "history"],
+                    "required": ["request_id", "state", "tx", "history"],
                     "properties": {
                         "request_id": {"type": "string"},
-                        "record_id": {"type": "string"},
+                        "record_id": {
+                            "type": "string",
+                            "description": "Only with the bearer token: the public view does "
+                            "not name the records being forgotten.",
+                        },
                         "state": {
                             "enum": ["received", "dispatched", "certified", "completed", "failed"]
                         },

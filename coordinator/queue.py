@@ -85,11 +85,13 @@ class ForgetRequest:
     updated_at: float
     history: list[dict[str, Any]]
 
-    def to_json(self) -> dict[str, Any]:
-        """The public view served by ``GET /forget/<id>``."""
-        return {
-            "request_id": self.request_id,
-            "record_id": self.record_id,
+    def to_json(self, *, with_record_id: bool = True) -> dict[str, Any]:
+        """The view served by ``GET /forget/<id>``; the record id only for token holders
+        (``with_record_id``), so the public list does not name whose data is forgotten."""
+        shown: dict[str, Any] = {"request_id": self.request_id}
+        if with_record_id:
+            shown["record_id"] = self.record_id
+        return shown | {
             "state": self.state,
             "reason": self.reason,
             "node_address": self.node_address,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from coordinator.queue import CoordinatorDB, ForgetRequest
-from protocol.commitments import recover_leaf_signer, update_leaf
+from protocol.commitments import Update, recover_leaf_signer
 from protocol.errors import LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
@@ -43,6 +43,7 @@ from protocol.messages import (
     TrainReply,
     TrainRequest,
 )
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
@@ -127,6 +128,10 @@ class RoundState:
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
+
+
+def _roots_hex(roots: bytes) -> list[str]:
+    return [_hex(roots[i : i + 32]) for i in range(0, len(roots), 32)]
 
 
 class Coordinator:
@@ -214,17 +219,11 @@ class Coordinator:
     def train_stage(self, state: RoundState) -> None:
         """Stage 1: nodes forget what is asked, train and commit; keep registered, signed ones."""
         members = self._chain_members()
-        request = TrainRequest(
-            **state.base(),
-            shards=self.config.shards,
-            slices=self.config.slices,
-            forget_requests=[
-                ForgetEntry(request_id=r.request_id, record_id=r.record_id) for r in state.forgets
-            ],
-        )
         nodes = self.transport.node_ids()
         replies = self._exchange(
-            {n: request for n in nodes}, TrainReply, self.config.train_timeout_s
+            {n: self._train_request(state, n) for n in nodes},
+            TrainReply,
+            self.config.train_timeout_s,
         )
         for node, reply in sorted(replies.items()):
             address = reply.address
@@ -235,11 +234,17 @@ class Coordinator:
             if address in state.committed:
                 self._drop(TRAIN, node, f"{address} already answered from another node")
                 continue
-            leaf = update_leaf(
-                self.fed, state.round, address, bytes.fromhex(reply.model_hash[2:]), reply.n_samples
+            roots = reply.slice_roots
+            update = Update(
+                self.fed,
+                state.round,
+                address,
+                bytes.fromhex(reply.model_hash[2:]),
+                reply.n_samples,
+                tuple(roots[i : i + 32] for i in range(0, len(roots), 32)),
             )
             try:
-                signer = recover_leaf_signer(leaf, reply.signature)
+                signer = update.signer(Domain.of(self.ledger), reply.signature)
             except ProtocolError as exc:
                 self._drop(TRAIN, node, str(exc))
                 continue
@@ -254,6 +259,26 @@ class Coordinator:
                 f"round {state.round}: {len(state.committed)} nodes committed, "
                 f"need {self.config.min_nodes}"
             )
+
+    def _train_request(self, state: RoundState, node: int) -> TrainRequest:
+        """The train request for one Flower node: a record id goes only to the node named as
+        its owner on chain (as it last answered from this Flower node), never to the others."""
+        last_seen = {
+            int(n["flower_node_id"]): str(n["address"]).lower()
+            for n in self.db.list_nodes()
+            if n.get("flower_node_id") is not None
+        }
+        address = last_seen.get(node)
+        return TrainRequest(
+            **state.base(),
+            shards=self.config.shards,
+            slices=self.config.slices,
+            forget_requests=[
+                ForgetEntry(request_id=r.request_id, record_id=r.record_id)
+                for r in state.forgets
+                if address is not None and (r.node_address or "").lower() == address
+            ],
+        )
 
     def _save_node(self, round_no: int, committed: Committed) -> None:
         reply = committed.reply
@@ -414,6 +439,7 @@ class Coordinator:
                     state.committed[s].reply.model_hash,
                     state.committed[s].reply.n_samples,
                     state.committed[s].reply.signature,
+                    _roots_hex(state.committed[s].reply.slice_roots),
                 )
                 for s in senders
             ],
@@ -499,7 +525,7 @@ class Coordinator:
         self, through_slice: int | None, *, forgets: Sequence[ForgetRequest] = ()
     ) -> RoundOutcome:
         """Run one secure round end to end and record it; RoundFailed if too few answer."""
-        round_no = max(self.ledger.last_round(), self.db.last_round()) + 1
+        round_no = self.ledger.last_round() + 1  # the contract takes only the next round
         state = RoundState(self.fed, round_no, through_slice, forgets)
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
@@ -529,17 +555,29 @@ class Coordinator:
     # -- forget requests ----------------------------------------------------------------
 
     def _request_on_chain(self, req: ForgetRequest) -> None:
+        """Open the request on chain, naming the node that announced the record's commitment
+        (only that node may then certify it)."""
         from protocol.ledger import ContractRevert
 
+        owner = self.db.record_owner(req.record_commitment)
+        if owner is None:
+            self.db.advance_forget(
+                req.request_id, "received", "failed", reason="no node holds this record"
+            )
+            return
         try:
             tx: str | None = self.ledger.request_forget(
-                keccak256(req.request_id.encode()), bytes.fromhex(req.record_commitment[2:])
+                keccak256(req.request_id.encode()),
+                bytes.fromhex(req.record_commitment[2:]),
+                owner,
             ).tx_hash
         except ContractRevert as exc:
             if exc.error_name != "RequestExists":  # sent before a crash: already on chain
                 raise
             tx = None
-        if self.db.advance_forget(req.request_id, "received", "dispatched", request_tx=tx):
+        if self.db.advance_forget(
+            req.request_id, "received", "dispatched", request_tx=tx, node_address=owner
+        ):
             self.report(f"forget {req.request_id}: requested on chain (tx {tx})")
 
     def _complete(self, round_no: int, manifest: RoundManifest) -> None:

@@ -646,6 +646,17 @@ class SisaNode:
             raise NodeError("the node's checkpoints are behind its data; run train first")
         return self._model_unchecked(k)
 
+    def slice_roots(self) -> list[bytes]:
+        """The Merkle root of every slice's record leaves, shard-major (``s·slices + k``);
+        what the node commits to in public with each round's update."""
+        stored = self.store.slices()
+        cfg = self.config
+        return [
+            stored.get((shard, k), (0, EMPTY_ROOT))[1]
+            for shard in range(cfg.shards)
+            for k in range(cfg.slices)
+        ]
+
     def test_accuracy(self, vector: Vector | None = None) -> float:
         """Accuracy of ``vector`` (default: this node's model) on the stored test split."""
         embeddings, labels = self.store.test_set()

@@ -4,8 +4,10 @@ Each handler takes the node's runtime and the coordinator's typed request (alrea
 checked field by field by ``protocol.messages``) and returns the typed reply. The node
 trusts the coordinator for nothing it can check itself: it takes share keys and its
 x-coordinate from the chain, refuses a threshold below the default for the roster size,
-re-checks its own commitment before sharing and before approving, and fetches the
-global model by CID to compare hashes.
+re-checks its own commitment before sharing and before approving, fetches the
+global model by CID to compare hashes, approves only the proposal the chain holds, and
+deletes nothing unless the chain holds the forget request, open, naming it as the owner of
+exactly that record.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
-from protocol.commitments import record_commitment, sign_leaf, update_leaf
+from protocol.commitments import Update, record_commitment, sign_leaf
 from protocol.errors import LedgerError, ProtocolError
 from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
@@ -38,12 +40,14 @@ from protocol.messages import (
     TrainRequest,
     WireRecord,
 )
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
+    from protocol.ledger import RoundProposal
     from protocol.secure_sum import Roster
 
 logger = logging.getLogger("lethe.node")
@@ -100,21 +104,23 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         node.train(on_slice=None)
         model = node.model(request.through_slice)
         ids = node.store.record_ids()
+        roots = node.slice_roots()
         accuracy = (
             node.test_accuracy(model.vector) if node.store.counts().get("test_records") else None
         )
-    leaf = update_leaf(
-        request.federation_id, request.round, rt.address, model.hash, model.n_samples
+    update = Update(
+        request.federation_id, request.round, rt.address, model.hash, model.n_samples, tuple(roots)
     )
     return TrainReply(
         address=rt.address,
         public_key=_hex(rt.public_key),
         model_hash=model.hash_hex,
         n_samples=model.n_samples,
-        signature=sign_leaf(leaf, rt.eth_key),
+        signature=update.sign(Domain.of(rt.ledger), rt.eth_key),
         local_accuracy=accuracy,
         forget_results=forgotten,
         records=b"".join(record_commitment(request.federation_id, rid) for rid in ids),
+        slice_roots=b"".join(roots),
     )
 
 
@@ -161,12 +167,39 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
     )
 
 
+def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal:
+    """The round's proposal as recorded on chain, which the request must repeat exactly.
+
+    The node approves what the chain holds, never what the coordinator says it proposed: a
+    coordinator showing nodes one model and proposing another is caught here, and the
+    approval names the checked hash and root, so the contract would refuse it anyway.
+    """
+    proposal = rt.ledger.round_proposal(request.round)
+    if proposal is None:
+        raise ProtocolError(f"round {request.round} was never proposed on chain")
+    shown = (request.model_hash, request.model_cid, request.updates_root, request.manifest_cid)
+    on_chain = (
+        _hex(proposal.global_model_hash),
+        proposal.global_model_cid,
+        _hex(proposal.updates_root),
+        proposal.manifest_cid,
+    )
+    if shown != on_chain:
+        raise ProtocolError(
+            f"round {request.round}: the request is not the proposal on chain "
+            f"(model hash, model CID, updates root, manifest CID: {on_chain})"
+        )
+    return proposal
+
+
 def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
-    """Check the proposal against this node's own commitment and the stored bytes; approve."""
+    """Check the on-chain proposal against this node's own commitment and the stored bytes;
+    approve exactly that model hash and updates root."""
     from protocol.manifest import RoundManifest
     from protocol.model import vector_from_bytes
 
     _check_federation(rt, request)
+    proposal = _checked_proposal(rt, request)
     manifest = RoundManifest.from_bytes(rt.store.get(request.manifest_cid))
     if (manifest.federation_id, manifest.round) != (request.federation_id, request.round):
         raise ProtocolError("manifest is for another federation or round")
@@ -175,9 +208,11 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
     mine = manifest.update_of(rt.address)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
-        if mine is None or mine.model_hash != model.hash_hex:
+        roots = ["0x" + r.hex() for r in node.slice_roots()]
+        if mine is None or (mine.model_hash, mine.slice_roots) != (model.hash_hex, roots):
             raise ProtocolError("this node's commitment is missing from the round or altered")
-        if mine.signer(request.federation_id, request.round).lower() != rt.address.lower():
+        signer = mine.signer(Domain.of(rt.ledger), request.federation_id, request.round)
+        if signer.lower() != rt.address.lower():
             raise ProtocolError("this node's update in the manifest is not signed by it")
         global_bytes = rt.store.get(request.model_cid)
         if _hex(keccak256(global_bytes)) != request.model_hash or (
@@ -190,7 +225,9 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
             else None
         )
     try:
-        tx = rt.ledger.approve_round(request.round).tx_hash
+        tx = rt.ledger.approve_round(
+            request.round, proposal.global_model_hash, proposal.updates_root
+        ).tx_hash
     except LedgerError as exc:
         if getattr(exc, "error_name", None) != "AlreadyApproved":
             raise
@@ -211,11 +248,41 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list
             requests.append(pair)
     held = node.store.locate([rid for _, rid in requests])
     done = {req for req, _ in requests if node.forget_result(req) is not None}
-    mine = [(req, rid) for req, rid in requests if rid in held or req in done]
+    mine = [
+        (req, rid)
+        for req, rid in requests
+        if req in done or (rid in held and _authorised(rt, node, req, rid))
+    ]
     fresh = [(req, rid) for req, rid in mine if req not in done]
     if fresh:
         node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
     return [_certify(rt, node, request_id) for request_id, _ in mine]
+
+
+def _authorised(rt: NodeRuntime, node: SisaNode, request_id: str, record_id: str) -> bool:
+    """Whether the chain holds this request, still open, naming this node as the owner of
+    exactly this record: checked before anything is deleted.
+
+    A request the coordinator made up, one for another record or another node, or one
+    already closed is refused (logged; the record and the models stay as they are).
+    """
+    from protocol.ledger import ForgetState
+
+    chain_id = keccak256(request_id.encode())
+    opened = rt.ledger.forget_request(chain_id)
+    expected = record_commitment(node.config.federation_id, record_id)
+    if opened is None:
+        why = "is not on chain"
+    elif opened.node.lower() != rt.address.lower():
+        why = f"names node {opened.node}, not this node"
+    elif opened.record_commitment != expected:
+        why = "commits to another record"
+    elif rt.ledger.forget_state(chain_id).state is not ForgetState.REQUESTED:
+        why = "is no longer open"
+    else:
+        return True
+    logger.warning("forget request %s refused: it %s", request_id, why)
+    return False
 
 
 def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
@@ -226,16 +293,22 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
     chain_id = keccak256(request_id.encode())
     from protocol.ledger import ForgetState
 
-    if rt.ledger.forget_state(chain_id).state >= ForgetState.CERTIFIED:
-        # Certified before a crash or a lost reply: report what the chain already holds.
+    status = rt.ledger.forget_state(chain_id)
+    if status.node is None or status.node.lower() != rt.address.lower():
+        raise ProtocolError(
+            f"forget request {request_id} names node {status.node}, not this node: "
+            "a node never certifies, nor adopts a certification, for another's record"
+        )
+    if status.state >= ForgetState.CERTIFIED:
+        # Certified by this node before a crash or a lost reply: report what the chain holds.
         event = next(
             e
-            for e in rt.ledger.events(["ForgetCertified"])
-            if bytes(e.args["requestId"]) == chain_id
+            for e in rt.ledger.events(["ForgetCertified"], first_indexed=chain_id)
+            if str(e.args["node"]).lower() == rt.address.lower()
         )
         cid, tx = str(event.args["certificateCid"]), event.tx_hash
     else:
-        certificate = result.certificate(request_id).signed(rt.eth_key)
+        certificate = result.certificate(request_id).signed(rt.eth_key, Domain.of(rt.ledger))
         cid = rt.store.put(certificate.to_bytes())
         tx = rt.ledger.certify_forget(
             chain_id, cid, bytes.fromhex(result.model_hash_after.removeprefix("0x"))

@@ -1,4 +1,4 @@
-"""Unlearning certificate, schema v1: what a node proves after forgetting (docs/certificate.md).
+"""Unlearning certificate, schema v2: what a node proves after forgetting (docs/certificate.md).
 
 A certificate names the forgotten record only by its leaf
 ``keccak256(record_id ‖ keccak256(content))`` (content: the canonical JSON of its text and
@@ -7,10 +7,13 @@ checks the leaf with :meth:`Certificate.covers`. The Merkle proof shows the leaf
 the slice's root before the forget; the model hashes and retrained slices tie the forget
 to the node's next round commitment, which must equal ``model_hash_after``.
 
-Signing: the node signs ``keccak256("lethe.certificate.v1\\0" ‖ canonical JSON of every
-field but the signature)`` with EIP-191 (``personal_sign`` of those 32 bytes), so the same
-digest can be checked with ``ecrecover`` on chain. Integers only in the signed body
-(milliseconds, Unix seconds): no float formatting can make two encoders disagree.
+Signing: the node signs an EIP-712 ``Certificate`` (protocol.typed_data) in the domain of
+the deployment it certifies on (``chain_id``, ``contract``, both in the body): the main
+fields in the clear, so a wallet shows them, and ``bodyHash``, the keccak256 of the
+canonical JSON of every field but the signature. A certificate cannot be replayed to another
+contract or chain; :data:`~protocol.typed_data.UNBOUND` (chain 0) marks one never meant for
+a chain. Integers only in the signed body (milliseconds, Unix seconds): no float formatting
+can make two encoders disagree.
 """
 
 from __future__ import annotations
@@ -21,15 +24,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from protocol.canonical import canonical_json
 from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
 from protocol.merkle import proof_length, verify_proof
+from protocol.typed_data import CERTIFICATE_TYPES, UNBOUND, Domain, recover_typed, sign_typed
 
-VERSION = 1
-_DIGEST_DOMAIN = b"lethe.certificate.v1\x00"
+VERSION = 2
 _HASH = re.compile(r"^0x[0-9a-f]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _SIGNATURE = re.compile(r"^0x[0-9a-f]{130}$")
@@ -81,6 +83,8 @@ class Certificate:
     wall_time_ms: int
     timestamp: int
     node_address: str = ""
+    chain_id: int = 0
+    contract: str = UNBOUND.contract
     version: int = VERSION
     signature: str = ""
 
@@ -145,31 +149,51 @@ class Certificate:
 
     # -- signing ----------------------------------------------------------------------
 
-    def digest(self) -> bytes:
-        """The 32 bytes the node signs."""
-        return keccak256(_DIGEST_DOMAIN + canonical_json(self.body()))
+    @property
+    def domain(self) -> Domain:
+        """The deployment this certificate is bound to."""
+        return Domain(self.chain_id, self.contract)
 
-    def signed(self, private_key: str | bytes) -> Certificate:
-        """This certificate with ``node_address`` set to the key's address, and signed."""
+    def typed(self) -> dict[str, Any]:
+        """The EIP-712 ``Certificate`` message the node signs."""
+
+        def b32(value: str) -> bytes:
+            return bytes.fromhex(value.removeprefix("0x")) if _HASH.match(value) else bytes(32)
+
+        return {
+            "requestId": self.request_id,
+            "federationId": self.federation_id,
+            "node": self.node_address if _ADDRESS.match(self.node_address) else UNBOUND.contract,
+            "shard": self.shard,
+            "slice": self.slice,
+            "recordLeaf": b32(self.record_leaf),
+            "oldSliceRoot": b32(self.old_slice_root),
+            "newSliceRoot": b32(self.new_slice_root),
+            "modelHashBefore": b32(self.model_hash_before),
+            "modelHashAfter": b32(self.model_hash_after),
+            "bodyHash": keccak256(canonical_json(self.body())),
+        }
+
+    def signed(self, private_key: str | bytes, domain: Domain = UNBOUND) -> Certificate:
+        """This certificate bound to ``domain``, ``node_address`` set to the key's, signed."""
         address = str(Account.from_key(private_key).address)
-        unsigned = replace(self, node_address=address, signature="")
-        signature = Account.sign_message(
-            encode_defunct(primitive=unsigned.digest()), private_key=private_key
-        ).signature
-        return replace(unsigned, signature="0x" + bytes(signature).hex())
+        unsigned = replace(
+            self,
+            node_address=address,
+            chain_id=domain.chain_id,
+            contract=domain.contract,
+            signature="",
+        )
+        signature = sign_typed(domain, CERTIFICATE_TYPES, unsigned.typed(), private_key)
+        return replace(unsigned, signature=signature)
 
     def signer(self) -> str:
         """The checksummed address that produced ``signature``."""
         if not _SIGNATURE.match(self.signature):
             raise ProtocolError("signature must be 65 bytes as 0x-prefixed lowercase hex")
-        try:
-            return str(
-                Account.recover_message(
-                    encode_defunct(primitive=self.digest()), signature=self.signature
-                )
-            )
-        except Exception as exc:
-            raise ProtocolError(f"unreadable signature: {exc}") from exc
+        if not _ADDRESS.match(self.contract) or self.chain_id < 0:
+            raise ProtocolError("chain id and contract do not name a deployment")
+        return recover_typed(self.domain, CERTIFICATE_TYPES, self.typed(), self.signature)
 
     # -- checks -----------------------------------------------------------------------
 

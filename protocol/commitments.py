@@ -1,18 +1,24 @@
-"""The hashes node and coordinator agree on: record commitments and round update leaves.
+"""The hashes node and coordinator agree on: record commitments and round updates.
 
 A record commitment lets the coordinator, the API and the chain name a record without
-holding its id in the clear; an update leaf binds a node's model hash and sample count to
-a round, and the round's ``updatesRoot`` on chain is the Merkle root of those leaves.
+holding its id in the clear; an update binds a node's model hash, sample count and slice
+roots to a round: the node signs it as EIP-712 typed data bound to the deployment, and the
+round's ``updatesRoot`` on chain is the Merkle root of the updates' leaves.
 """
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
+from protocol.typed_data import UPDATE_TYPES, Domain, recover_typed, sign_typed
 
 _RECORD_DOMAIN = b"lethe.record.v1\x00"
-_UPDATE_DOMAIN = b"lethe.update.v1\x00"
+_UPDATE_DOMAIN = b"lethe.update.v2\x00"
 
 
 def record_commitment(federation_id: str, record_id: str) -> bytes:
@@ -22,10 +28,26 @@ def record_commitment(federation_id: str, record_id: str) -> bytes:
     return keccak256(_RECORD_DOMAIN + federation_id.encode() + b"\x00" + record_id.encode())
 
 
+def slice_roots_hash(slice_roots: Sequence[bytes]) -> bytes:
+    """keccak256 of a node's slice roots, concatenated shard by shard, slice by slice."""
+    if not slice_roots or any(len(r) != 32 for r in slice_roots):
+        raise ProtocolError("slice roots must be one or more 32-byte Merkle roots")
+    return keccak256(b"".join(slice_roots))
+
+
 def update_leaf(
-    federation_id: str, round_no: int, node_address: str, model_hash: bytes, n_samples: int
+    federation_id: str,
+    round_no: int,
+    node_address: str,
+    model_hash: bytes,
+    n_samples: int,
+    slice_roots: Sequence[bytes],
 ) -> bytes:
-    """The Merkle leaf of one node's update in one round."""
+    """The Merkle leaf of one node's update in one round.
+
+    It commits to the node's slice roots too: the data it holds, in public, so a later
+    certificate's old slice root can be checked against what the node committed before.
+    """
     if len(model_hash) != 32:
         raise ProtocolError("model hash must be 32 bytes")
     address = bytes.fromhex(node_address.removeprefix("0x"))
@@ -39,7 +61,53 @@ def update_leaf(
         + address
         + model_hash
         + n_samples.to_bytes(8, "big")
+        + slice_roots_hash(slice_roots)
     )
+
+
+@dataclass(frozen=True)
+class Update:
+    """A node's commitment to its model and its data in one round: what it signs (EIP-712
+    ``Update``) and what the round's updates root holds (:func:`update_leaf`)."""
+
+    federation_id: str
+    round: int
+    node_address: str
+    model_hash: bytes
+    n_samples: int
+    slice_roots: tuple[bytes, ...]
+
+    def leaf(self) -> bytes:
+        """The Merkle leaf in the round's updates root."""
+        return update_leaf(
+            self.federation_id,
+            self.round,
+            self.node_address,
+            self.model_hash,
+            self.n_samples,
+            self.slice_roots,
+        )
+
+    def typed(self) -> dict[str, Any]:
+        """The EIP-712 ``Update`` message."""
+        return {
+            "federationId": self.federation_id,
+            "round": self.round,
+            "node": self.node_address,
+            "modelHash": self.model_hash,
+            "nSamples": self.n_samples,
+            "sliceRootsHash": slice_roots_hash(self.slice_roots),
+        }
+
+    def sign(self, domain: Domain, private_key: str | bytes) -> str:
+        """The node's EIP-712 signature, bound to the deployment ``domain``."""
+        self.leaf()  # checks the fields
+        return sign_typed(domain, UPDATE_TYPES, self.typed(), private_key)
+
+    def signer(self, domain: Domain, signature: str) -> str:
+        """Who signed this update in ``domain``; ProtocolError on a malformed signature."""
+        self.leaf()
+        return recover_typed(domain, UPDATE_TYPES, self.typed(), signature)
 
 
 def sign_leaf(leaf: bytes, private_key: str | bytes) -> str:

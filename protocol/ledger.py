@@ -99,6 +99,26 @@ class ForgetStatus:
 
 
 @dataclass(frozen=True)
+class RoundProposal:
+    """What the coordinator proposed for a round (its ``RoundProposed`` event)."""
+
+    round: int
+    global_model_hash: bytes
+    global_model_cid: str
+    updates_root: bytes
+    manifest_cid: str
+
+
+@dataclass(frozen=True)
+class ForgetRequestEvent:
+    """A forget request as opened on chain: the record's commitment and the node named."""
+
+    request_id: bytes
+    record_commitment: bytes
+    node: str
+
+
+@dataclass(frozen=True)
 class RosterEntry:
     """An admitted node and its X25519 public key (``None`` until registered)."""
 
@@ -438,16 +458,28 @@ class Ledger:
             manifest_cid,
         )
 
-    def approve_round(self, round_number: int) -> TxResult:
-        """Node: approve a proposed round (after checking it off-chain)."""
-        return self._transact("approveRound", round_number)
+    def approve_round(
+        self, round_number: int, global_model_hash: bytes, updates_root: bytes
+    ) -> TxResult:
+        """Node: approve a proposed round (after checking it off-chain).
 
-    def request_forget(self, request_id: bytes, record_commitment: bytes) -> TxResult:
-        """Coordinator: open a forget request."""
+        The approval names the model hash and updates root the node checked; the contract
+        reverts with ``ProposalMismatch`` unless they are the ones proposed.
+        """
+        return self._transact(
+            "approveRound",
+            round_number,
+            _bytes32(global_model_hash, "global model hash"),
+            _bytes32(updates_root, "updates root"),
+        )
+
+    def request_forget(self, request_id: bytes, record_commitment: bytes, node: str) -> TxResult:
+        """Coordinator: open a forget request for a record held by admitted node ``node``."""
         return self._transact(
             "requestForget",
             _bytes32(request_id, "request id"),
             _bytes32(record_commitment, "record commitment"),
+            node,
         )
 
     def certify_forget(
@@ -511,6 +543,32 @@ class Ledger:
         quorum, approvals, finalized = self._call("roundState", round_number)
         return RoundState(quorum=int(quorum), approvals=int(approvals), finalized=bool(finalized))
 
+    def round_proposal(self, round_number: int) -> RoundProposal | None:
+        """What the coordinator proposed for a round, read from its ``RoundProposed`` event."""
+        found = self._indexed_events("RoundProposed", round_number.to_bytes(32, "big"))
+        if not found:
+            return None
+        args = found[-1].args
+        return RoundProposal(
+            round=int(args["round"]),
+            global_model_hash=bytes(args["globalModelHash"]),
+            global_model_cid=str(args["globalModelCid"]),
+            updates_root=bytes(args["updatesRoot"]),
+            manifest_cid=str(args["manifestCid"]),
+        )
+
+    def forget_request(self, request_id: bytes) -> ForgetRequestEvent | None:
+        """A forget request as opened on chain (commitment and named node), or ``None``."""
+        found = self._indexed_events("ForgetRequested", _bytes32(request_id, "request id"))
+        if not found:
+            return None
+        args = found[0].args
+        return ForgetRequestEvent(
+            request_id=bytes(args["requestId"]),
+            record_commitment=bytes(args["recordCommitment"]),
+            node=str(args["node"]),
+        )
+
     def has_approved(self, round_number: int, node: str) -> bool:
         return bool(self._call("hasApproved", round_number, node))
 
@@ -545,11 +603,13 @@ class Ledger:
         from_block: int | None = None,
         to_block: int | None = None,
         chunk_blocks: int = LOG_CHUNK_BLOCKS,
+        first_indexed: bytes | None = None,
     ) -> list[LedgerEvent]:
         """Decoded contract events in chain order, read in block ranges of ``chunk_blocks``.
 
         ``from_block`` defaults to the deployment block, ``to_block`` to the latest block;
-        ``names`` restricts to those events (default: all).
+        ``names`` restricts to those events (default: all); ``first_indexed`` to those whose
+        first indexed argument is that 32-byte topic (e.g. one round, one request).
         """
         if chunk_blocks < 1:
             raise ValueError("chunk_blocks must be at least 1")
@@ -568,23 +628,27 @@ class Ledger:
                 "address": self.address,
                 "fromBlock": low,
                 "toBlock": high,
-                "topics": [topics],
+                "topics": [topics] if first_indexed is None else [topics, _hex(first_indexed)],
             }
             logs = self._read(partial(self._w3.eth.get_logs, params), "eth_getLogs")
-            for log in logs:
-                name, event = by_topic[_hex(log["topics"][0])]
-                decoded = event().process_log(log)
-                found.append(
-                    LedgerEvent(
-                        name=name,
-                        args={k: _plain(v) for k, v in decoded["args"].items()},
-                        block_number=int(log["blockNumber"]),
-                        tx_hash=_hex(log["transactionHash"]),
-                        log_index=int(log["logIndex"]),
-                    )
-                )
+            found.extend(self._decode(log) for log in logs)
         found.sort(key=lambda e: (e.block_number, e.log_index))
         return found
+
+    def _indexed_events(self, name: str, first_topic: bytes) -> list[LedgerEvent]:
+        """Events ``name`` whose first indexed argument is ``first_topic``, in chain order."""
+        return self.events([name], first_indexed=first_topic)
+
+    def _decode(self, log: Any) -> LedgerEvent:
+        name, event = self._event_topics[_hex(log["topics"][0])]
+        decoded = event().process_log(log)
+        return LedgerEvent(
+            name=name,
+            args={k: _plain(v) for k, v in decoded["args"].items()},
+            block_number=int(log["blockNumber"]),
+            tx_hash=_hex(log["transactionHash"]),
+            log_index=int(log["logIndex"]),
+        )
 
     @cached_property
     def _event_topics(self) -> dict[str, tuple[str, Any]]:

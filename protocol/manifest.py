@@ -2,7 +2,7 @@
 
 ``proposeRound`` puts the manifest's CID, the global model's CID and keccak256 hash, and
 ``updatesRoot`` on chain. The manifest lists every node update of the round (address,
-model hash, sample count, EIP-191 signature over its :func:`update_leaf`), in the order
+model hash, sample count, slice roots, EIP-712 signature of its ``Update``), in the order
 of the Merkle tree whose root is ``updatesRoot`` (sorted by address), plus the roster,
 threshold, who answered each stage and who dropped out. With it and the chain's events
 anyone can re-check a round without trusting the coordinator.
@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from protocol.canonical import canonical_json
-from protocol.commitments import recover_leaf_signer, update_leaf
+from protocol.commitments import Update
 from protocol.errors import ProtocolError
 from protocol.merkle import merkle_proof, merkle_root
+from protocol.typed_data import Domain
 
-SCHEMA = "lethe.manifest.v1"
+SCHEMA = "lethe.manifest.v2"
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,37 @@ class NodeUpdate:
     model_hash: str
     n_samples: int
     signature: str
+    slice_roots: list[str]
+    """The node's slice roots (0x hex), shard-major: shard s, slice k at ``s·slices + k``."""
+
+    def update(self, federation_id: str, round_no: int) -> Update:
+        """The typed update this entry records."""
+        try:
+            return Update(
+                federation_id,
+                round_no,
+                self.address,
+                bytes.fromhex(self.model_hash.removeprefix("0x")),
+                self.n_samples,
+                tuple(bytes.fromhex(r.removeprefix("0x")) for r in self.slice_roots),
+            )
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise ProtocolError(f"malformed update of {self.address}: {exc}") from exc
 
     def leaf(self, federation_id: str, round_no: int) -> bytes:
         """The Merkle leaf of this update."""
-        return update_leaf(
-            federation_id,
-            round_no,
-            self.address,
-            bytes.fromhex(self.model_hash[2:]),
-            self.n_samples,
-        )
+        return self.update(federation_id, round_no).leaf()
 
-    def signer(self, federation_id: str, round_no: int) -> str:
-        """Address that signed this update's leaf."""
-        return recover_leaf_signer(self.leaf(federation_id, round_no), self.signature)
+    def slice_root(self, shard: int, slice_: int, slices: int) -> str | None:
+        """The committed root of one slice, ``None`` if the update has no such slice."""
+        index = shard * slices + slice_
+        if not 0 <= slice_ < slices or not 0 <= index < len(self.slice_roots):
+            return None
+        return self.slice_roots[index].lower()
+
+    def signer(self, domain: Domain, federation_id: str, round_no: int) -> str:
+        """Address that signed this update (EIP-712, in the deployment ``domain``)."""
+        return self.update(federation_id, round_no).signer(domain, self.signature)
 
 
 @dataclass(frozen=True)

@@ -317,9 +317,13 @@ class TrainReply(NodeReply):
     forget_results: list[ForgetResult]
     records: bytes
     """The node's record commitments, 32 bytes each."""
+    slice_roots: bytes
+    """The node's slice roots (32 bytes each, shard-major), committed to by ``signature``."""
 
     def check(self) -> None:
         super().check()
+        if not self.slice_roots or len(self.slice_roots) % 32:
+            raise ProtocolError("slice_roots must be one or more whole 32-byte roots")
         check_hex(self.public_key, 32, "public_key")
         check_hex(self.model_hash, 32, "model_hash")
         check_hex(self.signature, 65, "signature")

@@ -25,12 +25,14 @@ from eth_account import Account
 from node.sisa import NodeModel, SisaNode, assign, average, evaluate
 from node.store import NodeConfig, Record
 from protocol.certificate import Certificate
-from protocol.commitments import record_commitment, sign_leaf, update_leaf
+from protocol.commitments import Update, record_commitment
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
+from protocol.merkle import EMPTY_ROOT
 from protocol.model import model_bytes
 from protocol.store import LocalStore
+from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -78,6 +80,7 @@ class Contribution:
     private_key: str
     vector: npt.NDArray[np.float32]
     n_samples: int
+    slice_roots: tuple[bytes, ...] = (EMPTY_ROOT,) * SLICES
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,11 @@ def publish_round(
     round_no: int,
     contributions: Sequence[Contribution],
     *,
+    domain: Domain,
     edit: Callable[[RoundManifest], RoundManifest] | None = None,
 ) -> PublishedRound:
-    """Store a round's global model and manifest as the coordinator does."""
+    """Store a round's global model and manifest as the coordinator does; updates are signed
+    for the deployment ``domain``."""
     ordered = sorted(contributions, key=lambda c: c.address.lower())
     vector = average([c.vector for c in ordered], [c.n_samples for c in ordered])
     model = model_bytes(vector)
@@ -108,9 +113,15 @@ def publish_round(
     updates = []
     for c in ordered:
         digest = keccak256(model_bytes(c.vector))
-        leaf = update_leaf(FED_ID, round_no, c.address, digest, c.n_samples)
+        update = Update(FED_ID, round_no, c.address, digest, c.n_samples, c.slice_roots)
         updates.append(
-            NodeUpdate(c.address, "0x" + digest.hex(), c.n_samples, sign_leaf(leaf, c.private_key))
+            NodeUpdate(
+                c.address,
+                "0x" + digest.hex(),
+                c.n_samples,
+                update.sign(domain, c.private_key),
+                ["0x" + r.hex() for r in c.slice_roots],
+            )
         )
     addresses = [c.address for c in ordered]
     manifest = RoundManifest(
@@ -168,7 +179,7 @@ class History:
             self.nodes.append(node)
             self.ingested.append(16)
             fed.nodes[i].register_key(keccak256(b"x25519 " + address.encode()))
-        self.committed: dict[int, NodeModel] = {}
+        self.committed: dict[int, tuple[NodeModel, tuple[bytes, ...]]] = {}
         self.rounds: list[PublishedRound] = []
         self.accuracy: dict[int, float] = {}
         self.request_ids: dict[str, bytes] = {}
@@ -192,19 +203,21 @@ class History:
         contributions = []
         for i, node in enumerate(self.nodes):
             if i in stale:
-                model = self.committed[i]
+                model, roots = self.committed[i]
             else:
                 if grow:
                     fresh = make_records(f"n{i}", self.ingested[i], 4)
                     node.ingest(fresh, embed=synthetic_embed, progress=False)
                     self.ingested[i] += 4
                     node.train()
-                model = node.model()
-            self.committed[i] = model
+                model, roots = node.model(), tuple(node.slice_roots())
+            self.committed[i] = (model, roots)
             contributions.append(
-                Contribution(self.addresses[i], self.keys[i], model.vector, model.n_samples)
+                Contribution(self.addresses[i], self.keys[i], model.vector, model.n_samples, roots)
             )
-        published = publish_round(self.store, round_no, contributions, edit=edit)
+        published = publish_round(
+            self.store, round_no, contributions, domain=Domain.of(self.fed.owner), edit=edit
+        )
         self.fed.coordinator.propose_round(
             round_no,
             published.model_hash,
@@ -213,7 +226,7 @@ class History:
             published.manifest_cid,
         )
         for i in range(len(self.nodes)) if approvers is None else approvers:
-            self.fed.nodes[i].approve_round(round_no)
+            self.fed.nodes[i].approve_round(round_no, published.model_hash, published.updates_root)
         self.rounds.append(published)
         self.accuracy[round_no] = evaluate(published.global_vector, self.test_x, self.test_y)
         return published
@@ -226,15 +239,30 @@ class History:
                 return record_id
         raise AssertionError("no record in the middle slice")
 
-    def forget(self, node: int, request_id: str, *, sign_with: str | None = None) -> str:
-        """Request, forget for real and certify; return the certificate's CID."""
+    def forget(
+        self,
+        node: int,
+        request_id: str,
+        *,
+        sign_with: str | None = None,
+        edit: Callable[[Certificate], Certificate] | None = None,
+        domain: Domain | None = None,
+    ) -> str:
+        """Request, forget for real and certify; return the certificate's CID.
+
+        ``edit`` changes the certificate before the node signs it (a lying node)."""
         record_id = self.forgettable_record(node)
         self.forgotten.add(record_id)
         on_chain = keccak256(request_id.encode())
         self.request_ids[request_id] = on_chain
-        self.fed.coordinator.request_forget(on_chain, record_commitment(FED_ID, record_id))
+        self.fed.coordinator.request_forget(
+            on_chain, record_commitment(FED_ID, record_id), self.addresses[node]
+        )
         result = self.nodes[node].forget([record_id], request_ids=[request_id])
-        cert = result.certificate(request_id).signed(sign_with or self.keys[node])
+        cert = result.certificate(request_id)
+        if edit is not None:
+            cert = edit(cert)
+        cert = cert.signed(sign_with or self.keys[node], domain or Domain.of(self.fed.owner))
         cid = self.store.put(cert.to_bytes())
         self.fed.nodes[node].certify_forget(
             on_chain, cid, bytes.fromhex(cert.model_hash_after.removeprefix("0x"))

@@ -28,6 +28,16 @@ def test_forget_request_is_queued_and_readable(api: str) -> None:
     assert got["request_id"] == req["request_id"] and got["state"] == "received"
 
 
+def test_only_token_holders_see_which_records_are_being_forgotten(api: str) -> None:
+    # Attack: an outsider lists the queue to learn whose data is being forgotten.
+    request_id = _post(api, {"record_id": "rec-1"}).json()["request_id"]
+    for path in ("/forget", f"/forget/{request_id}"):
+        public = requests.get(f"{api}{path}", timeout=5)
+        assert public.status_code == 200 and "rec-1" not in public.text, path
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert "rec-1" in requests.get(f"{api}{path}", headers=auth, timeout=5).text, path
+
+
 def test_repeated_request_id_is_idempotent(api: str, db: CoordinatorDB) -> None:
     first = _post(api, {"record_id": "rec-1", "request_id": "abc-1"})
     again = _post(api, {"record_id": "rec-1", "request_id": "abc-1"})

@@ -8,7 +8,7 @@ nodes that train and forget, signed updates and certificates.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +17,12 @@ import pytest
 
 from coordinator.audit import AuditReport, audit
 from launcher.devnet import DevAccount, Devnet
+from protocol.certificate import Certificate
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
+from protocol.merkle import merkle_root
 from protocol.store import LocalStore
+from protocol.typed_data import Domain
 from tests.audit_history import (
     Contribution,
     History,
@@ -192,6 +195,7 @@ def unguarded_round(devnet: Devnet, tmp_path: Path) -> UnguardedRound:
             Contribution(a.address, a.private_key, rng.normal(size=12).astype(np.float32), 10)
             for a in nodes
         ],
+        domain=Domain.of(chain.ledger),
     )
     chain.emit("coordinatorAdmitted", coordinator.address, "0x" + "00" * 20)
     chain.emit("quorumSet", 0)
@@ -293,6 +297,61 @@ def test_completed_forget_whose_next_commitment_differs_fails(history: History) 
     assert report.forget("forget-stale").status == "failed"
 
 
+def test_certificate_whose_old_slice_root_was_never_committed_fails(history: History) -> None:
+    # Attack: a node certifies a forget with a proof against a slice root it makes up (here:
+    # a one-leaf tree of an invented record), not one it committed to in public before.
+    history.run_round()
+    invented = keccak256(b"a record this node never trained on")
+
+    def fabricate(cert: Certificate) -> Certificate:
+        return replace(
+            cert,
+            record_leaf="0x" + invented.hex(),
+            leaf_index=0,
+            leaf_count=1,
+            merkle_proof=(),
+            old_slice_root="0x" + merkle_root([invented]).hex(),
+        )
+
+    cid = history.forget(1, "fabricated", edit=fabricate)
+    history.run_round()
+    history.complete("fabricated", 2)
+
+    failure = fresh_audit(history).failure
+    assert failure is not None and failure.cid == cid
+    assert f"old slice root 0x{merkle_root([invented]).hex()}" in failure.message
+    assert f"never committed by {history.addresses[1]} in a finalized round" in failure.message
+
+
+def test_forget_that_leaves_the_model_unchanged_fails(history: History) -> None:
+    # Attack: a node certifies a forget but keeps serving the model it committed before.
+    history.run_round()
+    before = history.rounds[0].manifest.update_of(history.addresses[1])
+    assert before is not None
+
+    def unchanged(cert: Certificate) -> Certificate:
+        return replace(cert, model_hash_after=before.model_hash)
+
+    cid = history.forget(1, "unchanged", edit=unchanged)
+    history.run_round(stale={1})  # and commits that same model again
+    history.complete("unchanged", 2)
+
+    failure = fresh_audit(history).failure
+    assert failure is not None and failure.cid == cid
+    assert f"is the model {history.addresses[1]} already committed in round 1" in failure.message
+
+
+def test_certificate_signed_for_another_deployment_fails(history: History) -> None:
+    # Attack: a certificate signed for another federation's contract is replayed here.
+    history.run_round()
+    elsewhere = Domain(history.fed.owner.chain_id, history.fed.outsider.account or "")
+    cid = history.forget(1, "replayed", domain=elsewhere)
+
+    failure = fresh_audit(history).failure
+    assert failure is not None and failure.cid == cid
+    assert f"is signed for contract {elsewhere.contract}" in failure.message
+
+
 def test_model_bytes_that_do_not_hash_to_the_on_chain_hash_fail(history: History) -> None:
     rng = np.random.default_rng(5)
     published = publish_round(
@@ -302,6 +361,7 @@ def test_model_bytes_that_do_not_hash_to_the_on_chain_hash_fail(history: History
             Contribution(a, k, rng.normal(size=12).astype(np.float32), 5)
             for a, k in zip(history.addresses, history.keys, strict=True)
         ],
+        domain=Domain.of(history.fed.owner),
     )
     history.fed.coordinator.propose_round(
         1,

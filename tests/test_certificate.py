@@ -114,7 +114,7 @@ def test_certificate_signed_by_another_key() -> None:
         ({"slices_retrained": (3, 4, 5)}, "through the last slice 7"),
         ({"slices_retrained": ()}, "slices retrained"),
         ({"slice": 8}, "not within 0..7"),
-        ({"version": 2}, "version is 2"),
+        ({"version": 3}, "version is 3"),
         ({"model_hash_before": "0x1234"}, "model_hash_before is not a 32-byte"),
         ({"new_slice_root": None}, "old and new slice roots are equal"),
         ({"leaf_count": 4}, "Merkle proof"),

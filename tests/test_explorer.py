@@ -19,6 +19,7 @@ from coordinator.queue import CoordinatorDB
 from launcher.devnet import Devnet
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
+from protocol.typed_data import Domain
 from tests.audit_history import FED_ID, Contribution, UnguardedLethe, copy_store, publish_round
 from tests.browser import CHROMIUM_ARGS
 
@@ -103,6 +104,8 @@ def test_explorer_shows_rounds_nodes_and_forget_timeline_in_chromium(
                 (event,) = ledger.events([name])
                 assert event.tx_hash in timeline
             assert "slice 2 of 4" in timeline and "slices 2–3" in timeline
+            opened = forget.locator("li").first.inner_text()
+            assert "owner node" in opened and history.addresses[1] in opened
             assert [s.inner_text().split("\n")[0] for s in forget.locator("li").all()] == [
                 "Requested",
                 "Certified",
@@ -139,7 +142,12 @@ def test_chain_strings_are_escaped(devnet: Devnet, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "blocks")
     coordinator, node = devnet.accounts[1], devnet.accounts[2]
     vector = np.ones(12, dtype=np.float32)
-    published = publish_round(store, 1, [Contribution(node.address, node.private_key, vector, 1)])
+    published = publish_round(
+        store,
+        1,
+        [Contribution(node.address, node.private_key, vector, 1)],
+        domain=Domain.of(chain.ledger),
+    )
     chain.emit("coordinatorAdmitted", coordinator.address, "0x" + "00" * 20)
     chain.emit("nodeAdmitted", node.address, 1)
     hostile = '<script>alert("cid")</script>'

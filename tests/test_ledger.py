@@ -18,9 +18,13 @@ from protocol.errors import LedgerError
 from protocol.ledger import (
     ContractRevert,
     Deployment,
+    ForgetRequestEvent,
     ForgetState,
     Ledger,
     LedgerEvent,
+    RoundProposal,
+    RoundState,
+    TxResult,
     load_artifact,
 )
 
@@ -48,6 +52,11 @@ def propose(fed: Federation, round_number: int) -> None:
     fed.coordinator.propose_round(
         round_number, h(100 + round_number), MODEL_CID, h(200), MANIFEST_CID
     )
+
+
+def approve(node: Ledger, round_number: int) -> TxResult:
+    """Approve what :func:`propose` proposed for that round."""
+    return node.approve_round(round_number, h(100 + round_number), h(200))
 
 
 def names(events: list[LedgerEvent]) -> list[str]:
@@ -135,7 +144,7 @@ def test_removed_node_leaves_the_roster_and_loses_its_rights(federation: Federat
     assert fed.owner.node_key(str(first.account)) is None
     propose(fed, 1)
     with pytest.raises(LedgerError) as excinfo:
-        first.approve_round(1)
+        approve(first, 1)
     assert revert_name(excinfo) == "NotAdmittedNode"
     fed.owner.admit_node(str(first.account))
     assert fed.owner.node_count() == 3
@@ -181,13 +190,13 @@ def test_round_finalizes_exactly_when_approvals_reach_quorum(federation: Federat
     fed = federation
     propose(fed, 1)
     assert fed.owner.round_state(1).quorum == 2
-    fed.nodes[0].approve_round(1)
+    approve(fed.nodes[0], 1)
     state = fed.owner.round_state(1)
     assert (state.approvals, state.finalized) == (1, False)
-    fed.nodes[1].approve_round(1)
+    approve(fed.nodes[1], 1)
     assert fed.owner.round_state(1).finalized
     # A late approval is still recorded as evidence, but does not finalize twice.
-    fed.nodes[2].approve_round(1)
+    approve(fed.nodes[2], 1)
     assert fed.owner.round_state(1).approvals == 3
     events = fed.owner.events(["RoundProposed", "RoundApproved", "RoundFinalized"])
     assert names(events) == [
@@ -213,8 +222,8 @@ def test_round_does_not_finalize_below_quorum(federation: Federation) -> None:
     fed = federation
     fed.owner.set_quorum(3)
     propose(fed, 1)
-    fed.nodes[0].approve_round(1)
-    fed.nodes[1].approve_round(1)
+    approve(fed.nodes[0], 1)
+    approve(fed.nodes[1], 1)
     state = fed.owner.round_state(1)
     assert (state.quorum, state.approvals, state.finalized) == (3, 2, False)
     assert fed.owner.events(["RoundFinalized"]) == []
@@ -224,17 +233,17 @@ def test_quorum_is_fixed_when_the_round_is_proposed(federation: Federation) -> N
     fed = federation
     propose(fed, 1)
     fed.owner.set_quorum(3)
-    fed.nodes[0].approve_round(1)
-    fed.nodes[1].approve_round(1)
+    approve(fed.nodes[0], 1)
+    approve(fed.nodes[1], 1)
     assert fed.owner.round_state(1).finalized
 
 
 def test_node_cannot_approve_twice(federation: Federation) -> None:
     fed = federation
     propose(fed, 1)
-    fed.nodes[0].approve_round(1)
+    approve(fed.nodes[0], 1)
     with pytest.raises(LedgerError) as excinfo:
-        fed.nodes[0].approve_round(1)
+        approve(fed.nodes[0], 1)
     assert revert_name(excinfo) == "AlreadyApproved"
     assert fed.owner.has_approved(1, fed.node_addresses[0])
     assert not fed.owner.has_approved(1, fed.node_addresses[1])
@@ -246,34 +255,87 @@ def test_unadmitted_address_cannot_approve(federation: Federation) -> None:
     propose(fed, 1)
     for outsider in (fed.outsider, fed.coordinator, fed.owner):
         with pytest.raises(LedgerError) as excinfo:
-            outsider.approve_round(1)
+            approve(outsider, 1)
         assert revert_name(excinfo) == "NotAdmittedNode"
     assert fed.owner.round_state(1).approvals == 0
 
 
 def test_unknown_round_cannot_be_approved(federation: Federation) -> None:
     with pytest.raises(LedgerError) as excinfo:
-        federation.nodes[0].approve_round(7)
+        approve(federation.nodes[0], 7)
     assert revert_name(excinfo) == "UnknownRound"
     assert not federation.owner.round_state(7).proposed
 
 
-def test_only_the_coordinator_proposes_increasing_reachable_rounds(federation: Federation) -> None:
+def test_only_the_coordinator_proposes_the_next_reachable_round(federation: Federation) -> None:
     fed = federation
     with pytest.raises(LedgerError) as excinfo:
         fed.nodes[0].propose_round(1, h(1), MODEL_CID, h(2), MANIFEST_CID)
     assert revert_name(excinfo) == "NotCoordinator"
+    propose(fed, 1)
     propose(fed, 2)
     assert fed.owner.last_round() == 2
-    for stale in (1, 2):
+    for wrong in (1, 2, 4):
         with pytest.raises(LedgerError) as excinfo:
-            propose(fed, stale)
-        assert revert_name(excinfo) == "RoundNotIncreasing"
+            propose(fed, wrong)
+        assert revert_name(excinfo) == "RoundNotNext"
+        assert excinfo.value.error_args == {"round": wrong, "expected": 3}  # type: ignore[attr-defined]
     fed.owner.set_quorum(4)
     with pytest.raises(LedgerError) as excinfo:
         propose(fed, 3)
     assert revert_name(excinfo) == "QuorumUnreachable"
     assert excinfo.value.error_args == {"quorum": 4, "nodeCount": 3}  # type: ignore[attr-defined]
+
+
+def test_the_last_round_number_cannot_be_proposed_to_end_all_rounds(
+    federation: Federation,
+) -> None:
+    # Attack: a coordinator proposes round 2^64-1, after which no round could follow, and no
+    # forget request could ever complete, even under a new coordinator.
+    fed = federation
+    with pytest.raises(LedgerError) as excinfo:
+        propose(fed, 2**64 - 1)
+    assert revert_name(excinfo) == "RoundNotNext"
+    assert fed.owner.last_round() == 0
+    fed.owner.admit_coordinator(str(fed.outsider.account))
+    fed.outsider.propose_round(1, h(101), MODEL_CID, h(200), MANIFEST_CID)
+    assert fed.owner.last_round() == 1
+
+
+def test_an_approval_of_other_content_is_reverted(federation: Federation) -> None:
+    # Attack: nodes check one model, the coordinator proposed another under the same round:
+    # an approval counts only for the model hash and updates root it names.
+    fed = federation
+    propose(fed, 1)
+    for model_hash, updates_root in ((h(999), h(200)), (h(101), h(999))):
+        with pytest.raises(LedgerError) as excinfo:
+            fed.nodes[0].approve_round(1, model_hash, updates_root)
+        assert revert_name(excinfo) == "ProposalMismatch"
+    assert fed.owner.round_state(1).approvals == 0
+    assert fed.owner.round_proposal(1) == RoundProposal(1, h(101), MODEL_CID, h(200), MANIFEST_CID)
+    approve(fed.nodes[0], 1)
+    assert fed.owner.round_state(1).approvals == 1
+
+
+def test_a_node_admitted_after_the_proposal_cannot_approve_it(federation: Federation) -> None:
+    # Attack: the owner admits fresh (colluding) nodes to finalize a round already proposed.
+    fed = federation
+    fed.owner.set_quorum(3)
+    propose(fed, 1)
+    fed.owner.remove_node(fed.node_addresses[0])
+    newcomer = fed.outsider
+    fed.owner.admit_node(str(newcomer.account))
+    fed.owner.admit_node(fed.node_addresses[0])  # removed and admitted again: a new admission
+    for late in (newcomer, fed.nodes[0]):
+        with pytest.raises(LedgerError) as excinfo:
+            approve(late, 1)
+        assert revert_name(excinfo) == "AdmittedAfterProposal"
+    approve(fed.nodes[1], 1)
+    approve(fed.nodes[2], 1)
+    assert fed.owner.round_state(1) == RoundState(quorum=3, approvals=2, finalized=False)
+    propose(fed, 2)
+    approve(newcomer, 2)
+    assert fed.owner.round_state(2).approvals == 1
 
 
 # ----- forgetting ----------------------------------------------------------------------
@@ -283,7 +345,7 @@ def test_forget_lifecycle_is_recorded_in_state_and_events(federation: Federation
     fed = federation
     node = fed.nodes[1]
     propose(fed, 1)
-    fed.coordinator.request_forget(h(7), h(8))
+    fed.coordinator.request_forget(h(7), h(8), str(node.account))
     assert fed.owner.forget_state(h(7)).state is ForgetState.REQUESTED
     node.certify_forget(h(7), CERT_CID, h(9))
     status = fed.owner.forget_state(h(7))
@@ -293,15 +355,20 @@ def test_forget_lifecycle_is_recorded_in_state_and_events(federation: Federation
         1,
     )
     propose(fed, 2)
-    fed.nodes[0].approve_round(2)
-    node.approve_round(2)
+    approve(fed.nodes[0], 2)
+    approve(node, 2)
     fed.coordinator.complete_forget(h(7), 2)
     assert fed.owner.forget_state(h(7)).state is ForgetState.COMPLETED
     events = fed.owner.events(["ForgetRequested", "ForgetCertified", "ForgetCompleted"])
     assert [(e.name, e.args) for e in events] == [
         (
             "ForgetRequested",
-            {"requestId": h(7), "recordCommitment": h(8), "coordinator": fed.coordinator.account},
+            {
+                "requestId": h(7),
+                "recordCommitment": h(8),
+                "coordinator": fed.coordinator.account,
+                "node": node.account,
+            },
         ),
         (
             "ForgetCertified",
@@ -317,11 +384,35 @@ def test_forget_lifecycle_is_recorded_in_state_and_events(federation: Federation
     ]
 
 
+def test_only_the_node_the_request_names_can_certify(federation: Federation) -> None:
+    # Attack: another admitted node front-runs the owner with a fabricated certificate.
+    fed = federation
+    owner_node, other = fed.nodes[0], fed.nodes[1]
+    fed.coordinator.request_forget(h(7), h(8), str(owner_node.account))
+    with pytest.raises(LedgerError) as excinfo:
+        other.certify_forget(h(7), CERT_CID, h(9))
+    assert revert_name(excinfo) == "NotRecordOwner"
+    status = fed.owner.forget_state(h(7))
+    assert (status.state, status.node) == (ForgetState.REQUESTED, owner_node.account)
+    owner_node.certify_forget(h(7), CERT_CID, h(9))
+    assert fed.owner.forget_state(h(7)).state is ForgetState.CERTIFIED
+    request = fed.owner.forget_request(h(7))
+    assert request == ForgetRequestEvent(h(7), h(8), str(owner_node.account))
+
+
+def test_a_forget_request_must_name_an_admitted_node(federation: Federation) -> None:
+    fed = federation
+    with pytest.raises(LedgerError) as excinfo:
+        fed.coordinator.request_forget(h(7), h(8), str(fed.outsider.account))
+    assert revert_name(excinfo) == "NotAdmittedNode"
+    assert fed.owner.forget_request(h(7)) is None
+
+
 @pytest.mark.parametrize("who", ["coordinator", "outsider", "owner"])
 def test_only_an_admitted_node_can_certify(federation: Federation, who: str) -> None:
     # In particular the coordinator cannot certify on a node's behalf.
     fed = federation
-    fed.coordinator.request_forget(h(7), h(8))
+    fed.coordinator.request_forget(h(7), h(8), fed.node_addresses[0])
     with pytest.raises(LedgerError) as excinfo:
         getattr(fed, who).certify_forget(h(7), CERT_CID, h(9))
     assert revert_name(excinfo) == "NotAdmittedNode"
@@ -334,15 +425,18 @@ def test_forget_requests_follow_their_lifecycle_order(federation: Federation) ->
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: node.certify_forget(h(1), CERT_CID, h(9)), "UnknownRequest"),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "UnknownRequest"),
-        (lambda: node.request_forget(h(1), h(2)), "NotCoordinator"),
+        (lambda: node.request_forget(h(1), h(2), fed.node_addresses[0]), "NotCoordinator"),
     ]
     for attempt, expected in cases:
         with pytest.raises(LedgerError) as excinfo:
             attempt()
         assert revert_name(excinfo) == expected
-    fed.coordinator.request_forget(h(1), h(2))
+    fed.coordinator.request_forget(h(1), h(2), fed.node_addresses[0])
     again: list[tuple[Callable[[], object], str]] = [
-        (lambda: fed.coordinator.request_forget(h(1), h(3)), "RequestExists"),
+        (
+            lambda: fed.coordinator.request_forget(h(1), h(3), fed.node_addresses[0]),
+            "RequestExists",
+        ),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "NotCertified"),
     ]
     for attempt, expected in again:
@@ -361,22 +455,22 @@ def test_complete_forget_needs_a_finalized_round_after_the_certificate(
     fed = federation
     propose(fed, 1)
     for node in fed.nodes[:2]:
-        node.approve_round(1)
-    fed.coordinator.request_forget(h(1), h(2))
+        approve(node, 1)
+    fed.coordinator.request_forget(h(1), h(2), fed.node_addresses[0])
     fed.nodes[0].certify_forget(h(1), CERT_CID, h(9))
     # Round 1 is finalized but predates the certificate: it cannot hold the new model.
     with pytest.raises(LedgerError) as excinfo:
         fed.coordinator.complete_forget(h(1), 1)
     assert revert_name(excinfo) == "RoundBeforeCertificate"
     propose(fed, 2)
-    fed.nodes[0].approve_round(2)
+    approve(fed.nodes[0], 2)
     with pytest.raises(LedgerError) as excinfo:
         fed.coordinator.complete_forget(h(1), 2)
     assert revert_name(excinfo) == "RoundNotFinalized"
     with pytest.raises(LedgerError) as excinfo:
         fed.nodes[0].complete_forget(h(1), 2)
     assert revert_name(excinfo) == "NotCoordinator"
-    fed.nodes[1].approve_round(2)
+    approve(fed.nodes[1], 2)
     fed.coordinator.complete_forget(h(1), 2)
     with pytest.raises(LedgerError) as excinfo:
         fed.coordinator.complete_forget(h(1), 2)
@@ -474,7 +568,7 @@ def test_transaction_that_loses_a_race_reports_the_contract_error(
     outcome: list[BaseException | object] = []
     _rpc(devnet.rpc_url, "evm_setAutomine", [False])
     try:
-        approving = threading.Thread(target=lambda: outcome.append(_capture(node.approve_round, 1)))
+        approving = threading.Thread(target=lambda: outcome.append(_capture(approve, node, 1)))
         approving.start()
         _wait_for_pending(devnet.rpc_url, 1)
         # The owner removes the node with a higher tip, so removal is mined first.
@@ -557,8 +651,8 @@ def test_restart_from_the_state_file_keeps_state_and_events(
         fed.nodes[0].register_key(h(1))
         propose(fed, 1)
         for node in fed.nodes[:2]:
-            node.approve_round(1)
-        fed.coordinator.request_forget(h(5), h(6))
+            approve(node, 1)
+        fed.coordinator.request_forget(h(5), h(6), fed.node_addresses[2])
         fed.nodes[2].certify_forget(h(5), CERT_CID, h(7))
         before_events = fed.owner.events()
         before = (fed.owner.roster(), fed.owner.round_state(1), fed.owner.forget_state(h(5)))

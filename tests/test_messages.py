@@ -59,6 +59,7 @@ SAMPLES: list[StageMessage] = [
             )
         ],
         records=b"\x01" * 64,
+        slice_roots=b"\x02" * 128,
     ),
     ShareRequest(
         **{**BASE, "through_slice": 1},

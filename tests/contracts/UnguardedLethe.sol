@@ -26,7 +26,9 @@ contract Lethe {
     );
     event RoundApproved(uint64 indexed round, address indexed node, uint32 approvals);
     event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
-    event ForgetRequested(bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator);
+    event ForgetRequested(
+        bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator, address indexed node
+    );
     event ForgetCertified(
         bytes32 indexed requestId,
         address indexed node,

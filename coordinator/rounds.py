@@ -24,7 +24,7 @@ import numpy as np
 
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.commitments import Update, recover_leaf_signer
-from protocol.errors import LetheError, ProtocolError
+from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.messages import (
@@ -619,6 +619,12 @@ class Coordinator:
         self._retry_at = time.monotonic() + (self.retry_s if still_open else 0.0)
         return True
 
+    def reconcile(self) -> None:
+        """Move queued requests back to what the chain holds (``coordinator.reconcile``)."""
+        from coordinator.reconcile import reconcile
+
+        reconcile(self.db, self.ledger, self.report)
+
     # -- the loop -----------------------------------------------------------------------
 
     def serve(self, stop: Callable[[], bool]) -> None:
@@ -626,6 +632,7 @@ class Coordinator:
         self.on_step(f"waiting for {self.config.min_nodes} nodes")
         nodes = self.wait_for_nodes(self.config.min_nodes)
         self.report(f"{len(nodes)} nodes connected")
+        self._guarded(self.reconcile)
         done = {r["through_slice"] for r in self.db.list_rounds() if r["state"] == "finalized"}
         for k in range(self.config.slices):
             through = None if k == self.config.slices - 1 else k
@@ -647,6 +654,11 @@ class Coordinator:
         """
         try:
             return step()
+        except LedgerError as exc:
+            self.report(f"error: {exc}")
+            # A chain error may mean lost blocks: the queue must not run ahead of the chain.
+            if step != self.reconcile:
+                self._guarded(self.reconcile)
         except LetheError as exc:
             self.report(f"error: {exc}")
         except Exception as exc:

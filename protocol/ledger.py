@@ -819,7 +819,8 @@ def _send_and_wait(
     The per-account lock covers nonce → sign → send, so one account's transactions get
     consecutive nonces in call order while the receipt waits run in parallel. On a nonce
     error (another process used the key) the nonce is re-read and the send retried once;
-    a receipt that never comes also drops the local nonce (the chain may have lost the tx).
+    a receipt that never comes also drops the local nonce (the chain may have lost the tx),
+    and a local nonce ahead of the chain's pending count is brought back to it.
     """
     from web3.exceptions import TimeExhausted
 
@@ -841,8 +842,11 @@ def _sign_and_send(
 
     with slot.lock:
         for attempt in (1, 2):
-            if slot.next_nonce is None:
-                slot.next_nonce = w3.eth.get_transaction_count(account.address, "pending")
+            pending = w3.eth.get_transaction_count(account.address, "pending")
+            # Ahead of the chain's count: the chain lost blocks or pool transactions (a dev
+            # chain restarted from an older snapshot); a nonce past the gap would never mine.
+            if slot.next_nonce is None or slot.next_nonce > pending:
+                slot.next_nonce = pending
             signed = account.sign_transaction(build(slot.next_nonce))
             try:
                 tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)

@@ -51,7 +51,8 @@ import numpy.typing as npt
 
 from bench.unlearning import RESULTS, embeddings
 from node.sisa import SisaNode, evaluate, seed_for, train_head, vector_to_head, zero_vector
-from node.store import DEFAULT_LABELS, NodeConfig, Record, load_default
+from node.store import NodeConfig, Record, load_default
+from protocol.federation import DEFAULT_LABELS
 from protocol.publication import DEFAULT_SIGMA, published_model
 
 NODES = 3

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from node.features import default_encoder
 from node.sisa import SisaNode, assign, evaluate, seed_for, train_head, zero_vector
 from node.store import NodeConfig, Record, load_default
+from protocol.features import default_encoder
 from protocol.hashing import keccak256
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -66,6 +66,18 @@ class ApiClient:
         )
         return dict(request), status == 202
 
+    def feedback(self, record_id: str, text: str) -> dict[str, Any]:
+        """Score one text with the global model; the answer says the decision and any
+        forget request it opened."""
+        return dict(
+            self._call(
+                "POST",
+                "/feedback",
+                json={"record_id": record_id, "text": text},
+                headers={"Authorization": f"Bearer {self.token or ''}"},
+            )[1]
+        )
+
     def status(self, request_id: str) -> dict[str, Any]:
         """One request's state, transactions and certificate."""
         return dict(self._call("GET", f"/forget/{quote(request_id, safe='')}")[1])

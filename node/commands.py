@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from infra.csvfile import cli_encoding
 from node.csv_input import CsvInput, parse_label_map
 from node.sisa import ForgetResult, SisaNode
 from node.store import (
@@ -186,7 +187,7 @@ def ingest(
                 text_col=text_col,
                 label_col=label_col,
                 label_map=parse_label_map(label_map),
-                encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
+                encoding=cli_encoding(encoding),
             )
             total = source.scan()
             records = source.records()

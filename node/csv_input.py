@@ -5,23 +5,22 @@ file has ``account_number,account_name,timestamp,feedback_text,ground_truth`` wi
 ``Positive``/``NEG``, in cp1252. :class:`CsvInput` says which column is which, how labels
 map to the node's classes (case-insensitively), and how the bytes are encoded.
 
-The file is read as a stream, twice: :meth:`CsvInput.scan` checks every row (fields, ids,
-labels, duplicates) and lists every problem at once before anything is embedded;
-:meth:`CsvInput.records` then yields the records for the streaming ingest. Neither holds
-the file in memory: rows are decoded line by line (so a decoding error names its line) and
-the duplicate check keeps ids in a temporary SQLite file, not in a Python set.
+The file is read as a stream (``infra.csvfile``), twice: :meth:`CsvInput.scan` checks
+every row (fields, ids, labels, duplicates) and lists every problem at once before anything
+is embedded; :meth:`CsvInput.records` then yields the records for the streaming ingest.
+Neither holds the file in memory: the duplicate check keeps ids in a temporary SQLite
+file, not in a Python set.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.csvfile import DEFAULT_ENCODING, CsvColumns, CsvFileError, check_encoding
 from node.store import (
     MAX_ID_LENGTH,
     MAX_REPORTED_PROBLEMS,
@@ -31,11 +30,7 @@ from node.store import (
 )
 from protocol.federation import DEFAULT_LABELS
 
-DEFAULT_COLUMNS = ("id", "text", "label")
-DEFAULT_ENCODING = "utf-8-sig"
 _ID_BATCH = 2000
-_csv_field_limit = 1 << 24  # one text of up to 16 MiB; csv's default (128 KiB) is too small
-csv.field_size_limit(_csv_field_limit)
 
 
 def parse_label_map(pairs: Sequence[str]) -> dict[str, str]:
@@ -56,19 +51,6 @@ def parse_label_map(pairs: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def check_encoding(name: str) -> str:
-    """The codec's canonical name, if rows can be split on ``\\n`` bytes in it."""
-    try:
-        info = codecs.lookup(name)
-    except LookupError:
-        raise NodeError(f"unknown encoding {name!r} (try utf-8, latin-1, cp1252)") from None
-    if "\n".encode(info.name).removeprefix(codecs.BOM_UTF8) != b"\n":
-        raise NodeError(
-            f"encoding {name!r} is not ASCII-based (UTF-16/32 files): convert the file to UTF-8"
-        )
-    return info.name
-
-
 @dataclass(frozen=True)
 class CsvInput:
     """Which CSV, which of its columns hold id, text and label, and how labels map.
@@ -86,7 +68,10 @@ class CsvInput:
     encoding: str = DEFAULT_ENCODING
 
     def __post_init__(self) -> None:
-        check_encoding(self.encoding)
+        try:
+            check_encoding(self.encoding)
+        except CsvFileError as exc:
+            raise NodeError(str(exc)) from exc
         classes = {c.casefold() for c in self.labels}
         wrong = sorted(t for t in self.label_map.values() if t.casefold() not in classes)
         if wrong:
@@ -108,75 +93,25 @@ class CsvInput:
                 return label
         return None
 
-    def _lines(self) -> Iterator[str]:
-        """Decoded lines, line endings kept; a byte sequence that does not decode names its line."""
-        encoding = self.encoding
-        try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - closed below, generator-owned
-        except OSError as exc:
-            raise NodeError(f"cannot read {self.path}: {exc.strerror}") from exc
-        with handle:
-            for number, raw in enumerate(handle, start=1):
-                if number == 1 and encoding == "utf-8-sig":
-                    raw = raw.removeprefix(codecs.BOM_UTF8)
-                    encoding = "utf-8"
-                try:
-                    yield raw.decode(encoding)
-                except UnicodeDecodeError as exc:
-                    name = "UTF-8" if encoding.startswith("utf-8") else encoding
-                    raise IngestError(
-                        self.source,
-                        [
-                            f"line {number}: not valid {name} ({exc.reason}); "
-                            "give the file's encoding with --encoding (e.g. latin-1, cp1252)"
-                        ],
-                    ) from exc
-
     def _rows(self) -> Iterator[tuple[int, Record | None, list[str]]]:
         """(first line, record or None, problems) of every non-blank data row."""
-        reader = csv.reader(self._lines(), strict=True)
+        table = CsvColumns(
+            self.path,
+            {"id": self.id_col, "text": self.text_col, "label": self.label_col},
+            self.encoding,
+        )
         try:
-            header = next(reader)
-        except StopIteration:
-            raise IngestError(self.source, ["line 1: empty file, expected a header"]) from None
-        except csv.Error as exc:
-            raise IngestError(self.source, [f"line 1: {exc}"]) from exc
-        columns = [h.strip().casefold() for h in header]
-        wanted = {"id": self.id_col, "text": self.text_col, "label": self.label_col}
-        missing = [
-            f"{name} column {col!r}"
-            for name, col in wanted.items()
-            if col.casefold() not in columns
-        ]
-        if missing:
-            raise IngestError(
-                self.source,
-                [
-                    f"line 1: header {header} lacks the {', '.join(missing)}; "
-                    "name the columns with --id-col, --text-col, --label-col"
-                ],
-            )
-        at = {name: columns.index(col.casefold()) for name, col in wanted.items()}
-        line = reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield line, None, [f"line {line}: {exc}"]
-                return
-            if row and any(cell.strip() for cell in row):
-                yield (line, *self._check(line, row, len(header), at))
-            line = reader.line_num + 1
+            for line, cells, problem in table.rows():
+                if cells is None:
+                    yield line, None, [problem or f"line {line}: unreadable row"]
+                else:
+                    yield (line, *self._check(line, cells))
+        except CsvFileError as exc:
+            raise IngestError(self.source, [str(exc)]) from exc
 
-    def _check(
-        self, line: int, row: list[str], width: int, at: dict[str, int]
-    ) -> tuple[Record | None, list[str]]:
+    def _check(self, line: int, cells: dict[str, str]) -> tuple[Record | None, list[str]]:
         where = f"line {line}"
-        if len(row) != width:
-            return None, [f"{where}: expected {width} fields, got {len(row)}"]
-        rid, text, cell = row[at["id"]], row[at["text"]], row[at["label"]]
+        rid, text, cell = cells["id"], cells["text"], cells["label"]
         problems = []
         if not rid.strip():
             problems.append(f"{where}: empty record id")

@@ -194,10 +194,18 @@ class FeedbackEntry:
 class FeedbackLog:
     """The ``feedback`` table beside the forget queue, and the live log built from both."""
 
-    def __init__(self, db: CoordinatorDB, store: ContentStore, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        db: CoordinatorDB,
+        store: ContentStore,
+        *,
+        poll_s: float = 0.25,
+        stream_seconds: float = 25.0,
+    ) -> None:
         self.db = db
         self.store = store
         self.poll_s = poll_s
+        self.stream_seconds = stream_seconds
         self._verified: dict[str, tuple[bool, str]] = {}
         with self._connect() as con:
             con.executescript(_SCHEMA)
@@ -309,14 +317,12 @@ class FeedbackLog:
             event["certificate_detail"] = detail
         return event
 
-    def stream(
-        self, since: int, *, max_seconds: float = 25.0, clock: Callable[[], float] = time.monotonic
-    ) -> Iterator[str]:
+    def stream(self, since: int, *, clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
         """Server-sent events: every entry after ``since``, then each new entry and each
-        change of their forget requests, until ``max_seconds`` pass (the browser's
-        EventSource-style reader reconnects with the same ``since`` and gets a fresh
-        snapshot, so nothing is lost between connections)."""
-        deadline = clock() + max_seconds
+        change of their forget requests, for ``stream_seconds`` (a waitress thread each; the
+        dashboard reconnects with the same ``since`` and gets a fresh snapshot, so nothing
+        is lost between connections)."""
+        deadline = clock() + self.stream_seconds
         last_seq = since
         states: dict[str, tuple[str, str | None]] = {}
         beat = clock()

@@ -56,9 +56,18 @@ POSITIVE = [
     "Super smooth account switch, very pleased",
 ]
 NAMES = [
-    "Amélie Durand", "João Silva", "Zoë O'Brien", "Björn Larsson", "Chloé Martin",
-    "Seán Murphy", "Renée Dubois", "Nuño García", "Ana-María López", "François Petit",
-    "Müller, Jürgen", "Siobhán Kelly",
+    "Amélie Durand",
+    "João Silva",
+    "Zoë O'Brien",
+    "Björn Larsson",
+    "Chloé Martin",
+    "Seán Murphy",
+    "Renée Dubois",
+    "Nuño García",
+    "Ana-María López",
+    "François Petit",
+    "Müller, Jürgen",
+    "Siobhán Kelly",
 ]
 EXPORT_LABELS = {"negative": "NEGATIVE", "neutral": "neutral", "positive": "Positive"}
 HEADER = ["account_number", "account_name", "timestamp", "feedback_text", "ground_truth"]

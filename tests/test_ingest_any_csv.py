@@ -30,8 +30,10 @@ from node.store import IngestError, NodeError, Record
 from tests.bank_feedback import bank_rows, write_bank_csv
 from tests.node_fixtures import fake_embed, small_config
 
-BANK_COLUMNS = ("--id-col", "account_number", "--text-col", "feedback_text")
-BANK_COLUMNS += ("--label-col", "ground_truth")
+BANK_COLUMNS = (
+    *("--id-col", "account_number", "--text-col", "feedback_text"),
+    *("--label-col", "ground_truth"),
+)
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -49,8 +51,17 @@ def test_a_bank_export_in_cp1252_ingests_with_its_own_columns_and_labels(tmp_pat
     rows = bank_rows(30)
     path = write_bank_csv(tmp_path / "bank.csv", rows, encoding="cp1252")
     db = tmp_path / "node.sqlite"
-    code, out = run("ingest", "--db", str(db), "--csv", str(path), *BANK_COLUMNS,
-                    "--encoding", "cp1252", "--no-progress")
+    code, out = run(
+        "ingest",
+        "--db",
+        str(db),
+        "--csv",
+        str(path),
+        *BANK_COLUMNS,
+        "--encoding",
+        "cp1252",
+        "--no-progress",
+    )
     assert code == 0, out
     assert "ingested 30 records" in out
     held = stored(db)
@@ -125,8 +136,17 @@ def test_a_failed_first_ingest_saves_no_settings(tmp_path: Path) -> None:
     assert not db.exists() and not list(tmp_path.glob("node.sqlite*"))
     rows[7]["ground_truth"] = "Negative"
     good = write_bank_csv(tmp_path / "good.csv", rows)
-    code, out = run("ingest", "--db", str(db), "--csv", str(good), *BANK_COLUMNS,
-                    "--shards", "2", "--no-progress")
+    code, out = run(
+        "ingest",
+        "--db",
+        str(db),
+        "--csv",
+        str(good),
+        *BANK_COLUMNS,
+        "--shards",
+        "2",
+        "--no-progress",
+    )
     assert code == 0, out
     assert json.loads(run("info", "--db", str(db), "--json")[1])["config"]["shards"] == 2
 
@@ -134,10 +154,11 @@ def test_a_failed_first_ingest_saves_no_settings(tmp_path: Path) -> None:
 def test_truncated_texts_are_counted(tmp_path: Path) -> None:
     path = tmp_path / "long.csv"
     path.write_text(
-        "id,text,label\n" f"l1,\"{'the service was slow ' * 80}\",negative\nl2,fine,positive\n"
+        f'id,text,label\nl1,"{"the service was slow " * 80}",negative\nl2,fine,positive\n'
     )
-    code, out = run("ingest", "--db", str(tmp_path / "n.sqlite"), "--csv", str(path),
-                    "--no-progress")
+    code, out = run(
+        "ingest", "--db", str(tmp_path / "n.sqlite"), "--csv", str(path), "--no-progress"
+    )
     assert code == 0, out
     assert "1 text(s) were longer than 256 tokens" in out
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,7 +452,8 @@ class SisaNode:
         self, records: Iterable[Record], *, embed: Embedder | None = None, progress: bool = True
     ) -> int:
         """Embed and store training records, all or nothing; return how many were added."""
-        return self.ingest_stream(records, embed=embed, progress=progress).added
+        total = len(records) if isinstance(records, Sized) else None
+        return self.ingest_stream(records, embed=embed, progress=progress, total=total).added
 
     def ingest_stream(
         self,

@@ -108,9 +108,10 @@ def test_bank_feedback_flows_from_upload_to_certificates_in_chromium(
                 page.select_option("#text-col", label="feedback_text")
                 page.click("#start")
 
+                # Predicates as functions: the page's CSP forbids eval of expression strings.
                 scored = "document.querySelectorAll('tr.row td.decision:not(:empty)').length"
                 page.wait_for_function(
-                    f"{scored} === {ROWS}",
+                    f"() => {scored} === {ROWS}",
                     timeout=300_000,
                 )
                 assert page.locator("td.error").count() == 0
@@ -119,7 +120,7 @@ def test_bank_feedback_flows_from_upload_to_certificates_in_chromium(
                 assert forgets + keeps == ROWS and forgets >= 1
                 started = time.monotonic()
                 page.wait_for_function(
-                    "[...document.querySelectorAll('tr.row[data-decision=forget]')].every("
+                    "() => [...document.querySelectorAll('tr.row[data-decision=forget]')].every("
                     "r => r.dataset.state === 'completed' && r.querySelector('.badge.ok'))",
                     timeout=900_000,
                 )

@@ -12,8 +12,9 @@ trains on) through the coordinator's own ``GlobalModelScorer``. It writes
 - ``demo``: the federation `lethe up` / `make demo` runs (400 training records a node);
 - ``full``: the same three nodes holding the whole training split (34,326 records);
 - for each, ``accuracy_published`` (the model that decides) and ``accuracy_exact`` (before
-  the publication noise), per-class recall, and the share of texts the default policy
-  (negative or neutral → forget) would forget.
+  the publication noise), per-class recall, ``decision_accuracy_published`` (how often the
+  default policy's forget/keep decision, negative or neutral → forget, matches the one the
+  true label gives), and the share of texts it would forget.
 
 Embeddings come from the cache ``bench.unlearning`` keeps (``.lethe/cache/``), or are
 computed once.
@@ -88,7 +89,13 @@ def score_split(
         for label in DEFAULT_LABELS
     }
     counts = Counter(predicted)
+    forget = set(DEFAULT_FORGET_ON)
     return {
+        "decision_accuracy": round(
+            sum((p in forget) == (t in forget) for p, t in zip(predicted, truth, strict=True))
+            / len(test),
+            4,
+        ),
         "accuracy": round(
             sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(test), 4
         ),
@@ -127,7 +134,11 @@ def main() -> None:
                 "accuracy_published": scored["accuracy"],
                 "accuracy_exact": plain["accuracy"],
                 "recall_published": scored["recall"],
+                "decision_accuracy_published": scored["decision_accuracy"],
                 "forgotten_share_published": scored["forgotten_share"],
+                "forget_share_of_truth": round(
+                    sum(r.label in DEFAULT_FORGET_ON for r in data.test) / len(data.test), 4
+                ),
             }
             print(name, json.dumps(result[name]), flush=True)
     result["seconds"] = round(time.perf_counter() - started, 1)

@@ -127,26 +127,15 @@ def test_missing_columns_name_the_options(tmp_path: Path) -> None:
 
 
 def test_a_failed_first_ingest_saves_no_settings(tmp_path: Path) -> None:
-    rows = bank_rows(9)
-    rows[7]["ground_truth"] = "furious"
-    bad = write_bank_csv(tmp_path / "bad.csv", rows)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text,label\nc1,slow app,negative\nc2,fine,positive\nc3,meh,grumpy\n")
     db = tmp_path / "node.sqlite"
-    code, out = run("ingest", "--db", str(db), "--csv", str(bad), *BANK_COLUMNS, "--shards", "1")
-    assert code == 1 and "label 'furious'" in out
+    code, out = run("ingest", "--db", str(db), "--csv", str(bad), "--shards", "1")
+    assert code == 1 and "label 'grumpy'" in out
     assert not db.exists() and not list(tmp_path.glob("node.sqlite*"))
-    rows[7]["ground_truth"] = "Negative"
-    good = write_bank_csv(tmp_path / "good.csv", rows)
-    code, out = run(
-        "ingest",
-        "--db",
-        str(db),
-        "--csv",
-        str(good),
-        *BANK_COLUMNS,
-        "--shards",
-        "2",
-        "--no-progress",
-    )
+    good = tmp_path / "good.csv"
+    good.write_text(bad.read_text().replace("grumpy", "neutral"))
+    code, out = run("ingest", "--db", str(db), "--csv", str(good), "--shards", "2")
     assert code == 0, out
     assert json.loads(run("info", "--db", str(db), "--json")[1])["config"]["shards"] == 2
 

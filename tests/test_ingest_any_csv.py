@@ -15,7 +15,10 @@ Specifications:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,15 +130,34 @@ def test_missing_columns_name_the_options(tmp_path: Path) -> None:
 
 
 def test_a_failed_first_ingest_saves_no_settings(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.csv"
-    bad.write_text("id,text,label\nc1,slow app,negative\nc2,fine,positive\nc3,meh,grumpy\n")
+    rows = tmp_path / "feedback.csv"
+    rows.write_text("id,text,label\nc1,slow app,negative\nc2,fine,positive\nc3,meh,neutral\n")
     db = tmp_path / "node.sqlite"
-    code, out = run("ingest", "--db", str(db), "--csv", str(bad), "--shards", "1")
-    assert code == 1 and "label 'grumpy'" in out
-    assert not db.exists() and not list(tmp_path.glob("node.sqlite*"))
-    good = tmp_path / "good.csv"
-    good.write_text(bad.read_text().replace("grumpy", "neutral"))
-    code, out = run("ingest", "--db", str(db), "--csv", str(good), "--shards", "2")
+    # The encoder cannot be built (its cache folder is a file): the ingest fails after the
+    # store was opened, as an interrupted or crashed embedding would.
+    broken_cache = tmp_path / "not-a-folder"
+    broken_cache.write_text("")
+    failed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "lethe-node"),
+            "ingest",
+            "--db",
+            str(db),
+            "--csv",
+            str(rows),
+            "--shards",
+            "1",
+            "--no-progress",
+        ],
+        env={**os.environ, "XDG_CACHE_HOME": str(broken_cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert failed.returncode == 1 and "cannot build the ONNX encoder" in failed.stderr
+    assert not list(tmp_path.glob("node.sqlite*"))  # no settings were saved
+    code, out = run("ingest", "--db", str(db), "--csv", str(rows), "--shards", "2", "--no-progress")
     assert code == 0, out
     assert json.loads(run("info", "--db", str(db), "--json")[1])["config"]["shards"] == 2
 

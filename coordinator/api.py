@@ -123,14 +123,16 @@ def create_app(
     federation_id: str,
     explorer: Callable[[], str] | None = None,
     rate_limit: RateLimiter | None = None,
+    health: Callable[[], dict[str, Any]] | None = None,
     feedback: FeedbackService | None = None,
 ) -> Flask:
     """Build the API over ``db``.
 
     ``token`` is the bearer token that may submit requests; ``explorer`` renders the
     ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
-    token, per client address (None: no limit); ``feedback`` adds ``POST /feedback``,
-    its live log and the ``/dashboard`` page.
+    token, per client address (None: no limit); ``health`` probes the federation's parts
+    for ``/health`` (``coordinator.health.probe``; None: the API's own counters only);
+    ``feedback`` adds ``POST /feedback``, its live log and the ``/dashboard`` page.
     """
     if len(token) < 16:
         raise ValueError("the API token must be at least 16 characters")
@@ -257,14 +259,17 @@ def create_app(
         return jsonify(db.list_nodes()), 200
 
     @app.get("/health")
-    def health() -> tuple[Response, int]:
+    def health_report() -> tuple[Response, int]:
         info: dict[str, Any] = {
             "status": "ok",
             "federation_id": federation_id,
             "rounds": db.last_round(),
             "open_requests": len(db.list_forgets(("received", "dispatched", "certified"))),
         }
-        return jsonify(info), 200
+        if health is None:
+            return jsonify(info), 200
+        info.update(health())
+        return jsonify(info), 200 if info["status"] == "ok" else 503
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:

@@ -78,6 +78,17 @@ class ApiClient:
             )[1]
         )
 
+    def health(self) -> dict[str, Any]:
+        """The federation's health (``GET /health``): a 503 is an answer here, not an error."""
+        try:
+            res = self._session.get(f"{self.url}/health", timeout=self.timeout)
+            body = res.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ApiError(f"cannot reach the coordinator API at {self.url}: {exc}") from exc
+        if res.status_code not in (200, 503) or not isinstance(body, dict):
+            raise ApiError(f"GET /health → {res.status_code}: {res.text[:200]}", res.status_code)
+        return body
+
     def status(self, request_id: str) -> dict[str, Any]:
         """One request's state, transactions and certificate."""
         return dict(self._call("GET", f"/forget/{quote(request_id, safe='')}")[1])

@@ -155,7 +155,8 @@ def forget(
 @click.argument("request_id", required=False)
 @api_options
 def status(client: ApiClient, request_id: str | None, as_json: bool) -> None:
-    """One forget request's state and history, or every request without REQUEST_ID."""
+    """One forget request's state and history; without REQUEST_ID, the federation's health
+    (ServerApp, SuperLink, nodes, chain, store) and every request."""
     if request_id is not None:
         request = client.status(request_id)
         if as_json:
@@ -166,11 +167,41 @@ def status(client: ApiClient, request_id: str | None, as_json: bool) -> None:
         for step in request.get("history", []):
             click.echo(f"  {step['state']:<10} at {_when(step.get('at'))}")
         return
+    health = client.health()
     requests = client.requests()
+    if as_json:
+        click.echo(json.dumps({"health": health, "requests": requests}, indent=2))
+        return
+    _print_health(health)
     if _printed_as_is(requests, as_json, "no forget requests yet"):
         return
     for request in requests:
         click.echo(f"{request['request_id']:<34} {_state_line(request)}")
+
+
+def _print_health(health: dict[str, Any]) -> None:
+    click.echo(f"federation {health.get('federation_id')}: {health.get('status', '?').upper()}")
+    for problem in health.get("problems", []):
+        click.echo(f"  ! {problem}")
+    parts = [
+        ("serverapp", "ServerApp"),
+        ("superlink", "SuperLink"),
+        ("chain", "chain"),
+        ("store", "store"),
+    ]
+    for key, name in parts:
+        part = health.get(key)
+        if isinstance(part, dict):
+            detail = {k: v for k, v in part.items() if k not in ("ok", "error")}
+            shown = ", ".join(f"{k} {v}" for k, v in detail.items())
+            click.echo(f"  {name:<10} {'up' if part.get('ok') else 'DOWN'}  {shown}".rstrip())
+    if "connected_nodes" in health:
+        needed = health["min_nodes"]
+        click.echo(f"  nodes      {health['connected_nodes']} connected (a round needs {needed})")
+    for node in health.get("nodes", []):
+        seen = "connected" if node.get("connected") else "not connected"
+        click.echo(f"    {node['address']}  {seen}, last round {node.get('last_round')}")
+    click.echo("")
 
 
 @click.command()

@@ -8,6 +8,12 @@ from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _REQUEST = {"$ref": "#/components/schemas/ForgetRequest"}
+_HEALTH = {"$ref": "#/components/schemas/Health"}
+_PART = {
+    "type": "object",
+    "required": ["ok"],
+    "properties": {"ok": {"type": "boolean"}, "error": {"type": "string"}},
+}
 # The record ids the API accepts (with 1-256 characters): no control characters. Lone
 # surrogates are refused too, but JSON Schema regexes (Rust's, in validators) cannot say so.
 RECORD_ID_PATTERN = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
@@ -105,7 +111,16 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
             }
         },
         "/nodes": {"get": _read("Nodes seen", {"type": "array", "items": {"type": "object"}})},
-        "/health": {"get": _read("Liveness and counters", {"$ref": "#/components/schemas/Health"})},
+        "/health": {
+            "get": {
+                "summary": "Whether the federation can make progress, part by part",
+                "responses": {
+                    "200": _json(_HEALTH, "every part is up"),
+                    "503": _json(_HEALTH, "a part is down: `problems` names it"),
+                    **_errors(),
+                },
+            }
+        },
         "/openapi.json": {"get": _read("This document", {"type": "object"})},
     }
     if explorer:
@@ -177,10 +192,18 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
                     "type": "object",
                     "required": ["status", "federation_id", "rounds", "open_requests"],
                     "properties": {
-                        "status": {"const": "ok"},
+                        "status": {"enum": ["ok", "down"]},
                         "federation_id": {"type": "string"},
                         "rounds": {"type": "integer"},
                         "open_requests": {"type": "integer"},
+                        "problems": {"type": "array", "items": {"type": "string"}},
+                        "serverapp": _PART,
+                        "superlink": _PART,
+                        "connected_nodes": {"type": "integer"},
+                        "min_nodes": {"type": "integer"},
+                        "nodes": {"type": "array", "items": {"type": "object"}},
+                        "chain": _PART,
+                        "store": _PART,
                     },
                 },
             },

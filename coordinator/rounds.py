@@ -152,6 +152,8 @@ class Coordinator:
         self.retry_s = 10.0
         self.error_pause_s = 1.0
         self._retry_at = 0.0
+        self.on_step: Callable[[str], None] = lambda step: None
+        """Told what the loop does now (the ServerApp's heartbeat shows it in ``/health``)."""
 
     # -- rounds -------------------------------------------------------------------------
 
@@ -583,6 +585,7 @@ class Coordinator:
 
     def serve(self, stop: Callable[[], bool]) -> None:
         """Initial rounds (one per slice), then forget requests until ``stop()``."""
+        self.on_step(f"waiting for {self.config.min_nodes} nodes")
         nodes = self.wait_for_nodes(self.config.min_nodes)
         self.report(f"{len(nodes)} nodes connected")
         done = {r["through_slice"] for r in self.db.list_rounds() if r["state"] == "finalized"}
@@ -590,8 +593,10 @@ class Coordinator:
             through = None if k == self.config.slices - 1 else k
             if through in done:
                 continue
+            self.on_step(f"initial round {k + 1} of {self.config.slices}")
             self._guarded(functools.partial(self.run_round, through))
         while not stop():
+            self.on_step("serving forget requests")
             if not self._guarded(self.process_forgets):
                 time.sleep(0.05)
 

@@ -1,8 +1,9 @@
 """`lethe api` and `lethe configure`: the coordinator's HTTP API and its config file."""
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -61,6 +62,7 @@ def api(
         federation_id=config.federation_id,
         explorer=_explorer(config, db),
         rate_limit=RateLimiter(rate_limit, burst) if rate_limit > 0 else None,
+        health=_health(config, db),
         feedback=_feedback(config, db),
     )
     serve(app, host, port, threads=threads)
@@ -76,6 +78,17 @@ def _feedback(config: CoordinatorConfig, db: CoordinatorDB) -> "FeedbackService"
         scorer=GlobalModelScorer(db, store, labels=config.labels),
         policy=FeedbackPolicy(config.feedback_forget_on),
         log=FeedbackLog(db, store),
+    )
+
+
+def _health(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], dict[str, Any]]:
+    """The ``/health`` probe: the ServerApp's heartbeat, the chain and the store."""
+    from coordinator.health import probe
+    from protocol.store import open_store
+
+    store = open_store(config.store, timeout=2.0)
+    return functools.partial(
+        probe, db, rpc_url=config.rpc_url, store=store, min_nodes=config.min_nodes
     )
 
 

@@ -13,6 +13,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.config import CoordinatorConfig
+from coordinator.health import Heartbeat
 from coordinator.queue import CoordinatorDB
 from coordinator.rounds import Coordinator
 from coordinator.transport import FlowerTransport
@@ -58,8 +59,11 @@ def main(grid: Grid, context: Context) -> None:
         db,
         report=_report,
     )
+    heartbeat = Heartbeat(db, grid.get_node_ids).start()
+    coordinator.on_step = heartbeat.step
     try:
         coordinator.serve(stop=lambda: db.get_control("stop") == "1")
     finally:
+        heartbeat.stop()
         db.set_control("stopped", "1")
         _report("coordinator stopped")

@@ -9,13 +9,46 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 
-def write_secret(path: Path, data: bytes) -> None:
-    """Write key material with owner-only permissions (parent folders created)."""
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o600, keep_previous: bool = False
+) -> None:
+    """Replace ``path`` with ``data`` so that a crash at any moment leaves a whole file.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, then renamed
+    over ``path`` (a rename is atomic on POSIX), and the folder entry is flushed too. With
+    ``keep_previous`` the file being replaced is kept as ``<name>.prev``: a reader that
+    finds ``path`` missing (a crash between the two renames) falls back to it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def previous_path(path: Path) -> Path:
+    """Where :func:`write_atomic` keeps the version it replaced."""
+    return path.with_name(path.name + ".prev")
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write key material with owner-only permissions (parent folders created), atomically."""
+    write_atomic(path, data, mode=0o600)
 
 
 class JsonConfig:

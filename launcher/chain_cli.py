@@ -99,7 +99,7 @@ dev_account_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     default=DEFAULT_STATE_FILE,
     show_default=True,
-    help="State file: loaded at start if present, written every few seconds and on exit.",
+    help="Chain snapshot: loaded at start if present, rewritten atomically at each new block.",
 )
 @click.option(
     "--port", type=int, help=f"Port; 0 picks a free one [default: {DEVNET_PORT} if free, else 0]."
@@ -130,7 +130,7 @@ def devnet(state_file: Path, port: int | None) -> None:
         code = chain.wait()
         raise click.ClickException(f"anvil exited unexpectedly with code {code}")
     except KeyboardInterrupt:
-        click.echo("\nstopping: writing state file")
+        click.echo("\nstopping: taking a last snapshot of the chain")
     finally:
         chain.stop()
         info.unlink(missing_ok=True)

@@ -54,11 +54,14 @@ def federation_options(workdir: str) -> Callable[[Callable[..., None]], Callable
 def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: int) -> None:
     """Run a local federation on 127.0.0.1 until Ctrl-C (anvil, SuperLink, nodes, API).
 
-    Everything lives in the work directory; `lethe forget`, `status`, `rounds` and `audit`
+    A part that crashes is restarted (at most 5 times in 5 minutes each, one line per
+    restart); Ctrl-C stops everything, restarted parts included. Everything lives in the
+    work directory; `lethe forget`, `status`, `rounds` and `audit`
     run from the same folder find it without flags.
     """
     from infra.net import port_open
     from launcher.federation import FederationSpec, LocalFederation, describe
+    from launcher.supervisor import Supervisor
 
     if api_port and port_open(api_port):
         raise click.UsageError(
@@ -73,6 +76,7 @@ def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: i
     federation.up()
     click.echo(describe(federation))
     click.echo(f"API token: {federation.api_token()}  (Ctrl-C stops everything)")
+    supervisor = Supervisor(federation, report=lambda line: click.echo(line, err=True))
     stopping = False
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -84,6 +88,7 @@ def up(workdir: str, nodes: int, records_per_node: int, slices: int, api_port: i
     try:
         while not stopping:
             time.sleep(0.5)
+            supervisor.check()
     finally:
         click.echo("stopping the federation …")
         federation.stop()

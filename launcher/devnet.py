@@ -1,5 +1,8 @@
 """The local dev chain: anvil from node_modules on 127.0.0.1, with a state file that keeps history.
 
+The state file is a crash-safe snapshot written by Lethe, never by anvil
+(``launcher.chain_snapshots`` says why).
+
 Everything here is for development only. The accounts come from anvil's well-known public
 test mnemonic: anyone can sign with them, so they must never hold value or be used on any
 chain but a local dev chain (``lethe deploy`` refuses them elsewhere).
@@ -20,6 +23,7 @@ from typing import IO, Self
 
 import requests
 
+from launcher.chain_snapshots import SnapshotError, SnapshotWatcher, usable
 from protocol.errors import LedgerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,8 +104,9 @@ class Devnet:
     """An anvil process on 127.0.0.1, started and stopped by this object.
 
     ``port=0`` lets anvil pick a free port (read back from its log). With ``state_file``
-    the chain is loaded from that file if it exists and written back every
-    ``state_interval`` seconds and on stop, so a restart keeps blocks, receipts and events.
+    the chain is loaded from the newest readable snapshot there and snapshotted again each
+    time its head moves (checked every ``snapshot_poll_s``) and on stop, so a restart keeps
+    blocks, receipts and events, and a kill loses at most the blocks of the last poll.
     """
 
     def __init__(
@@ -111,7 +116,7 @@ class Devnet:
         port: int = 0,
         chain_id: int = DEV_CHAIN_ID,
         accounts: int = DEV_ACCOUNT_COUNT,
-        state_interval: int = 5,
+        snapshot_poll_s: float = 0.2,
         log_file: Path | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -119,11 +124,13 @@ class Devnet:
         self.port = port
         self.chain_id = chain_id
         self.account_count = accounts
-        self.state_interval = state_interval
+        self.snapshot_poll_s = snapshot_poll_s
+        self._snapshots: SnapshotWatcher | None = None
         self.log_file = log_file
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0
         self._rpc_url: str | None = None
 
     @property
@@ -155,7 +162,12 @@ class Devnet:
             "--mnemonic", DEV_MNEMONIC,
         ]  # fmt: skip
         if self.state_file is not None:
-            cmd += ["--state", str(self.state_file), "--state-interval", str(self.state_interval)]
+            try:
+                snapshot = usable(self.state_file)
+            except SnapshotError as exc:
+                raise DevnetError(f"{exc}; refusing to start an empty chain in its place") from exc
+            if snapshot is not None:
+                cmd += ["--load-state", str(snapshot)]
         return cmd
 
     def start(self) -> Self:
@@ -167,11 +179,14 @@ class Devnet:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_file.open("w+b")
+            # Appended to: the log of a run that crashed is what explains the crash.
+            self._log = self.log_file.open("a+b")
         else:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._log.seek(0, os.SEEK_END)
+        self._log_start = self._log.tell()
         # Own session: a Ctrl-C meant for our process must not kill anvil before stop()
-        # has asked it to write its state file.
+        # has taken the last snapshot of the chain.
         self._process = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -181,11 +196,17 @@ class Devnet:
         except BaseException:
             self.stop()
             raise
+        # A restart (the supervisor's, after a crash) must come back where clients look.
+        self.port = int(self._rpc_url.rsplit(":", 1)[1])
+        if self.state_file is not None:
+            self._snapshots = SnapshotWatcher(
+                self.rpc_url, self.state_file, poll_s=self.snapshot_poll_s
+            ).start()
         return self
 
     def _read_log(self) -> str:
         assert self._log is not None
-        self._log.seek(0)
+        self._log.seek(self._log_start)
         return self._log.read().decode(errors="replace")
 
     def _wait_listening(self) -> str:
@@ -218,7 +239,10 @@ class Devnet:
         return self._process.wait()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop anvil gracefully (it writes its state file on the way out)."""
+        """Take a last snapshot of the chain, then stop anvil."""
+        snapshots, self._snapshots = self._snapshots, None
+        if snapshots is not None:
+            snapshots.stop(final=self.running())
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)

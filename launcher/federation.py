@@ -282,7 +282,8 @@ class LocalFederation:
         )
         self.group.wait_until(child, lambda: port_open(port), timeout=60, what="API port")
 
-    def _submit_run(self) -> None:
+    def submit_run(self) -> None:
+        """Submit the coordinator's ServerApp to the SuperLink (``flwr run``)."""
         result = subprocess.run(
             [
                 str(BIN / "flwr"),
@@ -304,6 +305,16 @@ class LocalFederation:
             raise ProcessError(f"flwr run failed:\n{result.stdout}\n{result.stderr}")
         self.report("ServerApp submitted to the SuperLink")
 
+    def restart_child(self, child: Child) -> None:
+        """Start a crashed child again and wait until it serves (the supervisor's call)."""
+        self.group.restart(child)
+        if child.name == "superlink":
+            port = int(self.superlink_address.rsplit(":", 1)[1])
+            self.group.wait_until(child, lambda: port_open(port), timeout=60, what="SuperLink port")
+        elif child.name == "api":
+            port = int(self.api_url.rsplit(":", 1)[1])
+            self.group.wait_until(child, lambda: port_open(port), timeout=60, what="API port")
+
     def start(self) -> None:
         """Start SuperLink, nodes, API and the ServerApp."""
         assert self.db is not None, "call prepare() first"
@@ -313,7 +324,7 @@ class LocalFederation:
         for node in self.nodes:
             self.start_node(node)
         self._api()
-        self._submit_run()
+        self.submit_run()
         # Where everything runs, for `lethe forget/status/rounds/audit` without flags.
         (self.workdir / "federation.json").write_text(describe(self) + "\n")
 

@@ -30,12 +30,17 @@ def tail(path: Path, lines: int = 20) -> str:
 
 @dataclass
 class Child:
-    """One started process and where its output goes."""
+    """One started process, how it was started (to start it again) and where its output goes."""
 
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
     stopped: bool = False
+    restarts: list[float] = field(default_factory=list)
+    """When the supervisor restarted it (``time.monotonic()``)."""
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -63,6 +68,24 @@ class Child:
         self.popen.wait(timeout=5)
 
 
+def _spawn(
+    name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None, cwd: Path | None
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        try:
+            return subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ProcessError(f"cannot start {name} ({argv[0]}): {exc}") from exc
+
+
 @dataclass
 class ProcessGroup:
     """Children started together and stopped together, newest first."""
@@ -81,22 +104,17 @@ class ProcessGroup:
         """Start ``argv`` in a new session, its output appended to ``<log_dir>/<name>.log``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        with log.open("ab") as out:
-            try:
-                popen = subprocess.Popen(
-                    list(argv),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, **(env or {})},
-                    cwd=cwd,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ProcessError(f"cannot start {name} ({argv[0]}): {exc}") from exc
-        child = Child(name, popen, log)
+        child = Child(name, _spawn(name, argv, log, env, cwd), log, tuple(argv), env, cwd)
         self.children.append(child)
         return child
+
+    def restart(self, child: Child) -> None:
+        """Start a dead child again, as it was first started (same object, new process)."""
+        if child.alive():
+            raise ProcessError(f"{child.name} is still running")
+        child.popen = _spawn(child.name, child.argv, child.log, child.env, child.cwd)
+        child.stopped = False
+        child.restarts.append(time.monotonic())
 
     def wait_until(
         self, child: Child, ready: Callable[[], bool], *, timeout: float, what: str

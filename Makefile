@@ -10,7 +10,7 @@ NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy bench-faults clean
+.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults clean
 
 # `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
 # Each long step prints a line first and its time after (a fresh clone's pip step takes
@@ -61,7 +61,7 @@ test: lint
 demo: setup
 	$(BIN)/lethe demo
 
-bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-privacy bench-faults
+bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults
 
 bench-secagg: setup
 	$(BIN)/python -m bench.secagg
@@ -80,6 +80,14 @@ bench-faults: setup
 
 bench-ingest: setup
 	$(BIN)/python -m bench.ingest
+
+# Peak RSS of streaming a 50 MB CSV of short rows into a node (limit 500 MB) → bench/results/ingest_memory.json
+bench-ingest-memory: setup
+	$(BIN)/python -m bench.ingest_memory
+
+# Accuracy on the held-out split of the global model that decides POST /feedback → bench/results/sentiment.json
+bench-sentiment: setup
+	$(BIN)/python -m bench.sentiment
 
 bench-privacy: setup
 	$(BIN)/python -m bench.privacy

@@ -40,9 +40,9 @@ import numpy as np
 
 from bench.torch_encoder import TorchTextEncoder
 from bench.unlearning import MAIN_SHARDS, RESULTS, build, centralized_accuracy
-from node.encoder_build import recipe_key
-from node.features import TextEncoder, encoder_path
 from node.store import Record, load_default
+from protocol.encoder_build import recipe_key
+from protocol.features import TextEncoder, encoder_path
 
 CHUNKS = 16
 ALONE_SAMPLE = 200

@@ -49,9 +49,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.unlearning import RESULTS, embeddings
+from bench.unlearning import RESULTS, cached_embedder, embeddings
 from node.sisa import SisaNode, evaluate, seed_for, train_head, vector_to_head, zero_vector
-from node.store import DEFAULT_LABELS, NodeConfig, Record, load_default
+from node.store import NodeConfig, Record, load_default
+from protocol.federation import DEFAULT_LABELS
 from protocol.publication import DEFAULT_SIGMA, published_model
 
 NODES = 3
@@ -114,12 +115,7 @@ def build_federation(
         node = SisaNode.create(
             work / f"node-{index}.db", NodeConfig(federation_id=FEDERATION, node_id=f"node-{index}")
         )
-        rows = np.stack([vectors[r.id] for r in share])
-
-        def embed(texts: Sequence[str], rows: npt.NDArray[np.float32] = rows) -> Any:
-            return rows
-
-        node.ingest(share, embed=embed, progress=False)
+        node.ingest(share, embed=cached_embedder(vectors, share), progress=False)
         node.train()
         nodes.append(node)
     return Federation(nodes)

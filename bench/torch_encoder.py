@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from node.features import EMBEDDING_DIM, MAX_TOKENS, model_dir
+from protocol.features import EMBEDDING_DIM, MAX_TOKENS, model_dir
 
 LENGTH_BUCKET = 8
 """Texts are padded up to a multiple of this many tokens (their own bucket, not the batch's)."""

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from node.features import default_encoder
 from node.sisa import SisaNode, assign, evaluate, seed_for, train_head, zero_vector
 from node.store import NodeConfig, Record, load_default
+from protocol.features import default_encoder
 from protocol.hashing import keccak256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +90,10 @@ def embeddings(records: Sequence[Record]) -> tuple[dict[str, np.ndarray], dict[s
     return {r.id: rows[i] for i, r in enumerate(records)}, meta
 
 
-def _embedder(vectors: dict[str, np.ndarray], records: Sequence[Record]) -> Any:
-    rows = np.stack([vectors[r.id] for r in records])
-    return lambda texts: rows
+def cached_embedder(vectors: dict[str, np.ndarray], records: Sequence[Record]) -> Any:
+    """The cached embedding of each text asked for (ingest embeds chunk by chunk)."""
+    by_text = {r.text: vectors[r.id] for r in records}
+    return lambda texts: np.stack([by_text[t] for t in texts])
 
 
 def _config(shards: int) -> NodeConfig:
@@ -108,9 +109,9 @@ def build(
 ) -> SisaNode:
     """A trained node holding ``train`` (and ``test`` for evaluation)."""
     node = SisaNode.create(path, _config(shards))
-    node.ingest(train, embed=_embedder(vectors, train))
+    node.ingest(train, embed=cached_embedder(vectors, train))
     if test:
-        node.ingest_test(test, embed=_embedder(vectors, test))
+        node.ingest_test(test, embed=cached_embedder(vectors, test))
     node.train()
     return node
 

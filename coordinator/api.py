@@ -23,12 +23,15 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from coordinator.feedback import FeedbackError, FeedbackService
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
 from protocol.commitments import record_commitment
 
 MAX_BODY_BYTES = 4096
+MAX_FEEDBACK_BYTES = 16384
+"""A feedback body carries the text; the encoder reads its first 256 tokens only."""
 MAX_ROUND = 2**63 - 1  # SQLite's INTEGER
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
 MAX_RECORD_ID = 256
@@ -83,23 +86,27 @@ def valid_round(value: str) -> int:
     return int(value)
 
 
-def _read_body() -> bytes:
-    """The request body, refused past ``MAX_BODY_BYTES`` however it is framed.
+def _read_body(limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused past ``limit`` bytes however it is framed.
 
     A declared Content-Length over the limit is refused before reading; a chunked body
     (no Content-Length) is read one byte past the limit, so it is refused, not cut.
     """
     declared = request.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
-        raise BodyTooLarge
-    data = request.stream.read(MAX_BODY_BYTES + 1)
-    if len(data) > MAX_BODY_BYTES:
-        raise BodyTooLarge
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(limit)
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise BodyTooLarge(limit)
     return data
 
 
 class BodyTooLarge(Exception):
-    """The body is over ``MAX_BODY_BYTES``."""
+    """The body is over its route's limit (``MAX_BODY_BYTES`` unless the route says)."""
+
+    def __init__(self, limit: int = MAX_BODY_BYTES) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 def _bearer_matches(header: str, token: str) -> bool:
@@ -117,13 +124,15 @@ def create_app(
     explorer: Callable[[], str] | None = None,
     rate_limit: RateLimiter | None = None,
     health: Callable[[], dict[str, Any]] | None = None,
+    feedback: FeedbackService | None = None,
 ) -> Flask:
     """Build the API over ``db``.
 
     ``token`` is the bearer token that may submit requests; ``explorer`` renders the
     ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
     token, per client address (None: no limit); ``health`` probes the federation's parts
-    for ``/health`` (``coordinator.health.probe``; None: the API's own counters only).
+    for ``/health`` (``coordinator.health.probe``; None: the API's own counters only);
+    ``feedback`` adds ``POST /feedback``, its live log and the ``/dashboard`` page.
     """
     if len(token) < 16:
         raise ValueError("the API token must be at least 16 characters")
@@ -152,8 +161,8 @@ def create_app(
         return _error(400, str(exc))
 
     @app.errorhandler(BodyTooLarge)
-    def _too_large(_exc: BodyTooLarge) -> tuple[Response, int]:
-        return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+    def _too_large(exc: BodyTooLarge) -> tuple[Response, int]:
+        return _error(413, f"request body larger than {exc.limit} bytes")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
@@ -268,7 +277,8 @@ def create_app(
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:
-        return jsonify(openapi_document(explorer=explorer is not None)), 200
+        document = openapi_document(explorer=explorer is not None, feedback=feedback is not None)
+        return jsonify(document), 200
 
     if explorer is not None:
         render = explorer
@@ -277,4 +287,94 @@ def create_app(
         def explorer_page() -> Response:
             return Response(render(), mimetype="text/html")
 
+    if feedback is not None:
+        _feedback_routes(app, db, feedback, federation_id, _authorised)
     return app
+
+
+def _feedback_routes(
+    app: Flask,
+    db: CoordinatorDB,
+    service: FeedbackService,
+    federation_id: str,
+    authorised: Callable[[], bool],
+) -> None:
+    """``POST /feedback``, the live log ``GET /feedback/events`` and the dashboard page."""
+    from coordinator.dashboard import DASHBOARD_HTML, DASHBOARD_JS, SECURITY_HEADERS
+
+    unauthorised = "missing or wrong bearer token (Authorization: Bearer <token>)"
+
+    @app.post("/feedback")
+    def post_feedback() -> tuple[Response, int]:
+        if not authorised():
+            return _error(401, unauthorised)
+        if not request.is_json:
+            return _error(415, "send a JSON body with Content-Type: application/json")
+        request.max_content_length = MAX_FEEDBACK_BYTES
+        try:
+            body = json.loads(_read_body(MAX_FEEDBACK_BYTES))
+        except (ValueError, RecursionError):
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, 'body must be a JSON object like {"record_id": …, "text": …}')
+        unknown = set(body) - {"record_id", "text", "request_id"}
+        if unknown:
+            return _error(400, "unknown field(s): " + ", ".join(map(repr, sorted(unknown)))[:200])
+        record_id = valid_record_id(body.get("record_id"))
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadInput("text is required and must be a non-empty string")
+        if any(unicodedata.category(c) == "Cs" for c in text):
+            raise BadInput("text is not valid Unicode (lone surrogate)")
+        request_id = body.get("request_id")
+        if request_id is not None:
+            request_id = valid_request_id(request_id)
+        try:
+            sentiment = service.scorer.score(text)
+        except FeedbackError as exc:
+            return _error(503, str(exc))
+        decision = service.policy.decide(sentiment.label)
+        forget: dict[str, Any] | None = None
+        status = 200
+        if decision == "forget":
+            commitment = "0x" + record_commitment(federation_id, record_id).hex()
+            done = db.latest_forget_for(commitment)
+            if db.record_owner(commitment) is not None:
+                try:
+                    req, created = db.submit_forget(record_id, commitment, request_id)
+                except QueueError as exc:
+                    return _error(409, str(exc))
+                forget, status = req.to_json(), 202 if created else 200
+            elif done is not None and done.state == "completed":
+                forget = done.to_json()
+            else:
+                return _error(404, f"unknown record id {record_id!r}: no node holds it")
+        entry = service.log.add(
+            record_id, sentiment, decision, None if forget is None else forget["request_id"]
+        )
+        return jsonify({**entry.to_json(), "forget": forget}), status
+
+    @app.get("/feedback/events")
+    def feedback_events() -> Response | tuple[Response, int]:
+        if not authorised():
+            return _error(401, unauthorised)
+        raw = request.args.get("since")
+        if raw is None:
+            since = service.log.last_seq()
+        elif re.fullmatch(r"[0-9]{1,18}", raw):
+            since = int(raw)
+        else:
+            raise BadInput("since must be a non-negative integer (a feedback sequence number)")
+        return Response(
+            service.log.stream(since),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/dashboard")
+    def dashboard() -> Response:
+        return Response(DASHBOARD_HTML, mimetype="text/html", headers=SECURITY_HEADERS)
+
+    @app.get("/dashboard.js")
+    def dashboard_js() -> Response:
+        return Response(DASHBOARD_JS, mimetype="text/javascript", headers=SECURITY_HEADERS)

@@ -14,6 +14,7 @@ COMMANDS = {
     "forget": "coordinator.client_cli:forget",
     "status": "coordinator.client_cli:status",
     "rounds": "coordinator.client_cli:rounds",
+    "feedback": "coordinator.feedback_cli:feedback",
 }
 
 

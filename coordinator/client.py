@@ -72,6 +72,18 @@ class ApiClient:
         )
         return dict(request), status == 202
 
+    def feedback(self, record_id: str, text: str) -> dict[str, Any]:
+        """Score one text with the global model; the answer says the decision and any
+        forget request it opened."""
+        return dict(
+            self._call(
+                "POST",
+                "/feedback",
+                json={"record_id": record_id, "text": text},
+                headers={"Authorization": f"Bearer {self.token or ''}"},
+            )[1]
+        )
+
     def health(self) -> dict[str, Any]:
         """The federation's health (``GET /health``): a 503 is an answer here, not an error."""
         try:

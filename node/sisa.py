@@ -38,8 +38,9 @@ Scheme (Bourtoule et al., "Machine Unlearning", IEEE S&P 2021):
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from node.features import EMBEDDING_DIM, FeatureMap
 from node.store import (
     Checkpoint,
     IngestError,
@@ -60,6 +60,7 @@ from node.store import (
 )
 from protocol.certificate import Certificate, hex32, record_leaf
 from protocol.commitments import record_commitment
+from protocol.features import EMBEDDING_DIM, FeatureMap
 from protocol.hashing import keccak256
 from protocol.merkle import EMPTY_ROOT, merkle_proof, merkle_root
 from protocol.model import model_bytes, model_hash, vector_from_bytes
@@ -70,6 +71,9 @@ if TYPE_CHECKING:
     from protocol.model import Vector
 
     Embedder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+
+INGEST_CHUNK = 512
+"""Records checked, embedded and written at a time by a streaming ingest (bounds memory)."""
 
 SliceCallback = Callable[[int, int], None]
 """Called as ``(shard, slice)`` after each slice step is trained (progress, tests)."""
@@ -216,7 +220,22 @@ def train_head(
         return head_to_vector(weights.numpy(), bias.numpy())
 
 
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """``records`` in lists of at most ``size``, read lazily."""
+    iterator = iter(records)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
 # -- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest stored: records added, and how many texts were cut at the token limit."""
+
+    added: int
+    truncated: int
 
 
 @dataclass(frozen=True)
@@ -391,11 +410,12 @@ class SisaNode:
 
     # -- ingest ---------------------------------------------------------------------------
 
-    def _check_new(self, records: Sequence[Record]) -> list[int]:
+    def _check_new(self, records: Sequence[Record], first: int = 1) -> tuple[list[int], list[str]]:
+        """Class indices of the records, and a problem for each bad label or id already used."""
         problems = []
         labels = []
         seen: set[str] = set()
-        for number, rec in enumerate(records, start=1):
+        for number, rec in enumerate(records, start=first):
             if rec.label not in self.config.labels:
                 problems.append(
                     f"record {number} ({rec.id!r}): label {rec.label!r} is not one of "
@@ -408,23 +428,17 @@ class SisaNode:
             seen.add(rec.id)
         stored = self.store.existing_ids(seen)
         problems += [f"id {rid!r} is already stored on this node" for rid in sorted(stored)]
-        if problems:
-            raise IngestError(str(self.store.path), problems)
-        return labels
+        return labels, problems
 
     @staticmethod
-    def _embed(
-        records: Sequence[Record], embed: Embedder | None, progress: bool
-    ) -> tuple[Vector, str | None]:
-        """Embeddings of the records' texts, and the built-in encoder's fingerprint if used."""
+    def _embed(records: Sequence[Record], embed: Embedder | None) -> tuple[Vector, int]:
+        """Embeddings of the records' texts, and how many texts were cut at the token limit."""
         texts = [r.text for r in records]
-        fingerprint = None
+        truncated = 0
         if embed is None:
-            from node.features import default_encoder
+            from protocol.features import default_encoder
 
-            encoder = default_encoder()
-            rows = encoder.encode(texts, progress=progress)
-            fingerprint = encoder.fingerprint
+            rows, truncated = default_encoder().encode_chunk(texts)
         else:
             rows = embed(texts)
         rows = np.asarray(rows, dtype=np.float32)
@@ -432,43 +446,88 @@ class SisaNode:
             raise NodeError(
                 f"embedder returned {rows.shape}, expected ({len(records)}, {EMBEDDING_DIM}) finite"
             )
-        return rows, fingerprint
+        return rows, truncated
 
     def ingest(
-        self, records: Sequence[Record], *, embed: Embedder | None = None, progress: bool = True
+        self, records: Iterable[Record], *, embed: Embedder | None = None, progress: bool = True
     ) -> int:
-        """Embed and store training records, all or nothing; return how many were added.
+        """Embed and store training records, all or nothing; return how many were added."""
+        total = len(records) if isinstance(records, Sized) else None
+        return self.ingest_stream(records, embed=embed, progress=progress, total=total).added
+
+    def ingest_stream(
+        self,
+        records: Iterable[Record],
+        *,
+        embed: Embedder | None = None,
+        progress: bool = True,
+        total: int | None = None,
+    ) -> IngestReport:
+        """Embed and store training records chunk by chunk in one transaction, all or nothing.
+
+        Memory is bounded by :data:`INGEST_CHUNK` records whatever the input's size: each
+        chunk is checked, embedded and written inside one open SQLite transaction (SQLite
+        spills it to its write-ahead log), which commits only after the last chunk and
+        rolls back on any problem or error. After a problem the remaining chunks are still
+        checked (so every problem is reported) but no longer embedded. ``total`` (the
+        number of records, if known) gives the progress bar its estimate.
 
         New records land in the slices their ids hash to; the next :meth:`train`
         retrains each shard from the earliest slice that changed.
         """
-        if not records:
-            return 0
-        labels = self._check_new(records)
-        rows, encoder = self._embed(records, embed, progress)
+        chunks = _chunks(records, INGEST_CHUNK)
+        first = next(chunks, None)
+        if first is None:
+            return IngestReport(0, 0)
+        fingerprint = None
+        if embed is None:
+            from protocol.features import default_encoder
+
+            fingerprint = default_encoder().load()
+        from tqdm import tqdm
+
         cfg = self.config
-        stored = []
-        for rec, label, row in zip(records, labels, rows, strict=True):
-            shard, slice_ = assign(rec.id, cfg.federation_id, cfg.shards, cfg.slices)
-            stored.append(
-                StoredRecord(
-                    id=rec.id,
-                    text=rec.text,
-                    label=label,
-                    embedding=row.astype("<f4").tobytes(),
-                    shard=shard,
-                    slice=slice_,
-                    leaf=record_leaf(rec.id, rec.text, rec.label),
-                )
-            )
-        with self.store.transaction():
-            if self.store.existing_ids(r.id for r in records):
-                raise NodeError("records were stored concurrently; ingest again")
-            if encoder:
-                self.store.pin_encoder(encoder)
-            self.store.insert_records(stored)
-            self._refresh_slices({(r.shard, r.slice) for r in stored})
-        return len(stored)
+        added = truncated = 0
+        problems: list[str] = []
+        touched: set[tuple[int, int]] = set()
+        with (
+            tqdm(
+                total=total, unit="text", desc="embedding", disable=not progress, mininterval=1.0
+            ) as bar,
+            self.store.transaction(),
+        ):
+            if fingerprint:
+                self.store.pin_encoder(fingerprint)
+            for chunk in itertools.chain([first], chunks):
+                labels, errors = self._check_new(chunk, first=added + 1)
+                problems += errors
+                if problems:
+                    added += len(chunk)
+                    continue
+                rows, cut = self._embed(chunk, embed)
+                truncated += cut
+                stored = []
+                for rec, label, row in zip(chunk, labels, rows, strict=True):
+                    shard, slice_ = assign(rec.id, cfg.federation_id, cfg.shards, cfg.slices)
+                    stored.append(
+                        StoredRecord(
+                            id=rec.id,
+                            text=rec.text,
+                            label=label,
+                            embedding=row.astype("<f4").tobytes(),
+                            shard=shard,
+                            slice=slice_,
+                            leaf=record_leaf(rec.id, rec.text, rec.label),
+                        )
+                    )
+                    touched.add((shard, slice_))
+                self.store.insert_records(stored)
+                added += len(chunk)
+                bar.update(len(chunk))
+            if problems:
+                raise IngestError(str(self.store.path), problems)
+            self._refresh_slices(touched)
+        return IngestReport(added, truncated)
 
     def ingest_test(
         self, records: Sequence[Record], *, embed: Embedder | None = None, progress: bool = True
@@ -476,11 +535,23 @@ class SisaNode:
         """Store held-out evaluation records (never trained on); return how many."""
         if not records:
             return 0
-        labels = self._check_new(records)
-        rows, encoder = self._embed(records, embed, progress)
+        labels, problems = self._check_new(records)
+        if problems:
+            raise IngestError(str(self.store.path), problems)
+        fingerprint = None
+        if embed is None:
+            from protocol.features import default_encoder
+
+            fingerprint = default_encoder().load()
+        rows = np.concatenate(
+            [
+                self._embed(records[start : start + INGEST_CHUNK], embed)[0]
+                for start in range(0, len(records), INGEST_CHUNK)
+            ]
+        )
         with self.store.transaction():
-            if encoder:
-                self.store.pin_encoder(encoder)
+            if fingerprint:
+                self.store.pin_encoder(fingerprint)
             self.store.insert_test_records([r.id for r in records], labels, rows)
         return len(records)
 

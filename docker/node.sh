@@ -37,5 +37,6 @@ fi
 lethe-node join --db /data/node.sqlite --home /data --name "$LETHE_NODE_NAME" \
   --rpc "$LETHE_RPC_URL" --contract "$contract" --store "$LETHE_STORE" \
   --eth-key-file /data/eth.key
+touch /outbox/ready  # records in, share key on chain: the coordinator may start rounds
 exec lethe-node run --config /data/node.json --superlink "$LETHE_SUPERLINK" \
   --root-certificates /public/ca.pem --auth-key /data/auth.key

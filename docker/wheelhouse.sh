@@ -11,7 +11,7 @@ pip="${PIP:-.venv/bin/pip}"
 setuptools=$(sed -n 's/^ARG SETUPTOOLS=//p' docker/Dockerfile)
 anvil_version=$(python3 -c "import json; print(json.load(open('package-lock.json'))['packages']['node_modules/@foundry-rs/anvil-linux-amd64']['version'])")
 mkdir -p "$dir"
-stamp="$dir/.complete-$(cat requirements.lock docker/Dockerfile package-lock.json | sha256sum | cut -c1-16)"
+stamp="$dir/.complete-$( (cat requirements.lock package-lock.json; echo "$setuptools") | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then echo "wheelhouse $dir is complete"; exit 0; fi
 echo "wheelhouse: pip download of requirements.lock into $dir …"
 "$pip" download --quiet --disable-pip-version-check -d "$dir" -r requirements.lock "$setuptools" 2>&1 \

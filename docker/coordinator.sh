@@ -62,9 +62,10 @@ register_keys() {
 
 # The ServerApp starts once every participant that asked to join has its records in
 # (at most LETHE_READY_WAIT_S): started earlier, it competes with their embedding.
+count() { local n=0 f; for f in "$@"; do [ -e "$f" ] && n=$((n + 1)); done; echo "$n"; }
 deadline=$(( $(date +%s) + ${LETHE_READY_WAIT_S:-900} ))
 until [ "$(date +%s)" -ge "$deadline" ]; do
-  asked=$(ls /requests/*/address 2>/dev/null | wc -l); ready=$(ls /requests/*/ready 2>/dev/null | wc -l)
+  asked=$(count /requests/*/address); ready=$(count /requests/*/ready)
   [ "$asked" -gt 0 ] && [ "$ready" -ge "$asked" ] && break
   sleep 2
 done

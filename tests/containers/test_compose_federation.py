@@ -172,7 +172,7 @@ def test_supernodes_authenticate_and_an_unregistered_key_is_refused(
     )
     output = stranger.stdout + stranger.stderr
     assert stranger.returncode != 0, output
-    assert "SuperNode ID" not in output, output
+    assert "Connection successful" not in output, output
 
 
 def test_initial_rounds_are_finalized(
@@ -185,7 +185,8 @@ def test_initial_rounds_are_finalized(
 
 
 def _joined(project: ComposeProject, node: str) -> bool:
-    return "SuperNode ID" in project.podman("logs", project.container(node))
+    """Its SuperNode is connected: Flower logs the first successful connection."""
+    return "Connection successful" in project.podman("logs", project.container(node))
 
 
 def test_forget_from_the_host_completes(project: ComposeProject, initial_rounds: Any) -> None:
@@ -279,7 +280,8 @@ def test_a_node_killed_mid_round_does_not_stop_the_round(
     project.wait_for(
         "node-3 back",
         lambda: (
-            "SuperNode ID" in project.podman("logs", "--since", "5m", project.container("node-3"))
+            "Connection successful"
+            in project.podman("logs", "--since", "5m", project.container("node-3"))
         ),
         timeout=300,
     )

@@ -78,7 +78,9 @@ def test_each_service_mounts_only_its_own_secrets(project: ComposeProject) -> No
     assert not any(name in coordinator for name in (*NODES, "owner")), coordinator
     assert coordinator["coordinator"] == "/state"
     # The keys were made where they are used: a node's are in its own volume only.
-    project.wait_for("node-1 keys", lambda: project.exec("node-1", "ls", "/data"), 120)
+    project.wait_for(
+        "node-1 keys", lambda: "auth.key" in project.exec("node-1", "ls", "/data"), 300
+    )
     keys = set(project.exec("node-1", "ls", "/data").split())
     assert {"eth.key", "auth.key"} <= keys
     assert project.exec("node-1", "stat", "-c", "%a", "/data/eth.key").strip() == "600"

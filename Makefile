@@ -10,7 +10,7 @@ NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults clean
+.PHONY: setup test test-containers containers-images lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults clean
 
 # `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
 # Each long step prints a line first and its time after (a fresh clone's pip step takes
@@ -60,6 +60,26 @@ test: lint
 
 demo: setup
 	$(BIN)/lethe demo
+
+# The compose federation under podman, built with no registry and no package index: a
+# Debian base made with debootstrap, Python wheels and the anvil tarball from a wheelhouse
+# filled on this host, js-ipfs from node_modules (README, "Running a federation").
+export CONTAINERS_CONF := $(CURDIR)/docker/containers.conf
+OFFLINE_BUILD := --build-arg BASE_IMAGE=localhost/lethe-base:bookworm
+
+containers-images: setup-test
+	@scripts/ensure_podman.sh
+	@start=$$(date +%s); \
+	docker/base-image.sh && \
+	PIP=$(BIN)/pip docker/wheelhouse.sh && \
+	podman build -q -f docker/Dockerfile --target runtime $(OFFLINE_BUILD) --build-arg PACKAGES=wheelhouse -t lethe:0.1.0 . && \
+	podman build -q -f docker/Dockerfile --target devstore $(OFFLINE_BUILD) -t lethe-devstore:0.1.0 . && \
+	echo "containers: images built in $$(( $$(date +%s) - start )) s"
+
+test-containers: containers-images
+	@start=$$(date +%s); \
+	$(BIN)/pytest -q -m containers tests/containers -p no:cacheprovider && \
+	echo "containers: compose test passed in $$(( $$(date +%s) - start )) s"
 
 bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults
 

@@ -36,6 +36,12 @@ from node.runtime import CONFIG_KEY, NodeRunConfig
     help="CA bundle to verify the SuperLink's TLS certificate.",
 )
 @click.option(
+    "--auth-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The SuperNode's private authentication key (OpenSSH ECDSA), for a SuperLink "
+    "with SuperNode authentication (its public half registered there).",
+)
+@click.option(
     "--runtime-port",
     type=int,
     default=0,
@@ -47,6 +53,7 @@ def run(
     superlink: str,
     insecure: bool,
     root_certificates: str | None,
+    auth_key: str | None,
     runtime_port: int,
     extra_apps: tuple[str, ...],
 ) -> None:
@@ -74,6 +81,8 @@ def run(
         f'{CONFIG_KEY}="{Path(config_path).resolve()}"',
     ]
     argv += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
+    if auth_key:
+        argv += ["--auth-supernode-private-key", str(Path(auth_key).resolve())]
     logging.basicConfig(level=logging.INFO, format=f"[{config.name}] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     click.echo(f"{config.name}: SuperNode → {superlink}, Runtime API 127.0.0.1:{port}")

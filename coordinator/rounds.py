@@ -1,9 +1,10 @@
 """The coordinator's work: secure rounds recorded on chain, and forget requests served.
 
-A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``train.share``
-(sealed Shamir shares), ``train.aggregate`` (summed shares) and, after the coordinator
-has reconstructed the sum, stored model and manifest by CID and called ``proposeRound``,
-``query.approve`` (each node checks and approves on chain with its own key). The
+A round (docs/rounds.md) is five message stages: ``train`` (commitments), ``train.share``
+(sealed Shamir shares to the chain's whole roster), ``train.agree`` (each sender signs the
+sender set), ``train.aggregate`` (summed shares, shown t signatures on that set) and, after
+the coordinator has reconstructed the sum, stored model and manifest by CID and called
+``proposeRound``, ``query.approve`` (each node checks and approves on chain with its own key). The
 coordinator sees commitments, envelopes, summed shares and the sum, never one node's model.
 
 Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
@@ -29,10 +30,14 @@ from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.messages import (
     AGGREGATE,
+    AGREE,
     SHARE,
     TRAIN,
     AggregateReply,
     AggregateRequest,
+    Agreement,
+    AgreeReply,
+    AgreeRequest,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -96,6 +101,8 @@ class RoundState:
     fixed_point: FixedPoint | None = None
     envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     """Sender → recipient → sealed share (stage 2)."""
+    agreements: dict[str, str] = field(default_factory=dict)
+    """Sender → its signature on the sender set (stage 3a)."""
     summed: list[SummedShare] = field(default_factory=list)
     manifest: RoundManifest | None = None
     manifest_cid: str = ""
@@ -169,9 +176,13 @@ class Coordinator:
             time.sleep(0.5)
 
     def _chain_members(self) -> dict[str, tuple[int, bytes]]:
-        """Registered nodes from the chain: address → (Shamir x, X25519 key)."""
+        """Registered nodes from the chain: lower-case address → (Shamir x, X25519 key)."""
+        return {a.lower(): member for a, member in self._chain_members_named().items()}
+
+    def _chain_members_named(self) -> dict[str, tuple[int, bytes]]:
+        """Registered nodes from the chain: checksummed address → (Shamir x, X25519 key)."""
         return {
-            e.address.lower(): (index + 1, e.key)
+            e.address: (index + 1, e.key)
             for index, e in enumerate(self.ledger.roster())
             if e.key is not None
         }
@@ -307,14 +318,19 @@ class Coordinator:
     def share_stage(self, state: RoundState) -> None:
         """Stage 2: committed nodes seal Shamir shares of α_i·w_i for every roster member."""
         from protocol.field import FixedPoint
-        from protocol.secure_sum import Member, Roster, default_threshold
+        from protocol.secure_sum import MIN_SENDERS, Member, Roster, default_threshold
 
+        # The roster is the chain's, whoever committed: nodes refuse any other.
+        chain = sorted(self._chain_members_named().items(), key=lambda item: item[1][0])
         by_x = sorted(state.committed.values(), key=lambda c: c.x)
+        need = max(default_threshold(len(chain)), MIN_SENDERS)
+        if len(by_x) < need:  # asking for shares now would tie this round number to too few
+            raise RoundFailed(f"round {state.round}: {len(by_x)} nodes committed, need {need}")
         roster = state.roster = Roster(
             federation_id=self.fed,
             round=state.round,
-            threshold=default_threshold(len(by_x)),
-            members=tuple(Member(c.reply.address, c.x, c.key) for c in by_x),
+            threshold=default_threshold(len(chain)),
+            members=tuple(Member(address, x, key) for address, (x, key) in chain),
         )
         fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
         roster_bytes = roster.to_bytes()
@@ -337,28 +353,63 @@ class Coordinator:
                 self._drop(SHARE, node, "envelopes are not exactly one per roster member")
             else:
                 state.envelopes[reply.address] = reply.envelopes
-        if len(state.senders) < roster.threshold:
+        if len(state.senders) < max(roster.threshold, MIN_SENDERS):
             raise RoundFailed(
-                f"round {state.round}: {len(state.senders)} nodes shared, "
-                f"threshold {roster.threshold}"
+                f"round {state.round}: {len(state.senders)} nodes shared, need "
+                f"{max(roster.threshold, MIN_SENDERS)} (threshold {roster.threshold})"
             )
         self.report(
             f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "
             f"(t={roster.threshold})"
         )
 
+    def agree_stage(self, state: RoundState) -> None:
+        """Stage 3a: every sender signs the one sender set (and the weights' denominator)
+        all of them will sum over."""
+        from protocol.secure_sum import sender_set_digest
+
+        assert state.roster is not None
+        senders = state.senders
+        request = AgreeRequest(**state.base(), senders=senders, roster=state.roster.to_bytes())
+        digest = sender_set_digest(state.roster, senders, state.n_total)
+        for node, reply in self._exchange(
+            {state.committed[s].node: request for s in senders},
+            AgreeReply,
+            self.config.stage_timeout_s,
+            answering_as=state.addresses(),
+        ).items():
+            try:
+                signer = recover_leaf_signer(digest, reply.signature)
+            except ProtocolError as exc:
+                self._drop(AGREE, node, str(exc))
+                continue
+            if signer.lower() != reply.address.lower():
+                self._drop(AGREE, node, "did not sign the sender set with its own key")
+                continue
+            state.agreements[reply.address] = reply.signature
+        if len(state.agreements) < len(senders):
+            raise RoundFailed(
+                f"round {state.round}: {len(state.agreements)} of {len(senders)} senders agreed "
+                "on the sender set; nodes sum only what every sender agreed to"
+            )
+
     def aggregate_stage(self, state: RoundState) -> None:
-        """Stage 3: each sender opens the envelopes addressed to it and signs their sum."""
+        """Stage 3b: each sender that agreed opens the envelopes addressed to it and signs
+        their sum (nodes check the agreements first)."""
         from protocol.secure_sum import SummedShare
 
         assert state.roster is not None
         senders = state.senders
+        agreements = [
+            Agreement(address=a, signature=sig) for a, sig in sorted(state.agreements.items())
+        ]
         requests: dict[int, StageMessage] = {
             state.committed[s].node: AggregateRequest(
                 **state.base(),
                 senders=senders,
                 roster=state.roster.to_bytes(),
                 envelopes={src: state.envelopes[src][s] for src in senders},
+                agreements=agreements,
             )
             for s in senders
         }
@@ -505,6 +556,7 @@ class Coordinator:
         self.report(f"round {state.round}: training ({label})")
         self.train_stage(state)
         self.share_stage(state)
+        self.agree_stage(state)
         self.aggregate_stage(state)
         self.publish_stage(state)
         self.approve_stage(state)

@@ -14,7 +14,9 @@ Stages (Flower message type → what the node does):
 - ``train``            forget the requested records I hold (certify each on chain), train
                        through the requested slice; reply n_i, model hash, signed leaf
 - ``train.share``      Shamir-share α_i·w_i to the roster, one envelope per recipient
-- ``train.aggregate``  open the envelopes addressed to me, reply the summed share
+- ``train.agree``      sign the sender set I will be asked to sum over (one set per round)
+- ``train.aggregate``  shown t signatures on the set I signed, open the envelopes addressed
+                       to me and reply the summed share
 - ``query.approve``    check my leaf is in the round's root and the model CID's bytes hash to
                        the proposed hash, evaluate it, send ``approveRound`` with my own key
 """
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 TRAIN = "train"
 SHARE = "train.share"
+AGREE = "train.agree"
 AGGREGATE = "train.aggregate"
 APPROVE = "query.approve"
 
@@ -357,19 +360,69 @@ class ShareReply(NodeReply):
     envelopes: dict[str, bytes]
 
 
+def _check_senders(senders: list[str]) -> None:
+    for i, sender in enumerate(senders):
+        check_hex(sender, 20, f"senders[{i}]")
+    if len({s.lower() for s in senders}) != len(senders):
+        raise ProtocolError("senders must be distinct")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreeRequest(RoundRequest):
+    """Stage 3a, coordinator → sender: sign the sender set this round will sum over."""
+
+    STAGE: ClassVar[str] = AGREE
+    senders: list[str]
+    roster: bytes
+
+    def check(self) -> None:
+        super().check()
+        _check_senders(self.senders)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreeReply(NodeReply):
+    """Stage 3a, node → coordinator: its signature on the round's sender set."""
+
+    STAGE: ClassVar[str] = AGREE
+    signature: str
+
+    def check(self) -> None:
+        super().check()
+        check_hex(self.signature, 65, "signature")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agreement(Schema):
+    """One sender's signature on the sender set (``protocol.secure_sum.sender_set_digest``)."""
+
+    address: str
+    signature: str
+
+    def check(self) -> None:
+        check_hex(self.address, 20, "address")
+        check_hex(self.signature, 65, "signature")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AggregateRequest(RoundRequest):
-    """Stage 3, coordinator → node: the envelopes addressed to it, by sender."""
+    """Stage 3b, coordinator → node: the envelopes addressed to it, by sender, and the
+    senders' signed agreement on that set."""
 
     STAGE: ClassVar[str] = AGGREGATE
     senders: list[str]
     roster: bytes
     envelopes: dict[str, bytes]
+    agreements: list[Agreement]
 
     def check(self) -> None:
         super().check()
+        _check_senders(self.senders)
         if sorted(self.senders) != sorted(self.envelopes):
             raise ProtocolError("envelopes must come from exactly the declared senders")
+        signers = [a.address.lower() for a in self.agreements]
+        if len(set(signers)) != len(signers):
+            raise ProtocolError("one agreement per signer")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,6 +475,7 @@ class ApproveReply(NodeReply):
 STAGES: dict[str, tuple[type[StageMessage], type[StageMessage]]] = {
     TRAIN: (TrainRequest, TrainReply),
     SHARE: (ShareRequest, ShareReply),
+    AGREE: (AgreeRequest, AgreeReply),
     AGGREGATE: (AggregateRequest, AggregateReply),
     APPROVE: (ApproveRequest, ApproveReply),
 }

@@ -18,6 +18,9 @@ from protocol.messages import (
     STAGES,
     AggregateReply,
     AggregateRequest,
+    Agreement,
+    AgreeReply,
+    AgreeRequest,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -69,8 +72,14 @@ SAMPLES: list[StageMessage] = [
         roster=b"{}",
     ),
     ShareReply(address=ADDRESS, envelopes={ADDRESS: b"e1", OTHER: b"e2"}),
+    AgreeRequest(**BASE, senders=[ADDRESS, OTHER], roster=b"{}"),
+    AgreeReply(address=ADDRESS, signature=SIGNATURE),
     AggregateRequest(
-        **BASE, senders=[ADDRESS, OTHER], roster=b"{}", envelopes={ADDRESS: b"1", OTHER: b"2"}
+        **BASE,
+        senders=[ADDRESS, OTHER],
+        roster=b"{}",
+        envelopes={ADDRESS: b"1", OTHER: b"2"},
+        agreements=[Agreement(address=OTHER, signature=SIGNATURE)],
     ),
     AggregateReply(address=ADDRESS, signature=SIGNATURE, summed_share=b"\x00" * 8),
     ApproveRequest(
@@ -184,6 +193,6 @@ def test_nan_and_nested_garbage_are_refused_by_name() -> None:
 
 
 def test_aggregate_request_envelopes_must_match_the_declared_senders() -> None:
-    record = SAMPLES[4].to_record()
+    record = SAMPLES[6].to_record()
     del record[f"blob:envelopes:{OTHER}"]
-    _refused(SAMPLES[4], record, "senders")
+    _refused(SAMPLES[6], record, "senders")

@@ -149,7 +149,7 @@ def test_malformed_reply_is_a_dropout_not_a_crash(
     liar = fed.nodes[2].address
     fed.replace(2, _forge_at(stage, forge))
     if stage in (TRAIN, SHARE):  # three nodes: the liar leaves fewer than three senders
-        with pytest.raises(RoundFailed, match="2 nodes (committed|shared), need 3"):
+        with pytest.raises(RoundFailed, match=r"2 nodes (committed|shared), need 3"):
             fed.coordinator.run_round(None)
         return
     outcome = fed.coordinator.run_round(None)

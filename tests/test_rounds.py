@@ -132,6 +132,8 @@ GARBAGE = {
     "share: missing envelopes": (SHARE, lambda r: {"header": r["header"]}),
     "share: impersonation": (SHARE, _edit_header(address="0x" + "ab" * 20)),
     "share: extra envelope": (SHARE, lambda r: {**r, "blob:envelopes:0x" + "ab" * 20: b"x"}),
+    "agree: forged signature": (AGREE, _edit_header(signature="0x" + "1b" * 65)),
+    "agree: impersonation": (AGREE, _edit_header(address="0x" + "ab" * 20)),
     "aggregate: unsigned": (AGGREGATE, _edit_header(signature="DEL")),
     "aggregate: bad signature": (AGGREGATE, _edit_header(signature="0x" + "00" * 65)),
     "aggregate: not a share": (AGGREGATE, lambda r: {**r, "blob:summed_share": b"junk"}),
@@ -150,6 +152,10 @@ def test_malformed_reply_is_a_dropout_not_a_crash(
     fed.replace(2, _forge_at(stage, forge))
     if stage in (TRAIN, SHARE):  # three nodes: the liar leaves fewer than three senders
         with pytest.raises(RoundFailed, match=r"2 nodes (committed|shared), need 3"):
+            fed.coordinator.run_round(None)
+        return
+    if stage == AGREE:  # a sender that did not agree: nobody sums its share
+        with pytest.raises(RoundFailed, match="2 of 3 senders agreed"):
             fed.coordinator.run_round(None)
         return
     outcome = fed.coordinator.run_round(None)

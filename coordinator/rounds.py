@@ -1,11 +1,12 @@
 """The coordinator's work: secure rounds recorded on chain, and forget requests served.
 
-A round (docs/rounds.md) is five message stages: ``train`` (commitments), ``train.share``
-(sealed Shamir shares to the chain's whole roster), ``train.agree`` (each sender signs the
-sender set), ``train.aggregate`` (summed shares, shown t signatures on that set) and, after
-the coordinator has reconstructed the sum, stored model and manifest by CID and called
-``proposeRound``, ``query.approve`` (each node checks and approves on chain with its own key). The
-coordinator sees commitments, envelopes, summed shares and the sum, never one node's model.
+A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``train.share``
+(each committed node signs the sender set and seals Shamir shares to the chain's whole
+roster), ``train.aggregate`` (summed shares, shown every sender's signature on that set)
+and, after the coordinator has reconstructed the sum, stored model and manifest by CID and
+called ``proposeRound``, ``query.approve`` (each node checks and approves on chain with its
+own key). The coordinator sees commitments, envelopes, summed shares and the sum, never
+one node's model.
 
 Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
 dispatch to every node (only the owner retrains and certifies), a new round, and
@@ -30,14 +31,11 @@ from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.messages import (
     AGGREGATE,
-    AGREE,
     SHARE,
     TRAIN,
     AggregateReply,
     AggregateRequest,
     Agreement,
-    AgreeReply,
-    AgreeRequest,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -102,7 +100,7 @@ class RoundState:
     envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     """Sender → recipient → sealed share (stage 2)."""
     agreements: dict[str, str] = field(default_factory=dict)
-    """Sender → its signature on the sender set (stage 3a)."""
+    """Sender → its signature on the sender set (stage 2)."""
     summed: list[SummedShare] = field(default_factory=list)
     manifest: RoundManifest | None = None
     manifest_cid: str = ""
@@ -316,9 +314,16 @@ class Coordinator:
                 )
 
     def share_stage(self, state: RoundState) -> None:
-        """Stage 2: committed nodes seal Shamir shares of α_i·w_i for every roster member."""
+        """Stage 2: every committed node signs the sender set (all of them) and seals Shamir
+        shares of α_i·w_i for every roster member."""
         from protocol.field import FixedPoint
-        from protocol.secure_sum import MIN_SENDERS, Member, Roster, default_threshold
+        from protocol.secure_sum import (
+            MIN_SENDERS,
+            Member,
+            Roster,
+            default_threshold,
+            sender_set_digest,
+        )
 
         # The roster is the chain's, whoever committed: nodes refuse any other.
         chain = sorted(self._chain_members_named().items(), key=lambda item: item[1][0])
@@ -334,6 +339,7 @@ class Coordinator:
         )
         fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
         roster_bytes = roster.to_bytes()
+        senders = sorted(state.committed, key=str.lower)
         requests: dict[int, StageMessage] = {
             c.node: ShareRequest(
                 **state.base(),
@@ -341,61 +347,41 @@ class Coordinator:
                 n_total=state.n_total,
                 clip=fixed_point.clip,
                 frac_bits=fixed_point.frac_bits,
+                senders=senders,
                 roster=roster_bytes,
             )
             for c in by_x
         }
+        digest = sender_set_digest(roster, senders, state.n_total)
         expected = {m.node_id for m in roster.members}
         for node, reply in self._exchange(
             requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
         ).items():
-            if set(reply.envelopes) != expected:
+            try:
+                signer = recover_leaf_signer(digest, reply.signature)
+            except ProtocolError as exc:
+                self._drop(SHARE, node, str(exc))
+                continue
+            if signer.lower() != reply.address.lower():
+                self._drop(SHARE, node, "did not sign the sender set with its own key")
+            elif set(reply.envelopes) != expected:
                 self._drop(SHARE, node, "envelopes are not exactly one per roster member")
             else:
                 state.envelopes[reply.address] = reply.envelopes
-        if len(state.senders) < max(roster.threshold, MIN_SENDERS):
+                state.agreements[reply.address] = reply.signature
+        if len(state.senders) < len(senders):
             raise RoundFailed(
-                f"round {state.round}: {len(state.senders)} nodes shared, need "
-                f"{max(roster.threshold, MIN_SENDERS)} (threshold {roster.threshold})"
+                f"round {state.round}: {len(state.senders)} nodes shared, need all "
+                f"{len(senders)} that committed: nodes sum only what every sender agreed to"
             )
         self.report(
             f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "
             f"(t={roster.threshold})"
         )
 
-    def agree_stage(self, state: RoundState) -> None:
-        """Stage 3a: every sender signs the one sender set (and the weights' denominator)
-        all of them will sum over."""
-        from protocol.secure_sum import sender_set_digest
-
-        assert state.roster is not None
-        senders = state.senders
-        request = AgreeRequest(**state.base(), senders=senders, roster=state.roster.to_bytes())
-        digest = sender_set_digest(state.roster, senders, state.n_total)
-        for node, reply in self._exchange(
-            {state.committed[s].node: request for s in senders},
-            AgreeReply,
-            self.config.stage_timeout_s,
-            answering_as=state.addresses(),
-        ).items():
-            try:
-                signer = recover_leaf_signer(digest, reply.signature)
-            except ProtocolError as exc:
-                self._drop(AGREE, node, str(exc))
-                continue
-            if signer.lower() != reply.address.lower():
-                self._drop(AGREE, node, "did not sign the sender set with its own key")
-                continue
-            state.agreements[reply.address] = reply.signature
-        if len(state.agreements) < len(senders):
-            raise RoundFailed(
-                f"round {state.round}: {len(state.agreements)} of {len(senders)} senders agreed "
-                "on the sender set; nodes sum only what every sender agreed to"
-            )
-
     def aggregate_stage(self, state: RoundState) -> None:
-        """Stage 3b: each sender that agreed opens the envelopes addressed to it and signs
-        their sum (nodes check the agreements first)."""
+        """Stage 3: each sender opens the envelopes addressed to it and signs their sum
+        (after checking every sender's signature on the set)."""
         from protocol.secure_sum import SummedShare
 
         assert state.roster is not None
@@ -556,7 +542,6 @@ class Coordinator:
         self.report(f"round {state.round}: training ({label})")
         self.train_stage(state)
         self.share_stage(state)
-        self.agree_stage(state)
         self.aggregate_stage(state)
         self.publish_stage(state)
         self.approve_stage(state)

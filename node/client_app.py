@@ -17,7 +17,6 @@ from node.stages import answer
 from protocol.errors import ProtocolError
 from protocol.messages import (
     AGGREGATE,
-    AGREE,
     APPROVE,
     SHARE,
     TRAIN,
@@ -46,6 +45,5 @@ def _handler(stage: str) -> Callable[[Message, Context], Message]:
 
 app.train()(_handler(TRAIN))
 app.train("share")(_handler(SHARE))
-app.train("agree")(_handler(AGREE))
 app.train("aggregate")(_handler(AGGREGATE))
 app.query("approve")(_handler(APPROVE))

@@ -1,4 +1,4 @@
-"""What this node did in each secure round, kept on disk: it shares, agrees and sums once.
+"""What this node did in each secure round, kept on disk: it agrees, shares and sums once.
 
 A coordinator that may ask twice can difference: a second ``aggregate`` over a sender set
 without the victim, or a second sharing under other parameters, hands it two sums that
@@ -9,8 +9,11 @@ it shared, the sender set it agreed to sum that model in: an unchanged model is 
 summed into a different set, so a round that lost a node while the others' models are
 unchanged publishes nothing (``N_r·G_r − N_{r+1}·G_{r+1}`` would be that node's model).
 
-The tables live in the node's own SQLite file, beside its records; a crash between
-answering and recording can only make the node refuse, never answer twice differently.
+The tables live in the node's own SQLite file, beside its records, with rounds scoped by
+the contract that numbers them (a federation re-deployed on a fresh chain counts from 1
+again); the model rule is not scoped, as an observer may read both records. A crash
+between answering and recording can only make the node refuse, never answer twice
+differently.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ from protocol.errors import ProtocolError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS round_shares (
-    round INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, model_hash TEXT NOT NULL,
-    n_total INTEGER NOT NULL
+    scope TEXT NOT NULL, round INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+    model_hash TEXT NOT NULL, n_total INTEGER NOT NULL, PRIMARY KEY (scope, round)
 );
 CREATE TABLE IF NOT EXISTS round_share_envelopes (
-    round INTEGER NOT NULL, recipient TEXT NOT NULL, envelope BLOB NOT NULL,
-    PRIMARY KEY (round, recipient)
+    scope TEXT NOT NULL, round INTEGER NOT NULL, recipient TEXT NOT NULL,
+    envelope BLOB NOT NULL, PRIMARY KEY (scope, round, recipient)
 );
 CREATE TABLE IF NOT EXISTS round_agreements (
-    round INTEGER PRIMARY KEY, senders TEXT NOT NULL, signature TEXT NOT NULL
+    scope TEXT NOT NULL, round INTEGER NOT NULL, senders TEXT NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (scope, round)
 );
 CREATE TABLE IF NOT EXISTS round_sums (
-    round INTEGER PRIMARY KEY, senders TEXT NOT NULL, signature TEXT NOT NULL, summed BLOB NOT NULL
+    scope TEXT NOT NULL, round INTEGER NOT NULL, senders TEXT NOT NULL,
+    signature TEXT NOT NULL, summed BLOB NOT NULL, PRIMARY KEY (scope, round)
 );
 CREATE TABLE IF NOT EXISTS model_sender_sets (
     model_hash TEXT PRIMARY KEY, senders TEXT NOT NULL, round INTEGER NOT NULL
@@ -60,10 +65,14 @@ class Sharing:
 
 
 class RoundState:
-    """Per-round record of this node's share, agreement and sum (one SQLite connection each)."""
+    """Per-round record of this node's share, agreement and sum (one SQLite connection each).
 
-    def __init__(self, path: str) -> None:
+    ``scope`` names the contract whose round numbers these are.
+    """
+
+    def __init__(self, path: str, scope: str) -> None:
         self.path = path
+        self.scope = scope.lower()
         with self._db() as db:
             db.executescript(_SCHEMA)
 
@@ -82,15 +91,17 @@ class RoundState:
         """The sharing made in ``round_no``, if any."""
         with self._db() as db:
             row = db.execute(
-                "SELECT fingerprint, model_hash, n_total FROM round_shares WHERE round = ?",
-                (round_no,),
+                "SELECT fingerprint, model_hash, n_total FROM round_shares "
+                "WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
             ).fetchone()
             if row is None:
                 return None
             envelopes = dict(
                 db.execute(
-                    "SELECT recipient, envelope FROM round_share_envelopes WHERE round = ?",
-                    (round_no,),
+                    "SELECT recipient, envelope FROM round_share_envelopes "
+                    "WHERE scope = ? AND round = ?",
+                    (self.scope, round_no),
                 ).fetchall()
             )
         return Sharing(row[0], row[1], int(row[2]), {k: bytes(v) for k, v in envelopes.items()})
@@ -110,13 +121,14 @@ class RoundState:
         envelopes = sharing.envelopes
         with self._db() as db:
             db.execute(
-                "INSERT INTO round_shares (round, fingerprint, model_hash, n_total) "
-                "VALUES (?, ?, ?, ?)",
-                (round_no, sharing.fingerprint, sharing.model_hash, sharing.n_total),
+                "INSERT INTO round_shares (scope, round, fingerprint, model_hash, n_total) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.scope, round_no, sharing.fingerprint, sharing.model_hash, sharing.n_total),
             )
             db.executemany(
-                "INSERT INTO round_share_envelopes (round, recipient, envelope) VALUES (?, ?, ?)",
-                [(round_no, k, v) for k, v in envelopes.items()],
+                "INSERT INTO round_share_envelopes (scope, round, recipient, envelope) "
+                "VALUES (?, ?, ?, ?)",
+                [(self.scope, round_no, k, v) for k, v in envelopes.items()],
             )
 
     # -- agree --------------------------------------------------------------------------
@@ -125,7 +137,8 @@ class RoundState:
         """(sender set as canonical JSON, signature) this node signed in ``round_no``."""
         with self._db() as db:
             row = db.execute(
-                "SELECT senders, signature FROM round_agreements WHERE round = ?", (round_no,)
+                "SELECT senders, signature FROM round_agreements WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
             ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
@@ -163,8 +176,9 @@ class RoundState:
         wanted = set_key(senders)
         with self._db() as db:
             db.execute(
-                "INSERT INTO round_agreements (round, senders, signature) VALUES (?, ?, ?)",
-                (round_no, wanted, signature),
+                "INSERT OR IGNORE INTO round_agreements (scope, round, senders, signature) "
+                "VALUES (?, ?, ?, ?)",
+                (self.scope, round_no, wanted, signature),
             )
             db.execute(
                 "INSERT INTO model_sender_sets (model_hash, senders, round) VALUES (?, ?, ?) "
@@ -179,7 +193,8 @@ class RoundState:
         """The (signature, summed share) already returned over this set; refuse another set."""
         with self._db() as db:
             row = db.execute(
-                "SELECT senders, signature, summed FROM round_sums WHERE round = ?", (round_no,)
+                "SELECT senders, signature, summed FROM round_sums WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
             ).fetchone()
         if row is None:
             return None
@@ -195,6 +210,7 @@ class RoundState:
         """Keep the one sum of this round."""
         with self._db() as db:
             db.execute(
-                "INSERT INTO round_sums (round, senders, signature, summed) VALUES (?, ?, ?, ?)",
-                (round_no, set_key(senders), signature, summed),
+                "INSERT INTO round_sums (scope, round, senders, signature, summed) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.scope, round_no, set_key(senders), signature, summed),
             )

@@ -101,7 +101,7 @@ class NodeRuntime:
         """What this node shared, agreed and summed in each round (in its own SQLite file)."""
         from node.round_state import RoundState
 
-        return RoundState(self.config.db)
+        return RoundState(self.config.db, self.config.contract)
 
     def sisa(self) -> SisaNode:
         """Open the node's SISA store (completing any forget a crash interrupted)."""

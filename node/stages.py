@@ -6,9 +6,9 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
 
 - the roster must be exactly the chain's admitted nodes with their registered keys and
   x-coordinates, t comes from that count, and the round must be the chain's next one;
-- it shares, agrees on a sender set and sums at most once per round (``node.round_state``),
-  never over fewer than ``max(t, 3)`` senders, and sums only when shown t signatures of
-  senders on the set it signed itself;
+- it signs one sender set and shares once per round, and sums once (``node.round_state``),
+  never over fewer than ``max(t, 3)`` senders, and only when shown every sender's
+  signature on the set it signed itself;
 - an unchanged model is never summed into another sender set than last time;
 - it re-checks its own commitment before sharing and before approving, and fetches the
   global model by CID to compare hashes.
@@ -26,15 +26,12 @@ from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
 from protocol.messages import (
     AGGREGATE,
-    AGREE,
     APPROVE,
     SHARE,
     STAGES,
     TRAIN,
     AggregateReply,
     AggregateRequest,
-    AgreeReply,
-    AgreeRequest,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -70,9 +67,7 @@ def _check_federation(rt: NodeRuntime, request: RoundRequest) -> None:
         )
 
 
-def _checked_roster(
-    rt: NodeRuntime, request: ShareRequest | AgreeRequest | AggregateRequest
-) -> Roster:
+def _checked_roster(rt: NodeRuntime, request: ShareRequest | AggregateRequest) -> Roster:
     """The round's roster, if it is exactly the chain's and the round is the chain's next.
 
     Every admitted node with a registered key is a member, at its x-coordinate, with its
@@ -154,14 +149,19 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
 
 
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
-    """Shamir-share n_i/N · w_i to the roster, one sealed envelope per recipient."""
+    """Sign the round's sender set, then Shamir-share n_i/N · w_i to the roster, one sealed
+    envelope per recipient: once per round, and never, for a model unchanged since it was
+    last summed, into another sender set."""
     from node.round_state import Sharing
     from protocol.canonical import canonical_json
     from protocol.field import FixedPoint
-    from protocol.secure_sum import make_shares, roster_digest
+    from protocol.secure_sum import make_shares, roster_digest, sender_set_digest
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
+    _checked_senders(roster, request.senders)
+    if rt.address.lower() not in {s.lower() for s in request.senders}:
+        raise ProtocolError("asked to share into a sender set without this node")
     fixed_point = FixedPoint(request.clip, request.frac_bits)
     fixed_point.check_parties(roster.n)
     fingerprint = _hex(
@@ -174,13 +174,15 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
                     "frac_bits": request.frac_bits,
                     "through_slice": request.through_slice,
                     "roster": roster_digest(roster),
+                    "senders": sorted(s.lower() for s in request.senders),
                 }
             )
         )
     )
     earlier = rt.rounds.check_share(request.round, fingerprint)
-    if earlier is not None:  # a retried stage: the same envelopes, no second sharing
-        return ShareReply(address=rt.address, envelopes=earlier.envelopes)
+    signed = rt.rounds.check_agree(request.round, request.senders, request.model_hash)
+    if earlier is not None and signed is not None:  # a retried stage: the very same answer
+        return ShareReply(address=rt.address, signature=signed, envelopes=earlier.envelopes)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
     if model.hash_hex != request.model_hash:
@@ -197,31 +199,13 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         weight=model.n_samples / request.n_total,
         fixed_point=fixed_point,
     )
+    digest = sender_set_digest(roster, request.senders, request.n_total)
+    signature = sign_leaf(digest, rt.eth_key)
+    rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
     rt.rounds.record_share(
         request.round, Sharing(fingerprint, request.model_hash, request.n_total, envelopes)
     )
-    return ShareReply(address=rt.address, envelopes=envelopes)
-
-
-def handle_agree(rt: NodeRuntime, request: AgreeRequest) -> AgreeReply:
-    """Sign the sender set of this round: once per round, and never, for an unchanged
-    model, a set other than the one it was last summed in."""
-    from protocol.secure_sum import sender_set_digest
-
-    _check_federation(rt, request)
-    roster = _checked_roster(rt, request)
-    _checked_senders(roster, request.senders)
-    if rt.address.lower() not in {s.lower() for s in request.senders}:
-        raise ProtocolError("asked to agree on a sender set without this node")
-    sharing = rt.rounds.sharing(request.round)
-    if sharing is None:
-        raise ProtocolError(f"this node did not share in round {request.round}")
-    signature = rt.rounds.check_agree(request.round, request.senders, sharing.model_hash)
-    if signature is None:
-        digest = sender_set_digest(roster, request.senders, sharing.n_total)
-        signature = sign_leaf(digest, rt.eth_key)
-        rt.rounds.record_agree(request.round, request.senders, sharing.model_hash, signature)
-    return AgreeReply(address=rt.address, signature=signature)
+    return ShareReply(address=rt.address, signature=signature, envelopes=envelopes)
 
 
 def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateReply:
@@ -351,7 +335,6 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
 _HANDLERS: dict[str, Callable[[NodeRuntime, Any], StageMessage]] = {
     TRAIN: handle_train,
     SHARE: handle_share,
-    AGREE: handle_agree,
     AGGREGATE: handle_aggregate,
     APPROVE: handle_approve,
 }

@@ -31,7 +31,7 @@ import pytest
 from coordinator.rounds import RoundFailed
 from protocol.field import FixedPoint
 from protocol.manifest import RoundManifest
-from protocol.messages import AGGREGATE, SHARE, TRAIN, ShareRequest, TrainReply, TrainRequest
+from protocol.messages import AGGREGATE, SHARE, TRAIN, TrainReply, TrainRequest
 from protocol.model import vector_from_bytes
 from protocol.secure_sum import Member, Roster, SummedShare, default_threshold, reconstruct_sum
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.chain_fixtures", "tests.round_fixtures"]
 
-AGREE = "train.agree"
 TOLERANCE = 1e-3
 """A reconstruction this close to the victim's model (max abs error) is its model."""
 
@@ -112,48 +111,37 @@ class RogueCoordinator:
         roster: Roster,
         committed: dict[str, TrainReply],
         n_total: dict[str, int],
-    ) -> dict[str, dict[str, bytes]]:
-        """Ask ``nodes`` to share into ``roster`` with these denominators; sender → envelopes."""
-        envelopes = {}
+        senders: dict[str, list[str]],
+    ) -> tuple[dict[str, dict[str, bytes]], dict[str, str]]:
+        """Ask each node to sign ``senders[node]`` and share into ``roster`` with its
+        denominator; (sender → envelopes, sender → signature on its set). Nodes that know
+        no sender set are asked without one."""
+        envelopes, signatures = {}, {}
         for node in nodes:
-            record = ShareRequest(
-                federation_id=self.fed.federation_id,
-                round=roster.round,
-                through_slice=None,
-                model_hash=committed[node.address].model_hash,
-                n_total=n_total[node.address],
-                clip=self.clip,
-                frac_bits=self.frac_bits,
-                roster=roster.to_bytes(),
-            ).to_record()
-            reply = self.ask(node, SHARE, record)
-            if reply is not None:
-                envelopes[node.address] = {
-                    k.removeprefix("blob:envelopes:"): v
-                    for k, v in reply.items()
-                    if k.startswith("blob:envelopes:")
-                }
-        return envelopes
-
-    def agree(self, nodes: list[NodeHandle], roster: Roster, senders: list[str]) -> dict[str, str]:
-        """Ask ``nodes`` to sign ``senders``; address → signature of those that did."""
-        record = {
-            "header": json.dumps(
-                {
-                    "federation_id": self.fed.federation_id,
-                    "round": roster.round,
-                    "through_slice": None,
-                    "senders": senders,
-                }
-            ),
-            "blob:roster": roster.to_bytes(),
-        }
-        signed = {}
-        for node in nodes:
-            reply = self.ask(node, AGREE, record)
-            if reply is not None:
-                signed[node.address] = json.loads(reply["header"])["signature"]
-        return signed
+            header = {
+                "federation_id": self.fed.federation_id,
+                "round": roster.round,
+                "through_slice": None,
+                "model_hash": committed[node.address].model_hash,
+                "n_total": n_total[node.address],
+                "clip": self.clip,
+                "frac_bits": self.frac_bits,
+                "senders": senders[node.address],
+            }
+            for variant in (header, {k: v for k, v in header.items() if k != "senders"}):
+                record = {"header": json.dumps(variant), "blob:roster": roster.to_bytes()}
+                reply = self.ask(node, SHARE, record)
+                if reply is not None:
+                    envelopes[node.address] = {
+                        k.removeprefix("blob:envelopes:"): v
+                        for k, v in reply.items()
+                        if k.startswith("blob:envelopes:")
+                    }
+                    signed = json.loads(reply["header"]).get("signature")
+                    if signed is not None:
+                        signatures[node.address] = signed
+                    break
+        return envelopes, signatures
 
     def aggregate(
         self,
@@ -172,6 +160,8 @@ class RogueCoordinator:
             "senders": senders,
             "agreements": [{"address": a, "signature": s} for a, s in sorted(agreements.items())],
         }
+        if any(s not in envelopes for s in senders):
+            return None  # a sender refused to share: there is nothing to route
         blobs = {f"blob:envelopes:{s}": envelopes[s][node.address] for s in senders}
         for variant in (header, {k: v for k, v in header.items() if k != "agreements"}):
             record = {"header": json.dumps(variant), "blob:roster": roster.to_bytes(), **blobs}
@@ -202,9 +192,11 @@ def test_one_member_roster_with_invented_round_is_refused(rogue: RogueCoordinato
     committed = rogue.commit(rogue.next_round())
     me = next(m for m in rogue.chain_roster(77).members if m.node_id == victim.address)
     roster = Roster(rogue.fed.federation_id, 77, 1, (me,))
-    envelopes = rogue.share([victim], roster, committed, {victim.address: n_victim})
+    alone = {victim.address: [victim.address]}
+    envelopes, agreements = rogue.share(
+        [victim], roster, committed, {victim.address: n_victim}, alone
+    )
     senders = list(envelopes)
-    agreements = rogue.agree([victim], roster, senders)
     summed = [rogue.aggregate(victim, roster, senders, envelopes, agreements)] if senders else []
     assert not _is(rogue.reconstruct(roster, summed), model)
     assert any(stage == SHARE for _, stage, _ in rogue.refusals)
@@ -216,10 +208,13 @@ def test_threshold_below_the_chains_is_refused(rogue: RogueCoordinator) -> None:
     round_no = rogue.next_round()
     committed = rogue.commit(round_no)
     roster = rogue.chain_roster(round_no, threshold=1)
-    envelopes = rogue.share([victim], roster, committed, {victim.address: n_victim})
+    alone = {victim.address: [victim.address]}
+    envelopes, agreements = rogue.share(
+        [victim], roster, committed, {victim.address: n_victim}, alone
+    )
     senders = list(envelopes)
     # With t = 1 every share is the secret itself: one peer's "sum" over the victim alone.
-    summed = [rogue.aggregate(peers[0], roster, senders, envelopes, {})] if senders else []
+    summed = [rogue.aggregate(peers[0], roster, senders, envelopes, agreements)] if senders else []
     assert not _is(rogue.reconstruct(roster, summed), model)
     assert any("threshold" in why for _, _, why in rogue.refusals)
 
@@ -227,15 +222,21 @@ def test_threshold_below_the_chains_is_refused(rogue: RogueCoordinator) -> None:
 def _honest_sum(
     rogue: RogueCoordinator, round_no: int
 ) -> tuple[Roster, dict[str, TrainReply], dict[str, dict[str, bytes]], dict[str, str], int]:
-    """Train, share and agree honestly with every node in ``round_no``."""
+    """Train and share honestly with every node in ``round_no``."""
     committed = rogue.commit(round_no)
     n_total = sum(c.n_samples for c in committed.values())
     roster = rogue.chain_roster(round_no)
     nodes = rogue.fed.nodes
-    envelopes = rogue.share(nodes, roster, committed, {n.address: n_total for n in nodes})
-    senders = sorted(envelopes, key=str.lower)
-    assert len(senders) == len(nodes)
-    return roster, committed, envelopes, rogue.agree(nodes, roster, senders), n_total
+    everyone = sorted(committed, key=str.lower)
+    envelopes, agreements = rogue.share(
+        nodes,
+        roster,
+        committed,
+        {n.address: n_total for n in nodes},
+        {n.address: everyone for n in nodes},
+    )
+    assert sorted(envelopes, key=str.lower) == everyone
+    return roster, committed, envelopes, agreements, n_total
 
 
 def test_an_off_chain_round_cannot_be_subtracted_from_a_published_one(
@@ -252,9 +253,14 @@ def test_an_off_chain_round_cannot_be_subtracted_from_a_published_one(
     # Round 77 exists nowhere on chain: the peers alone, weighted as in the published round.
     committed = rogue.commit(77)
     roster = rogue.chain_roster(77)
-    envelopes = rogue.share(peers, roster, committed, {p.address: total for p in peers})
-    senders = sorted(envelopes, key=str.lower)
-    agreements = rogue.agree(peers, roster, senders)
+    senders = sorted((p.address for p in peers), key=str.lower)
+    envelopes, agreements = rogue.share(
+        peers,
+        roster,
+        committed,
+        {p.address: total for p in peers},
+        {p.address: senders for p in peers},
+    )
     summed = [rogue.aggregate(p, roster, senders, envelopes, agreements) for p in peers]
     peers_sum = rogue.reconstruct(roster, summed)
     estimate = None if peers_sum is None else (exact - peers_sum) * total / n_victim
@@ -290,12 +296,18 @@ def test_different_sender_sets_for_different_nodes_yield_no_difference(
     committed = rogue.commit(round_no)
     n_total = sum(c.n_samples for c in committed.values())
     roster = rogue.chain_roster(round_no)
-    envelopes = rogue.share(fed.nodes, roster, committed, {n.address: n_total for n in fed.nodes})
-    everyone = sorted(envelopes, key=str.lower)
+    everyone = sorted(committed, key=str.lower)
     without = sorted([a.address, b.address], key=str.lower)
     # The victim and A are shown the full set, B the set without the victim.
-    full = rogue.agree([victim, a], roster, everyone)
-    partial = rogue.agree([b], roster, without)
+    envelopes, signed = rogue.share(
+        fed.nodes,
+        roster,
+        committed,
+        {n.address: n_total for n in fed.nodes},
+        {victim.address: everyone, a.address: everyone, b.address: without},
+    )
+    full = {k: v for k, v in signed.items() if k != b.address}
+    partial = {k: v for k, v in signed.items() if k == b.address}
     with_victim = rogue.reconstruct(
         roster, [rogue.aggregate(n, roster, everyone, envelopes, full) for n in (victim, a)]
     )
@@ -319,9 +331,10 @@ def test_a_weight_of_one_for_the_victim_is_not_summed(rogue: RogueCoordinator) -
     roster = rogue.chain_roster(round_no)
     # Everyone else's weight n_i / 10^9 quantizes to nothing: the "sum" is the victim.
     n_total = {n.address: 10**9 for n in peers} | {victim.address: n_victim}
-    envelopes = rogue.share(fed.nodes, roster, committed, n_total)
-    everyone = sorted(envelopes, key=str.lower)
-    agreements = rogue.agree(fed.nodes, roster, everyone)
+    everyone = sorted(committed, key=str.lower)
+    envelopes, agreements = rogue.share(
+        fed.nodes, roster, committed, n_total, {n.address: everyone for n in fed.nodes}
+    )
     summed = [rogue.aggregate(n, roster, everyone, envelopes, agreements) for n in fed.nodes]
     assert not _is(rogue.reconstruct(roster, summed), model)
 

@@ -4,7 +4,7 @@ the coordinator API and ServerApp, forget requests over HTTP.
 Specifications:
 - after a forget, the finalized global model equals, byte for byte, the global model of a
   federation trained from scratch without that record (same seeds);
-- a node killed after agreeing on the sender set does not stop the round while ≥ t remain;
+- a node killed after the share stage does not stop the round while ≥ t nodes remain;
 - a foreign app that calls itself ``lethe/lethe``, submitted with ``flwr run``, never runs
   on a node: its ClientApp reads nothing, nodes answer with their own ClientApp;
 - the chain holds RoundFinalized, ForgetCertified and ForgetCompleted for the request.
@@ -23,7 +23,7 @@ from node.sisa import SisaNode
 from protocol.certificate import Certificate
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
-from protocol.messages import AGREE
+from protocol.messages import SHARE
 from protocol.store import LocalStore
 
 pytestmark = pytest.mark.slow
@@ -195,12 +195,12 @@ def test_a_foreign_app_named_lethe_never_runs_on_a_node(
     assert replies and all(r["error"] and not r["content"] for r in replies), replies
 
 
-def test_round_survives_a_node_killed_after_agreeing(federation: LocalFederation) -> None:
+def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
     victim = federation.nodes[2]
     assert victim.child is not None
     joined = victim.child.log.read_text().count("SuperNode ID")
     victim.child.stop()
-    federation.start_node(victim, command=(sys.executable, "-m", "tests.faulty_node", AGREE))
+    federation.start_node(victim, command=(sys.executable, "-m", "tests.faulty_node", SHARE))
     deadline = time.monotonic() + 60
     while victim.child.log.read_text().count("SuperNode ID") == joined:
         assert time.monotonic() < deadline, "the restarted node never joined"

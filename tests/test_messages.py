@@ -19,8 +19,6 @@ from protocol.messages import (
     AggregateReply,
     AggregateRequest,
     Agreement,
-    AgreeReply,
-    AgreeRequest,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -69,11 +67,10 @@ SAMPLES: list[StageMessage] = [
         n_total=90,
         clip=8.0,
         frac_bits=16,
+        senders=[ADDRESS, OTHER],
         roster=b"{}",
     ),
-    ShareReply(address=ADDRESS, envelopes={ADDRESS: b"e1", OTHER: b"e2"}),
-    AgreeRequest(**BASE, senders=[ADDRESS, OTHER], roster=b"{}"),
-    AgreeReply(address=ADDRESS, signature=SIGNATURE),
+    ShareReply(address=ADDRESS, signature=SIGNATURE, envelopes={ADDRESS: b"e1", OTHER: b"e2"}),
     AggregateRequest(
         **BASE,
         senders=[ADDRESS, OTHER],
@@ -193,6 +190,6 @@ def test_nan_and_nested_garbage_are_refused_by_name() -> None:
 
 
 def test_aggregate_request_envelopes_must_match_the_declared_senders() -> None:
-    record = SAMPLES[6].to_record()
+    record = SAMPLES[4].to_record()
     del record[f"blob:envelopes:{OTHER}"]
-    _refused(SAMPLES[6], record, "senders")
+    _refused(SAMPLES[4], record, "senders")

@@ -195,16 +195,26 @@ def test_a_foreign_app_named_lethe_never_runs_on_a_node(
     assert replies and all(r["error"] and not r["content"] for r in replies), replies
 
 
-def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
-    victim = federation.nodes[2]
-    assert victim.child is not None
-    joined = victim.child.log.read_text().count("SuperNode ID")
-    victim.child.stop()
-    federation.start_node(victim, command=(sys.executable, "-m", "tests.faulty_node", SHARE))
+def _restart(federation: LocalFederation, index: int, *command: str) -> None:
+    """Stop node ``index`` and start it again (with ``command``), until it has rejoined."""
+    node = federation.nodes[index]
+    assert node.child is not None
+    joined = node.child.log.read_text().count("SuperNode ID")
+    node.child.stop()
+    if command:
+        federation.start_node(node, command=command)
+    else:
+        federation.start_node(node)
     deadline = time.monotonic() + 60
-    while victim.child.log.read_text().count("SuperNode ID") == joined:
+    while node.child.log.read_text().count("SuperNode ID") == joined:
         assert time.monotonic() < deadline, "the restarted node never joined"
         time.sleep(0.2)
+
+
+def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
+    victim = federation.nodes[2]
+    _restart(federation, 2, sys.executable, "-m", "tests.faulty_node", SHARE)
+    assert victim.child is not None
     record_id = _record_of(federation, 1, 3)
     federation.forget(record_id, request_id="e2e-forget-2")
     final = federation.follow("e2e-forget-2", timeout=300)
@@ -215,6 +225,8 @@ def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation)
     assert victim.address in survived["responders"]["share"]
     assert len(survived["responders"]["aggregate"]) == 2 >= survived["threshold"]
     assert not victim.child.alive()
+    # Back as itself: later rounds need all three senders again (never a sum of two).
+    _restart(federation, 2)
 
 
 def test_real_history_passes_the_audit_and_shows_in_the_explorer(

@@ -410,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeats must be ≥ 1 and --forgets ≥ 10")
 
     shutil.rmtree(args.workdir, ignore_errors=True)
-    spec = FederationSpec(nodes=NODES, federation_id="lethe-bench", allowed_apps=(BASELINE_APP,))
+    spec = FederationSpec(
+        nodes=NODES, federation_id="lethe-bench", allowed_apps=(f"{BASELINE_APP}={BASELINES}",)
+    )
     federation = LocalFederation(args.workdir, spec, report=lambda line: say(f"  {line}"))
     load_start = os.getloadavg()
     try:

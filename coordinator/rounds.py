@@ -1,10 +1,12 @@
 """The coordinator's work: secure rounds recorded on chain, and forget requests served.
 
 A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``train.share``
-(sealed Shamir shares), ``train.aggregate`` (summed shares) and, after the coordinator
-has reconstructed the sum, stored model and manifest by CID and called ``proposeRound``,
-``query.approve`` (each node checks and approves on chain with its own key). The
-coordinator sees commitments, envelopes, summed shares and the sum, never one node's model.
+(each committed node signs the sender set and seals Shamir shares to the chain's whole
+roster), ``train.aggregate`` (summed shares, shown every sender's signature on that set)
+and, after the coordinator has reconstructed the sum, stored model and manifest by CID and
+called ``proposeRound``, ``query.approve`` (each node checks and approves on chain with its
+own key). The coordinator sees commitments, envelopes, summed shares and the sum, never
+one node's model.
 
 Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
 dispatch to every node (only the owner retrains and certifies), a new round, and
@@ -33,6 +35,7 @@ from protocol.messages import (
     TRAIN,
     AggregateReply,
     AggregateRequest,
+    Agreement,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -97,6 +100,8 @@ class RoundState:
     fixed_point: FixedPoint | None = None
     envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     """Sender → recipient → sealed share (stage 2)."""
+    agreements: dict[str, str] = field(default_factory=dict)
+    """Sender → its signature on the sender set (stage 2)."""
     summed: list[SummedShare] = field(default_factory=list)
     manifest: RoundManifest | None = None
     manifest_cid: str = ""
@@ -174,9 +179,13 @@ class Coordinator:
             time.sleep(0.5)
 
     def _chain_members(self) -> dict[str, tuple[int, bytes]]:
-        """Registered nodes from the chain: address → (Shamir x, X25519 key)."""
+        """Registered nodes from the chain: lower-case address → (Shamir x, X25519 key)."""
+        return {a.lower(): member for a, member in self._chain_members_named().items()}
+
+    def _chain_members_named(self) -> dict[str, tuple[int, bytes]]:
+        """Registered nodes from the chain: checksummed address → (Shamir x, X25519 key)."""
         return {
-            e.address.lower(): (index + 1, e.key)
+            e.address: (index + 1, e.key)
             for index, e in enumerate(self.ledger.roster())
             if e.key is not None
         }
@@ -330,19 +339,32 @@ class Coordinator:
                 )
 
     def share_stage(self, state: RoundState) -> None:
-        """Stage 2: committed nodes seal Shamir shares of α_i·w_i for every roster member."""
+        """Stage 2: every committed node signs the sender set (all of them) and seals Shamir
+        shares of α_i·w_i for every roster member."""
         from protocol.field import FixedPoint
-        from protocol.secure_sum import Member, Roster, default_threshold
+        from protocol.secure_sum import (
+            MIN_SENDERS,
+            Member,
+            Roster,
+            default_threshold,
+            sender_set_digest,
+        )
 
+        # The roster is the chain's, whoever committed: nodes refuse any other.
+        chain = sorted(self._chain_members_named().items(), key=lambda item: item[1][0])
         by_x = sorted(state.committed.values(), key=lambda c: c.x)
+        need = max(default_threshold(len(chain)), MIN_SENDERS)
+        if len(by_x) < need:  # asking for shares now would tie this round number to too few
+            raise RoundFailed(f"round {state.round}: {len(by_x)} nodes committed, need {need}")
         roster = state.roster = Roster(
             federation_id=self.fed,
             round=state.round,
-            threshold=default_threshold(len(by_x)),
-            members=tuple(Member(c.reply.address, c.x, c.key) for c in by_x),
+            threshold=default_threshold(len(chain)),
+            members=tuple(Member(address, x, key) for address, (x, key) in chain),
         )
         fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
         roster_bytes = roster.to_bytes()
+        senders = sorted(state.committed, key=str.lower)
         requests: dict[int, StageMessage] = {
             c.node: ShareRequest(
                 **state.base(),
@@ -350,22 +372,32 @@ class Coordinator:
                 n_total=state.n_total,
                 clip=fixed_point.clip,
                 frac_bits=fixed_point.frac_bits,
+                senders=senders,
                 roster=roster_bytes,
             )
             for c in by_x
         }
+        digest = sender_set_digest(roster, senders, state.n_total)
         expected = {m.node_id for m in roster.members}
         for node, reply in self._exchange(
             requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
         ).items():
-            if set(reply.envelopes) != expected:
+            try:
+                signer = recover_leaf_signer(digest, reply.signature)
+            except ProtocolError as exc:
+                self._drop(SHARE, node, str(exc))
+                continue
+            if signer.lower() != reply.address.lower():
+                self._drop(SHARE, node, "did not sign the sender set with its own key")
+            elif set(reply.envelopes) != expected:
                 self._drop(SHARE, node, "envelopes are not exactly one per roster member")
             else:
                 state.envelopes[reply.address] = reply.envelopes
-        if len(state.senders) < roster.threshold:
+                state.agreements[reply.address] = reply.signature
+        if len(state.senders) < len(senders):
             raise RoundFailed(
-                f"round {state.round}: {len(state.senders)} nodes shared, "
-                f"threshold {roster.threshold}"
+                f"round {state.round}: {len(state.senders)} nodes shared, need all "
+                f"{len(senders)} that committed: nodes sum only what every sender agreed to"
             )
         self.report(
             f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "
@@ -373,17 +405,22 @@ class Coordinator:
         )
 
     def aggregate_stage(self, state: RoundState) -> None:
-        """Stage 3: each sender opens the envelopes addressed to it and signs their sum."""
+        """Stage 3: each sender opens the envelopes addressed to it and signs their sum
+        (after checking every sender's signature on the set)."""
         from protocol.secure_sum import SummedShare
 
         assert state.roster is not None
         senders = state.senders
+        agreements = [
+            Agreement(address=a, signature=sig) for a, sig in sorted(state.agreements.items())
+        ]
         requests: dict[int, StageMessage] = {
             state.committed[s].node: AggregateRequest(
                 **state.base(),
                 senders=senders,
                 roster=state.roster.to_bytes(),
                 envelopes={src: state.envelopes[src][s] for src in senders},
+                agreements=agreements,
             )
             for s in senders
         }

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from protocol import secure_sum as ss
 from protocol import shamir
-from protocol.envelope import EnvelopeContext, generate_private_key, open_envelope, public_key_bytes
+from protocol.envelope import generate_private_key, open_envelope, public_key_bytes
 from protocol.errors import ProtocolError
 from protocol.field import FixedPoint
 
@@ -45,7 +45,7 @@ def _coalition_guess(
     """What ``coalition`` (t − 1 nodes) gets by pooling their shares of ``victim``'s model."""
     rows = []
     for node in coalition:
-        context = EnvelopeContext(roster.federation_id, roster.round, victim, node)
+        context = ss.envelope_context(roster, victim, node)
         plain = open_envelope(
             keys[node], roster.member(victim).public_key, envelopes[node], context=context
         )

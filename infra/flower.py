@@ -16,6 +16,7 @@ import importlib
 import logging
 import time
 import types
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
@@ -128,27 +129,16 @@ def acquire_task(client: RuntimeHttpClient) -> str | None:
     return str(res.token) if res.HasField("task") and res.token else None
 
 
-_APPS: dict[str, Any] = {}
-
-
-def _load_app(fab: Any, run: Any) -> Any:
-    """Install a FAB once and load its ClientApp, as ``flwr-clientapp`` does, then cache it."""
-    from flwr.cli.install import install_from_fab
-    from flwr.clientapp.utils import get_load_client_app_fn
-
-    key = str(fab.hash_str)
-    if key not in _APPS:
-        install_from_fab(fab.content, skip_prompt=True)
-        load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-        _APPS[key] = load(run.fab_id, run.fab_version, key)
-    return _APPS[key]
-
-
-def run_client_task(address: str, token: str, allowed_apps: tuple[str, ...]) -> tuple[bool, str]:
+def run_client_task(
+    address: str, token: str, app_for: Callable[[str], Any | None]
+) -> tuple[bool, str]:
     """Execute one acquired ClientApp task in this process; return (succeeded, message type).
 
-    Exactly the task protocol of ``flwr-clientapp`` (pull input → run the ClientApp → push
-    the reply and the task output), without exiting afterwards. The ClientApp raising
+    The task protocol of ``flwr-clientapp`` (pull input → run the ClientApp → push the
+    reply and the task output), without exiting afterwards, and with one deliberate
+    difference: the run's FAB is never installed or imported. ``app_for(fab_id)`` names
+    the node's own ClientApp for that app id (None: refused), so whoever submits a run
+    chooses which installed app answers, never what code runs. The ClientApp raising
     becomes an error reply; a Runtime-API failure propagates to the caller.
     """
     task = _module(CLIENTAPP_TASK)
@@ -164,12 +154,13 @@ def run_client_task(address: str, token: str, allowed_apps: tuple[str, ...]) -> 
     stage = ""
     status, details, ok = SubStatus.FAILED, "ClientApp task failed", False
     try:
-        message, context, run, fab = task.pull_task_input(client)
+        message, context, run, _fab = task.pull_task_input(client)  # the FAB stays unopened
         stage = message.metadata.message_type
         try:
-            if run.fab_id not in allowed_apps:
-                raise RuntimeError(f"this node runs only {', '.join(allowed_apps)}")
-            reply = _load_app(fab, run)(message=message, context=context)
+            app = app_for(str(run.fab_id))
+            if app is None:
+                raise RuntimeError(f"this node runs no app {run.fab_id!r}")
+            reply = app(message=message, context=context)
             status, details, ok = SubStatus.COMPLETED, "", True
         except Exception as exc:
             logger.exception("ClientApp raised")

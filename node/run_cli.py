@@ -18,8 +18,9 @@ from node.runtime import CONFIG_KEY, NodeRunConfig
     "--allow-app",
     "extra_apps",
     multiple=True,
-    metavar="PUBLISHER/NAME",
-    help="Also run this Flower app's ClientApp (e.g. a benchmark baseline).",
+    metavar="PUBLISHER/NAME=DIR",
+    help="Also answer runs of this app id with the ClientApp of the app project installed "
+    "at DIR on this node (e.g. a benchmark baseline). A submitted FAB's code never runs.",
 )
 @click.option(
     "--config",
@@ -58,9 +59,13 @@ def run(
     extra_apps: tuple[str, ...],
 ) -> None:
     """Start the SuperNode (process isolation) and serve its ClientApp tasks in this process."""
-    from node.worker import LETHE_APP, WorkerConfig, serve
+    from node.worker import AppSpecError, WorkerConfig, parse_app, serve
 
     config = NodeRunConfig.load(config_path)
+    try:
+        apps = tuple(parse_app(spec) for spec in extra_apps)
+    except AppSpecError as exc:
+        raise click.UsageError(str(exc)) from exc
     host = superlink.rsplit(":", 1)[0]
     if insecure and host not in {"127.0.0.1", "localhost", "[::1]"}:
         raise click.UsageError("--insecure is allowed only for a SuperLink on loopback")
@@ -88,7 +93,7 @@ def run(
     click.echo(f"{config.name}: SuperNode → {superlink}, Runtime API 127.0.0.1:{port}")
     supernode = subprocess.Popen(argv, env={**os.environ})
     try:
-        serve(WorkerConfig(f"127.0.0.1:{port}", allowed_apps=(LETHE_APP, *extra_apps)))
+        serve(WorkerConfig(f"127.0.0.1:{port}", extra_apps=apps))
     finally:
         supernode.terminate()
         try:

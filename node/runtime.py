@@ -19,6 +19,7 @@ from node.store import NodeError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+    from node.round_state import RoundState
     from node.sisa import SisaNode
     from protocol.ledger import Ledger
     from protocol.store import ContentStore
@@ -94,6 +95,13 @@ class NodeRuntime:
         from protocol.store import open_store
 
         return open_store(self.config.store)
+
+    @cached_property
+    def rounds(self) -> RoundState:
+        """What this node shared, agreed and summed in each round (in its own SQLite file)."""
+        from node.round_state import RoundState
+
+        return RoundState(self.config.db, self.config.contract)
 
     def sisa(self) -> SisaNode:
         """Open the node's SISA store (completing any forget a crash interrupted)."""

@@ -2,12 +2,18 @@
 
 Each handler takes the node's runtime and the coordinator's typed request (already
 checked field by field by ``protocol.messages``) and returns the typed reply. The node
-trusts the coordinator for nothing it can check itself: it takes share keys and its
-x-coordinate from the chain, refuses a threshold below the default for the roster size,
-re-checks its own commitment before sharing and before approving, fetches the
-global model by CID to compare hashes, approves only the proposal the chain holds, and
-deletes nothing unless the chain holds the forget request, open, naming it as the owner of
-exactly that record.
+trusts the coordinator for nothing it can check itself (docs/trust.md):
+
+- the roster must be exactly the chain's admitted nodes with their registered keys and
+  x-coordinates, t comes from that count, and the round must be the chain's next one;
+- it signs one sender set and shares once per round, and sums once (``node.round_state``),
+  never over fewer than ``max(t, 3)`` senders, and only when shown every sender's
+  signature on the set it signed itself;
+- an unchanged model is never summed into another sender set than last time;
+- it re-checks its own commitment before sharing and before approving, fetches the
+  global model by CID to compare hashes, and approves only the proposal the chain holds;
+- it deletes nothing unless the chain holds the forget request, open, naming it as the
+  owner of exactly that record.
 """
 
 from __future__ import annotations
@@ -66,27 +72,51 @@ def _check_federation(rt: NodeRuntime, request: RoundRequest) -> None:
 
 
 def _checked_roster(rt: NodeRuntime, request: ShareRequest | AggregateRequest) -> Roster:
-    """The round's roster, re-checked against the chain and the default threshold."""
+    """The round's roster, if it is exactly the chain's and the round is the chain's next.
+
+    Every admitted node with a registered key is a member, at its x-coordinate, with its
+    key; the threshold is ``⌊n/2⌋+1`` of that count. A roster of fewer members, a lowered
+    threshold or an invented round would let the coordinator isolate this node's model.
+    """
     from protocol.secure_sum import Roster, default_threshold
 
     roster = Roster.from_bytes(request.roster)
     if (roster.federation_id, roster.round) != (request.federation_id, request.round):
         raise ProtocolError("roster is for another federation or round")
-    if roster.threshold < default_threshold(roster.n):
-        raise ProtocolError(
-            f"threshold {roster.threshold} is below ⌊n/2⌋+1 = {default_threshold(roster.n)}: "
-            "a lowered threshold would let fewer colluders read this node's model"
-        )
-    on_chain = {
-        entry.address.lower(): (index + 1, entry.key)
+    next_round = rt.ledger.last_round() + 1
+    if request.round != next_round:
+        raise ProtocolError(f"round {request.round} is not the chain's next round ({next_round})")
+    on_chain = sorted(
+        (entry.address.lower(), index + 1, entry.key)
         for index, entry in enumerate(rt.ledger.roster())
-    }
-    for member in roster.members:
-        expected = on_chain.get(member.node_id.lower())
-        if expected is None or expected != (member.x, member.public_key):
-            raise ProtocolError(f"roster entry {member.node_id} does not match the chain")
+        if entry.key is not None
+    )
+    announced = sorted((m.node_id.lower(), m.x, m.public_key) for m in roster.members)
+    if announced != on_chain:
+        raise ProtocolError(
+            "the roster is not exactly the chain's admitted nodes with their registered keys"
+        )
+    if roster.threshold != default_threshold(len(on_chain)):
+        raise ProtocolError(
+            f"threshold {roster.threshold} is not ⌊n/2⌋+1 = {default_threshold(len(on_chain))} "
+            f"of the {len(on_chain)} nodes on chain"
+        )
     roster.member(rt.address)
     return roster
+
+
+def _checked_senders(roster: Roster, senders: list[str]) -> None:
+    """Senders are roster members, at least ``max(t, MIN_SENDERS)`` of them."""
+    from protocol.secure_sum import MIN_SENDERS
+
+    for sender in senders:
+        roster.member(sender)
+    need = max(roster.threshold, MIN_SENDERS)
+    if len(senders) < need:
+        raise ProtocolError(
+            f"refusing a sum over {len(senders)} senders: at least {need} "
+            f"(t={roster.threshold}, and never fewer than {MIN_SENDERS})"
+        )
 
 
 def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
@@ -125,14 +155,40 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
 
 
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
-    """Shamir-share n_i/N · w_i to the roster, one sealed envelope per recipient."""
+    """Sign the round's sender set, then Shamir-share n_i/N · w_i to the roster, one sealed
+    envelope per recipient: once per round, and never, for a model unchanged since it was
+    last summed, into another sender set."""
+    from node.round_state import Sharing
+    from protocol.canonical import canonical_json
     from protocol.field import FixedPoint
-    from protocol.secure_sum import make_shares
+    from protocol.secure_sum import make_shares, roster_digest, sender_set_digest
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
+    _checked_senders(roster, request.senders)
+    if rt.address.lower() not in {s.lower() for s in request.senders}:
+        raise ProtocolError("asked to share into a sender set without this node")
     fixed_point = FixedPoint(request.clip, request.frac_bits)
     fixed_point.check_parties(roster.n)
+    fingerprint = _hex(
+        keccak256(
+            canonical_json(
+                {
+                    "model_hash": request.model_hash,
+                    "n_total": request.n_total,
+                    "clip": request.clip,
+                    "frac_bits": request.frac_bits,
+                    "through_slice": request.through_slice,
+                    "roster": roster_digest(roster),
+                    "senders": sorted(s.lower() for s in request.senders),
+                }
+            )
+        )
+    )
+    earlier = rt.rounds.check_share(request.round, fingerprint)
+    signed = rt.rounds.check_agree(request.round, request.senders, request.model_hash)
+    if earlier is not None and signed is not None:  # a retried stage: the very same answer
+        return ShareReply(address=rt.address, signature=signed, envelopes=earlier.envelopes)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
     if model.hash_hex != request.model_hash:
@@ -149,22 +205,49 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         weight=model.n_samples / request.n_total,
         fixed_point=fixed_point,
     )
-    return ShareReply(address=rt.address, envelopes=envelopes)
+    digest = sender_set_digest(roster, request.senders, request.n_total)
+    signature = sign_leaf(digest, rt.eth_key)
+    rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
+    rt.rounds.record_share(
+        request.round, Sharing(fingerprint, request.model_hash, request.n_total, envelopes)
+    )
+    return ShareReply(address=rt.address, signature=signature, envelopes=envelopes)
 
 
 def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateReply:
-    """Open the envelopes addressed to this node and reply their sum, signed."""
-    from protocol.secure_sum import open_and_sum
+    """Shown every sender's signature on the set (and weights) this node signed, sum, once."""
+    from node.round_state import set_key
+    from protocol.commitments import recover_leaf_signer
+    from protocol.secure_sum import open_and_sum, sender_set_digest
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
+    _checked_senders(roster, request.senders)
+    agreed = rt.rounds.agreement(request.round)
+    sharing = rt.rounds.sharing(request.round)
+    if agreed is None or sharing is None or agreed[0] != set_key(request.senders):
+        raise ProtocolError("this node did not agree on this sender set for this round")
+    digest = sender_set_digest(roster, request.senders, sharing.n_total)
+    signers = set()
+    for agreement in request.agreements:
+        signer = recover_leaf_signer(digest, agreement.signature).lower()
+        if signer == agreement.address.lower():
+            signers.add(signer)
+    if missing := {s.lower() for s in request.senders} - signers:
+        raise ProtocolError(
+            f"no valid signature on this sender set and weights from {sorted(missing)}: every "
+            "sender must agree before its share is summed"
+        )
+    earlier = rt.rounds.check_sum(request.round, request.senders)
+    if earlier is not None:  # a retried stage: the very same answer
+        return AggregateReply(address=rt.address, signature=earlier[0], summed_share=earlier[1])
     summed = open_and_sum(
         roster, rt.address, rt.x25519_key, request.envelopes, senders=request.senders
     )
     data = summed.to_bytes()
-    return AggregateReply(
-        address=rt.address, signature=sign_leaf(keccak256(data), rt.eth_key), summed_share=data
-    )
+    signature = sign_leaf(keccak256(data), rt.eth_key)
+    rt.rounds.record_sum(request.round, request.senders, signature, data)
+    return AggregateReply(address=rt.address, signature=signature, summed_share=data)
 
 
 def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal:

@@ -2,10 +2,13 @@
 
 X25519 between the sender's and the recipient's keys, HKDF-SHA256 to a
 ChaCha20-Poly1305 key, a random 96-bit nonce. The context (federation, round,
-sender, recipient) goes into both the HKDF ``info`` and the AEAD associated data,
-so an envelope opens only for its recipient, only unmodified, and only in the
-context it was sealed for: a replay into another round or federation, or a
-swapped sender, fails authentication.
+stage, roster digest, sender, recipient) goes into both the HKDF ``info`` and the
+AEAD associated data, so an envelope opens only for its recipient, only unmodified,
+and only in the context it was sealed for: a replay into another round, federation,
+stage or roster, or a swapped sender, fails authentication. The sender set a share
+is summed over does not exist yet when it is sealed; it is bound by the senders'
+signed agreement on it (``protocol.secure_sum.sender_set_digest``) and by the
+summed share, which names it.
 
 Wire format::
 
@@ -33,21 +36,24 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from protocol.canonical import canonical_json
 from protocol.errors import ProtocolError
 
-VERSION = 1
+VERSION = 2
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
-_HKDF_LABEL = b"lethe/secagg/envelope/v1"
+_HKDF_LABEL = b"lethe/secagg/envelope/v2"
 
 
 @dataclass(frozen=True)
 class EnvelopeContext:
-    """What an envelope is bound to: one share, from one node, to one node, in one round."""
+    """What an envelope is bound to: one share, from one node, to one node, in one round,
+    at one stage, under one roster (``roster`` is the hex keccak-256 of its canonical bytes)."""
 
     federation_id: str
     round: int
     sender: str
     recipient: str
+    stage: str
+    roster: str
 
     def to_bytes(self) -> bytes:
         """Canonical encoding, used as the clear header, in HKDF info and as associated data."""
@@ -57,14 +63,16 @@ class EnvelopeContext:
                 "round": self.round,
                 "sender": self.sender,
                 "recipient": self.recipient,
+                "stage": self.stage,
+                "roster": self.roster,
             }
         )
 
     def describe(self) -> str:
         """Human-readable form for error messages."""
         return (
-            f"{self.sender} -> {self.recipient}, round {self.round} "
-            f"of federation {self.federation_id!r}"
+            f"{self.sender} -> {self.recipient}, {self.stage} of round {self.round} "
+            f"of federation {self.federation_id!r} (roster {self.roster[:10]}…)"
         )
 
 
@@ -173,6 +181,8 @@ def _parse_header(envelope: bytes) -> tuple[EnvelopeContext, int]:
             round=int(fields["round"]),
             sender=str(fields["sender"]),
             recipient=str(fields["recipient"]),
+            stage=str(fields["stage"]),
+            roster=str(fields["roster"]),
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise ProtocolError(f"unreadable envelope header: {exc}") from exc
@@ -217,5 +227,6 @@ def open_envelope(
     except InvalidTag as exc:
         raise ProtocolError(
             f"envelope for {context.describe()} failed authentication: tampered, or not "
-            "sealed with these keys for this federation, round, sender and recipient"
+            "sealed with these keys in this context (federation, round, stage, roster, sender, "
+            "recipient)"
         ) from exc

@@ -13,8 +13,10 @@ Stages (Flower message type → what the node does):
 
 - ``train``            forget the requested records I hold (certify each on chain), train
                        through the requested slice; reply n_i, model hash, signed leaf
-- ``train.share``      Shamir-share α_i·w_i to the roster, one envelope per recipient
-- ``train.aggregate``  open the envelopes addressed to me, reply the summed share
+- ``train.share``      sign the sender set (one per round), Shamir-share α_i·w_i to the
+                       roster, one envelope per recipient
+- ``train.aggregate``  shown every sender's signature on the set I signed, open the
+                       envelopes addressed to me and reply the summed share
 - ``query.approve``    check my leaf is in the round's root and the model CID's bytes hash to
                        the proposed hash, evaluate it, send ``approveRound`` with my own key
 """
@@ -335,17 +337,20 @@ class TrainReply(NodeReply):
 
 @dataclass(frozen=True, kw_only=True)
 class ShareRequest(RoundRequest):
-    """Stage 2, coordinator → node: share the committed model with this roster."""
+    """Stage 2, coordinator → node: agree on the sender set (every committed node) and
+    share the committed model with this roster."""
 
     STAGE: ClassVar[str] = SHARE
     model_hash: str
     n_total: int
     clip: float
     frac_bits: int
+    senders: list[str]
     roster: bytes
 
     def check(self) -> None:
         super().check()
+        _check_senders(self.senders)
         check_hex(self.model_hash, 32, "model_hash")
         check_range(self.n_total, "n_total", 1)
         if not self.clip > 0:
@@ -355,25 +360,56 @@ class ShareRequest(RoundRequest):
 
 @dataclass(frozen=True, kw_only=True)
 class ShareReply(NodeReply):
-    """Stage 2, node → coordinator: one sealed envelope per roster member, by address."""
+    """Stage 2, node → coordinator: its signature on the sender set, and one sealed envelope
+    per roster member, by address."""
 
     STAGE: ClassVar[str] = SHARE
+    signature: str
     envelopes: dict[str, bytes]
+
+    def check(self) -> None:
+        super().check()
+        check_hex(self.signature, 65, "signature")
+
+
+def _check_senders(senders: list[str]) -> None:
+    for i, sender in enumerate(senders):
+        check_hex(sender, 20, f"senders[{i}]")
+    if len({s.lower() for s in senders}) != len(senders):
+        raise ProtocolError("senders must be distinct")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agreement(Schema):
+    """One sender's signature on the sender set (``protocol.secure_sum.sender_set_digest``)."""
+
+    address: str
+    signature: str
+
+    def check(self) -> None:
+        check_hex(self.address, 20, "address")
+        check_hex(self.signature, 65, "signature")
 
 
 @dataclass(frozen=True, kw_only=True)
 class AggregateRequest(RoundRequest):
-    """Stage 3, coordinator → node: the envelopes addressed to it, by sender."""
+    """Stage 3, coordinator → node: the envelopes addressed to it, by sender, and every
+    sender's signature on that set."""
 
     STAGE: ClassVar[str] = AGGREGATE
     senders: list[str]
     roster: bytes
     envelopes: dict[str, bytes]
+    agreements: list[Agreement]
 
     def check(self) -> None:
         super().check()
+        _check_senders(self.senders)
         if sorted(self.senders) != sorted(self.envelopes):
             raise ProtocolError("envelopes must come from exactly the declared senders")
+        signers = [a.address.lower() for a in self.agreements]
+        if len(set(signers)) != len(signers):
+            raise ProtocolError("one agreement per signer")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,9 +40,15 @@ from protocol.envelope import (
 )
 from protocol.errors import ProtocolError
 from protocol.field import FixedPoint, FloatVector, IntVector, P, reduce
+from protocol.hashing import keccak256
+from protocol.messages import SHARE
 
 WIRE_DTYPE = np.dtype("<u4")
 """Shares travel as little-endian uint32: every residue of GF(2^31 − 1) fits."""
+
+
+MIN_SENDERS = 3
+"""No sum over fewer models: with two, each sender learns the other's model from the sum."""
 
 
 def default_threshold(n: int) -> int:
@@ -143,6 +149,40 @@ class Roster:
             return cls(obj["federation_id"], obj["round"], obj["threshold"], members)
         except (ValueError, TypeError, KeyError) as exc:
             raise ProtocolError(f"malformed roster: {exc}") from exc
+
+
+def roster_digest(roster: Roster) -> str:
+    """Hex keccak-256 of the roster's canonical bytes: what envelopes and agreements bind."""
+    return "0x" + keccak256(roster.to_bytes()).hex()
+
+
+def envelope_context(roster: Roster, sender: str, recipient: str) -> EnvelopeContext:
+    """The context of ``sender``'s share for ``recipient`` in this roster's share stage."""
+    return EnvelopeContext(
+        roster.federation_id, roster.round, sender, recipient, SHARE, roster_digest(roster)
+    )
+
+
+def sender_set_digest(roster: Roster, senders: Collection[str], n_total: int) -> bytes:
+    """What a sender signs to agree on the set of senders its round sums over.
+
+    A node signs one set per round and sums only when every sender of the set signed it
+    with the same ``n_total`` (the weights' denominator it shared with). Any two sets of
+    at least ``t > n/2`` senders share a node, so a coordinator cannot show different sets
+    to different nodes; and no sender's share is summed with a weight it did not agree to.
+    """
+    return keccak256(
+        b"lethe/sender-set/v1\x00"
+        + canonical_json(
+            {
+                "federation_id": roster.federation_id,
+                "round": roster.round,
+                "roster": roster_digest(roster),
+                "senders": sorted(senders, key=str.lower),
+                "n_total": n_total,
+            }
+        )
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,7 +293,7 @@ def make_shares(
     shares = shamir.split(fixed_point.quantize(weight * arr), roster.xs, roster.threshold)
     envelopes = {}
     for member, share in zip(roster.members, shares, strict=True):
-        context = EnvelopeContext(roster.federation_id, roster.round, me, member.node_id)
+        context = envelope_context(roster, me, member.node_id)
         envelopes[member.node_id] = seal(
             private_key, member.public_key, share.astype(WIRE_DTYPE).tobytes(), context=context
         )
@@ -292,7 +332,7 @@ def open_and_sum(
         )
 
     def open_share(sender: str) -> IntVector:
-        context = EnvelopeContext(roster.federation_id, roster.round, sender, me)
+        context = envelope_context(roster, sender, me)
         plaintext = open_envelope(
             private_key, roster.member(sender).public_key, envelopes[sender], context=context
         )

@@ -22,7 +22,14 @@ from protocol.envelope import (
 from protocol.errors import ProtocolError
 
 ALICE, BOB, CAROL = generate_private_key(), generate_private_key(), generate_private_key()
-CTX = EnvelopeContext(federation_id="fed-A", round=7, sender="alice", recipient="bob")
+CTX = EnvelopeContext(
+    federation_id="fed-A",
+    round=7,
+    sender="alice",
+    recipient="bob",
+    stage="train.share",
+    roster="0x" + "aa" * 32,
+)
 SECRET = b"share bytes " * 100
 
 
@@ -79,8 +86,10 @@ def test_tampering_anywhere_is_detected(where: str) -> None:
         dataclasses.replace(CTX, round=8),
         dataclasses.replace(CTX, federation_id="fed-B"),
         dataclasses.replace(CTX, sender="carol"),
+        dataclasses.replace(CTX, stage="train.aggregate"),
+        dataclasses.replace(CTX, roster="0x" + "bb" * 32),
     ],
-    ids=["other-round", "other-federation", "swapped-sender"],
+    ids=["other-round", "other-federation", "swapped-sender", "other-stage", "other-roster"],
 )
 def test_replay_into_another_context_is_rejected(other: EnvelopeContext) -> None:
     envelope = sealed()
@@ -100,8 +109,8 @@ def test_wrong_sender_key_fails_authentication() -> None:
 def test_truncated_or_foreign_bytes_are_refused() -> None:
     envelope = sealed()
     for junk, message in [
-        (b"", "not a version-1 envelope"),
-        (b"\x02" + envelope[1:], "not a version-1 envelope"),
+        (b"", "not a version-2 envelope"),
+        (b"\x01" + envelope[1:], "not a version-2 envelope"),
         (envelope[:40], "truncated"),
         (envelope[:3] + b"{not json" + envelope[12:], "unreadable envelope header"),
     ]:

@@ -5,6 +5,8 @@ Specifications:
 - after a forget, the finalized global model equals, byte for byte, the global model of a
   federation trained from scratch without that record (same seeds);
 - a node killed after the share stage does not stop the round while ≥ t nodes remain;
+- a foreign app that calls itself ``lethe/lethe``, submitted with ``flwr run``, never runs
+  on a node: its ClientApp reads nothing, nodes answer with their own ClientApp;
 - the chain holds RoundFinalized, ForgetCertified and ForgetCompleted for the request.
 """
 
@@ -106,16 +108,113 @@ def test_forget_equals_federation_retrained_without_the_record(
     assert again.status_code == 200 and again.json()["request_id"] == "e2e-forget-1"
 
 
-def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
-    victim = federation.nodes[2]
-    assert victim.child is not None
-    joined = victim.child.log.read_text().count("SuperNode ID")
-    victim.child.stop()
-    federation.start_node(victim, command=(sys.executable, "-m", "tests.faulty_node", SHARE))
+FOREIGN_CLIENT = """
+import json
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.query()
+def steal(msg: Message, context: Context) -> Message:
+    loot = {k: str(v) for k, v in context.node_config.items()}
+    Path(LOOT, str(context.node_id)).write_text(json.dumps(loot))
+    return Message(RecordDict({"loot": ConfigRecord(loot)}), reply_to=msg)
+"""
+
+FOREIGN_SERVER = """
+import json
+import time
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    nodes: list[int] = []
     deadline = time.monotonic() + 60
-    while victim.child.log.read_text().count("SuperNode ID") == joined:
+    while len(nodes) < 3 and time.monotonic() < deadline:
+        nodes = list(grid.get_node_ids())
+        time.sleep(0.5)
+    asks = [
+        Message(RecordDict({"x": ConfigRecord({"a": 1})}), dst_node_id=n, message_type="query")
+        for n in nodes
+    ]
+    replies = list(grid.send_and_receive(asks, timeout=90))
+    out = [{"error": r.has_error(), "content": sorted(r.content.keys()) if r.has_content() else []}
+           for r in replies]
+    Path(RESULT).write_text(json.dumps(out))
+"""
+
+
+def test_a_foreign_app_named_lethe_never_runs_on_a_node(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+
+    app, loot, result = tmp_path / "foreign", tmp_path / "loot", tmp_path / "result.json"
+    (app / "foreign_app").mkdir(parents=True)
+    loot.mkdir()
+    (app / "foreign_app" / "__init__.py").write_text("")
+    (app / "foreign_app" / "client.py").write_text(f"LOOT = {str(loot)!r}\n{FOREIGN_CLIENT}")
+    (app / "foreign_app" / "server.py").write_text(f"RESULT = {str(result)!r}\n{FOREIGN_SERVER}")
+    (app / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "lethe"\nversion = "6.6.6"\ndependencies = ["flwr==1.41.0"]\n'
+        '[tool.flwr.app]\npublisher = "lethe"\nfab-include = ["foreign_app/**/*.py"]\n'
+        "[tool.flwr.app.components]\n"
+        'serverapp = "foreign_app.server:app"\nclientapp = "foreign_app.client:app"\n'
+        "[tool.flwr.app.config]\nunused = 0\n"
+    )
+    env = dict(os.environ, FLWR_HOME=str(federation.flwr_home))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    submitted = subprocess.run(
+        [str(Path(sys.executable).parent / "flwr"), "run", str(app), "lethe", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    deadline = time.monotonic() + 240
+    while not result.exists():
+        assert time.monotonic() < deadline, "the foreign ServerApp never finished"
+        time.sleep(1)
+    replies = json.loads(result.read_text())
+    assert list(loot.iterdir()) == [], "a node ran the foreign ClientApp"
+    assert replies and all(r["error"] and not r["content"] for r in replies), replies
+
+
+def _restart(federation: LocalFederation, index: int, *command: str) -> None:
+    """Stop node ``index`` and start it again (with ``command``), until it has rejoined."""
+    node = federation.nodes[index]
+    assert node.child is not None
+    joined = node.child.log.read_text().count("SuperNode ID")
+    node.child.stop()
+    if command:
+        federation.start_node(node, command=command)
+    else:
+        federation.start_node(node)
+    deadline = time.monotonic() + 60
+    while node.child.log.read_text().count("SuperNode ID") == joined:
         assert time.monotonic() < deadline, "the restarted node never joined"
         time.sleep(0.2)
+
+
+def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation) -> None:
+    victim = federation.nodes[2]
+    _restart(federation, 2, sys.executable, "-m", "tests.faulty_node", SHARE)
+    assert victim.child is not None
     record_id = _record_of(federation, 1, 3)
     federation.forget(record_id, request_id="e2e-forget-2")
     final = federation.follow("e2e-forget-2", timeout=300)
@@ -126,6 +225,8 @@ def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation)
     assert victim.address in survived["responders"]["share"]
     assert len(survived["responders"]["aggregate"]) == 2 >= survived["threshold"]
     assert not victim.child.alive()
+    # Back as itself: later rounds need all three senders again (never a sum of two).
+    _restart(federation, 2)
 
 
 def test_real_history_passes_the_audit_and_shows_in_the_explorer(

@@ -18,6 +18,7 @@ from protocol.messages import (
     STAGES,
     AggregateReply,
     AggregateRequest,
+    Agreement,
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
@@ -67,11 +68,16 @@ SAMPLES: list[StageMessage] = [
         n_total=90,
         clip=8.0,
         frac_bits=16,
+        senders=[ADDRESS, OTHER],
         roster=b"{}",
     ),
-    ShareReply(address=ADDRESS, envelopes={ADDRESS: b"e1", OTHER: b"e2"}),
+    ShareReply(address=ADDRESS, signature=SIGNATURE, envelopes={ADDRESS: b"e1", OTHER: b"e2"}),
     AggregateRequest(
-        **BASE, senders=[ADDRESS, OTHER], roster=b"{}", envelopes={ADDRESS: b"1", OTHER: b"2"}
+        **BASE,
+        senders=[ADDRESS, OTHER],
+        roster=b"{}",
+        envelopes={ADDRESS: b"1", OTHER: b"2"},
+        agreements=[Agreement(address=OTHER, signature=SIGNATURE)],
     ),
     AggregateReply(address=ADDRESS, signature=SIGNATURE, summed_share=b"\x00" * 8),
     ApproveRequest(

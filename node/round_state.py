@@ -1,0 +1,216 @@
+"""What this node did in each secure round, kept on disk: it agrees, shares and sums once.
+
+A coordinator that may ask twice can difference: a second ``aggregate`` over a sender set
+without the victim, or a second sharing under other parameters, hands it two sums that
+differ by one node's model. So the node writes down, per round, the one sharing it made,
+the one sender set it signed and the one sum it returned; asked the same again (a retried
+stage) it answers the same, asked anything else it refuses. It also remembers, per model
+it shared, the sender set it agreed to sum that model in: an unchanged model is never
+summed into a different set, so a round that lost a node while the others' models are
+unchanged publishes nothing (``N_r·G_r − N_{r+1}·G_{r+1}`` would be that node's model).
+
+The tables live in the node's own SQLite file, beside its records, with rounds scoped by
+the contract that numbers them (a federation re-deployed on a fresh chain counts from 1
+again); the model rule is not scoped, as an observer may read both records. A crash
+between answering and recording can only make the node refuse, never answer twice
+differently.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from protocol.errors import ProtocolError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS round_shares (
+    scope TEXT NOT NULL, round INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+    model_hash TEXT NOT NULL, n_total INTEGER NOT NULL, PRIMARY KEY (scope, round)
+);
+CREATE TABLE IF NOT EXISTS round_share_envelopes (
+    scope TEXT NOT NULL, round INTEGER NOT NULL, recipient TEXT NOT NULL,
+    envelope BLOB NOT NULL, PRIMARY KEY (scope, round, recipient)
+);
+CREATE TABLE IF NOT EXISTS round_agreements (
+    scope TEXT NOT NULL, round INTEGER NOT NULL, senders TEXT NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (scope, round)
+);
+CREATE TABLE IF NOT EXISTS round_sums (
+    scope TEXT NOT NULL, round INTEGER NOT NULL, senders TEXT NOT NULL,
+    signature TEXT NOT NULL, summed BLOB NOT NULL, PRIMARY KEY (scope, round)
+);
+CREATE TABLE IF NOT EXISTS model_sender_sets (
+    model_hash TEXT PRIMARY KEY, senders TEXT NOT NULL, round INTEGER NOT NULL
+);
+"""
+
+
+def set_key(senders: Sequence[str]) -> str:
+    """A sender set as stored: canonical JSON of the lower-cased addresses, sorted."""
+    return json.dumps(sorted(s.lower() for s in senders))
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """The one sharing this node made in a round."""
+
+    fingerprint: str
+    model_hash: str
+    n_total: int
+    envelopes: dict[str, bytes]
+
+
+class RoundState:
+    """Per-round record of this node's share, agreement and sum (one SQLite connection each).
+
+    ``scope`` names the contract whose round numbers these are.
+    """
+
+    def __init__(self, path: str, scope: str) -> None:
+        self.path = path
+        self.scope = scope.lower()
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # -- share --------------------------------------------------------------------------
+
+    def sharing(self, round_no: int) -> Sharing | None:
+        """The sharing made in ``round_no``, if any."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT fingerprint, model_hash, n_total FROM round_shares "
+                "WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
+            ).fetchone()
+            if row is None:
+                return None
+            envelopes = dict(
+                db.execute(
+                    "SELECT recipient, envelope FROM round_share_envelopes "
+                    "WHERE scope = ? AND round = ?",
+                    (self.scope, round_no),
+                ).fetchall()
+            )
+        return Sharing(row[0], row[1], int(row[2]), {k: bytes(v) for k, v in envelopes.items()})
+
+    def check_share(self, round_no: int, fingerprint: str) -> Sharing | None:
+        """The earlier identical sharing of this round, None if none; refuse a different one."""
+        earlier = self.sharing(round_no)
+        if earlier is not None and earlier.fingerprint != fingerprint:
+            raise ProtocolError(
+                f"this node already shared in round {round_no} with other parameters "
+                "(model, weights, roster): a second sharing is refused"
+            )
+        return earlier
+
+    def record_share(self, round_no: int, sharing: Sharing) -> None:
+        """Keep the round's sharing, so a retried share stage gets the very same envelopes."""
+        envelopes = sharing.envelopes
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO round_shares (scope, round, fingerprint, model_hash, n_total) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.scope, round_no, sharing.fingerprint, sharing.model_hash, sharing.n_total),
+            )
+            db.executemany(
+                "INSERT INTO round_share_envelopes (scope, round, recipient, envelope) "
+                "VALUES (?, ?, ?, ?)",
+                [(self.scope, round_no, k, v) for k, v in envelopes.items()],
+            )
+
+    # -- agree --------------------------------------------------------------------------
+
+    def agreement(self, round_no: int) -> tuple[str, str] | None:
+        """(sender set as canonical JSON, signature) this node signed in ``round_no``."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT senders, signature FROM round_agreements WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def check_agree(self, round_no: int, senders: Sequence[str], model_hash: str) -> str | None:
+        """The signature already given on this set (None: not yet); refuse any other set.
+
+        Refused: a second set in one round, and a set other than the one this same model
+        was last agreed in (the differencing rule).
+        """
+        wanted = set_key(senders)
+        earlier = self.agreement(round_no)
+        if earlier is not None:
+            if earlier[0] != wanted:
+                raise ProtocolError(
+                    f"this node already agreed on another sender set in round {round_no}"
+                )
+            return earlier[1]
+        with self._db() as db:
+            row = db.execute(
+                "SELECT senders, round FROM model_sender_sets WHERE model_hash = ?",
+                (model_hash,),
+            ).fetchone()
+        if row is not None and row[0] != wanted:
+            raise ProtocolError(
+                f"this node's model is unchanged since round {row[1]}, where it was summed "
+                "with other senders: summing it into another set would let the difference "
+                "of the two published models reveal a node's model"
+            )
+        return None
+
+    def record_agree(
+        self, round_no: int, senders: Sequence[str], model_hash: str, signature: str
+    ) -> None:
+        """Keep the set signed in this round, and the set this model is now summed in."""
+        wanted = set_key(senders)
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO round_agreements (scope, round, senders, signature) "
+                "VALUES (?, ?, ?, ?)",
+                (self.scope, round_no, wanted, signature),
+            )
+            db.execute(
+                "INSERT INTO model_sender_sets (model_hash, senders, round) VALUES (?, ?, ?) "
+                "ON CONFLICT (model_hash) DO UPDATE SET senders = excluded.senders, "
+                "round = excluded.round",
+                (model_hash, wanted, round_no),
+            )
+
+    # -- aggregate ----------------------------------------------------------------------
+
+    def check_sum(self, round_no: int, senders: Sequence[str]) -> tuple[str, bytes] | None:
+        """The (signature, summed share) already returned over this set; refuse another set."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT senders, signature, summed FROM round_sums WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
+            ).fetchone()
+        if row is None:
+            return None
+        if row[0] != set_key(senders):
+            raise ProtocolError(
+                f"this node already summed round {round_no} over another sender set"
+            )
+        return str(row[1]), bytes(row[2])
+
+    def record_sum(
+        self, round_no: int, senders: Sequence[str], signature: str, summed: bytes
+    ) -> None:
+        """Keep the one sum of this round."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO round_sums (scope, round, senders, signature, summed) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.scope, round_no, set_key(senders), signature, summed),
+            )

@@ -175,8 +175,16 @@ class LocalFederation:
             )
             run_config.save(config_path)
         run_config = NodeRunConfig.load(config_path)
-        if run_config.rpc_url != self.devnet.rpc_url:  # anvil restarted on another port
-            run_config = NodeRunConfig(**{**run_config.__dict__, "rpc_url": self.devnet.rpc_url})
+        record_key = str(self._record_key(home))
+        if (run_config.rpc_url, run_config.record_key_file) != (self.devnet.rpc_url, record_key):
+            # anvil restarted on another port, or a work directory from before record keys
+            run_config = NodeRunConfig(
+                **{
+                    **run_config.__dict__,
+                    "rpc_url": self.devnet.rpc_url,
+                    "record_key_file": record_key,
+                }
+            )
             run_config.save(config_path)
         from node.runtime import NodeRuntime
 
@@ -187,6 +195,19 @@ class LocalFederation:
             tx = ledger.register_key(public)
             self.report(f"node-{index}: share key registered on chain (tx {tx.tx_hash})")
         self.nodes.append(NodeHandle(index, runtime.address, config_path, run_config))
+
+    def _record_key(self, home: Path) -> Path:
+        """``home``'s copy of the federation's record key, made once in the work directory
+        and copied to the coordinator's and each node's folder (each machine its own file)."""
+        from protocol.commitments import RecordKey
+
+        master = self.workdir / "coordinator" / "record.key"
+        if not master.exists():
+            write_secret(master, RecordKey.generate())
+        copy = home / "record.key"
+        if not copy.exists():
+            write_secret(copy, master.read_bytes())
+        return copy
 
     def _coordinator_config(self) -> None:
         home = self.workdir / "coordinator"
@@ -202,6 +223,7 @@ class LocalFederation:
             store=str(self.workdir / "store"),
             db=str(home / "coordinator.sqlite"),
             api_token_file=str(home / "api.token"),
+            record_key_file=str(self._record_key(home)),
             slices=self.spec.slices,
             min_nodes=2,
             deployment_block=self.deployment.block_number,

@@ -232,6 +232,19 @@ def create_app(
             return _error(409, str(exc))
         return jsonify(req.to_json()), 202 if created else 200
 
+    @app.get("/forget/<text:request_id>/receipt")
+    def get_receipt(request_id: str) -> tuple[Response, int]:
+        if not _authorised():
+            return _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        valid_request_id(request_id)
+        try:
+            receipt = db.get_forget(request_id).receipt
+        except KeyError:
+            return _error(404, f"unknown request id {request_id!r}")
+        if receipt is None:
+            return _error(404, f"request {request_id!r} has no receipt yet (not certified)")
+        return jsonify(receipt), 200
+
     @app.get("/forget/<text:request_id>")
     def get_forget(request_id: str) -> tuple[Response, int]:
         valid_request_id(request_id)

@@ -51,9 +51,16 @@ def receipt(client: ApiClient, request_id: str, out: Path | None, as_json: bool)
 
 @click.command("check-receipt")
 @click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--record-id", required=True, help="Your record's id.")
-@click.option("--text", required=True, help="Your record's text, exactly as you gave it.")
-@click.option("--label", required=True, help="Your record's label, e.g. negative.")
+@click.option(
+    "--record",
+    "record_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Your record as JSON {"id", "text", "label"} (`lethe-node records --json`), '
+    "instead of the three options below.",
+)
+@click.option("--record-id", help="Your record's id.")
+@click.option("--text", help="Your record's text, exactly as you gave it.")
+@click.option("--label", help="Your record's label, e.g. negative.")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -63,9 +70,10 @@ def receipt(client: ApiClient, request_id: str, out: Path | None, as_json: bool)
 @store_location_option
 def check_receipt(
     receipt_file: Path,
-    record_id: str,
-    text: str,
-    label: str,
+    record_file: Path | None,
+    record_id: str | None,
+    text: str | None,
+    label: str | None,
     workdir: Path | None,
     store_spec: str | None,
 ) -> None:
@@ -79,6 +87,16 @@ def check_receipt(
         given = Receipt.from_json(json.loads(receipt_file.read_text()))
     except (ValueError, ProtocolError) as exc:
         raise click.BadParameter(f"{receipt_file} is not a receipt: {exc}") from exc
+    if record_file is not None:
+        try:
+            mine = json.loads(record_file.read_text())
+            record_id, text, label = (str(mine[k]) for k in ("id", "text", "label"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.BadParameter(
+                f'{record_file} is not a JSON object with "id", "text" and "label"'
+            ) from exc
+    if record_id is None or text is None or label is None:
+        raise click.UsageError("give --record FILE, or --record-id, --text and --label")
     spec = store_spec or str(WorkDir.resolve(workdir).store)
     try:
         data = open_store(spec).get(given.certificate_cid)

@@ -602,6 +602,18 @@ class RecordStore:
         """Ids of every training record, sorted (the node announces their commitments)."""
         return [r[0] for r in self._con.execute("SELECT id FROM records ORDER BY id")]
 
+    def records(self, ids: Sequence[str]) -> list[Record]:
+        """The stored training records with these ids (id, text, label), in ``ids``' order."""
+        found = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for rid, text, label in self._con.execute(
+                f"SELECT id, text, label FROM records WHERE id IN ({marks})", chunk
+            ):
+                found[rid] = Record(rid, text, self.config.labels[label])
+        return [found[rid] for rid in ids if rid in found]
+
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         """The subset of ``ids`` already stored (training or test records)."""
         found: set[str] = set()

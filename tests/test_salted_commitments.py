@@ -166,7 +166,7 @@ def test_the_data_subject_checks_the_certificate_with_the_receipt(
     asked = _forget_some(fed, per_node=1)
     corpus = _records(fed)
     (first, record_id), (second, _) = list(asked.items())[:2]
-    mine = Receipt.from_json(fed.db.get_forget(first).receipt)
+    mine = Receipt.from_json(fed.db.get_forget(first).receipt or {})
     cert = Certificate.from_bytes(fed.store.get(mine.certificate_cid))
     text, label = corpus[record_id]
     assert mine.check(cert, record_id, text, label) == cert.node_address
@@ -181,7 +181,7 @@ def test_the_data_subject_checks_the_certificate_with_the_receipt(
     wrong_salt = Receipt(**{**mine.to_json(), "record_salt": "0x" + "00" * 32})
     with pytest.raises(ProtocolError, match="not this record"):
         wrong_salt.check(cert, record_id, text, label)
-    other = Receipt.from_json(fed.db.get_forget(second).receipt)  # another node's
+    other = Receipt.from_json(fed.db.get_forget(second).receipt or {})  # another node's
     with pytest.raises(ProtocolError, match="expected"):
         other.check(cert, record_id, text, label)
     other = Receipt(**{**mine.to_json(), "request_id": second})
@@ -199,6 +199,7 @@ def test_the_receipt_reaches_the_token_holder_only(
     asked = _forget_some(fed, per_node=1)
     request_id, record_id = next(iter(asked.items()))
     stored = fed.db.get_forget(request_id).receipt
+    assert stored is not None
     app = create_app(fed.db, token=TOKEN, record_key=fed.record_key)
     client = app.test_client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -206,11 +207,11 @@ def test_the_receipt_reaches_the_token_holder_only(
     public = client.get(f"/forget/{request_id}")
     assert public.status_code == 200
     salts = (stored["record_salt"], stored["commitment_salt"])
-    assert "receipt" not in public.json and not any(s in public.text for s in salts)
+    assert "receipt" not in public.get_json() and not any(s in public.text for s in salts)
     listing = client.get("/forget")
     assert not any(s in listing.text for s in salts)
     assert client.get(f"/forget/{request_id}/receipt").status_code == 401
-    assert client.get(f"/forget/{request_id}", headers=auth).json["receipt"] == stored
+    assert client.get(f"/forget/{request_id}", headers=auth).get_json()["receipt"] == stored
     assert client.get(f"/forget/{request_id}/receipt", headers=auth).json == stored
     assert client.get("/forget/nope/receipt", headers=auth).status_code == 404
 
@@ -235,6 +236,10 @@ def test_the_receipt_reaches_the_token_holder_only(
     assert "✓" in ok.output and stored["certificate_cid"] in ok.output
     wrong = runner.invoke(check_receipt, [*args, "--text", "another text"])
     assert wrong.exit_code == 1 and "not this record" in wrong.output
+    mine = tmp_path / "my-record.json"
+    mine.write_text(json.dumps({"id": record_id, "text": text, "label": label}))
+    ok = runner.invoke(check_receipt, [str(out), "--record", str(mine), "--store", store])
+    assert ok.exit_code == 0, ok.output
 
 
 def test_the_audit_passes_on_the_honest_path(memory_federation: MemoryFederation) -> None:
@@ -243,6 +248,22 @@ def test_the_audit_passes_on_the_honest_path(memory_federation: MemoryFederation
     report = audit(fed.chain.owner, fed.store)
     assert report.ok, report.lines()
     assert {f.label for f in report.forgets if f.status == "verified"} == set(asked)
+
+
+def test_the_node_prints_the_subjects_copy_of_a_record(tmp_path: Path) -> None:
+    from node.records_cli import records as records_command
+
+    held = make_records(12)
+    build_node(tmp_path / "node.sqlite", held, small_config()).close()
+    got = CliRunner().invoke(
+        records_command, ["--db", str(tmp_path / "node.sqlite"), "--id", held[4].id, "--json"]
+    )
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.output) == {
+        "id": held[4].id,
+        "text": held[4].text,
+        "label": held[4].label,
+    }
 
 
 def test_a_store_of_unsalted_leaves_is_upgraded_on_open(tmp_path: Path) -> None:

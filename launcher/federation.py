@@ -406,6 +406,17 @@ class LocalFederation:
             raise ProcessError(f"POST /forget → {res.status_code}: {res.text}")
         return dict(res.json())
 
+    def receipt(self, request_id: str) -> dict[str, Any]:
+        """GET /forget/<id>/receipt with the token: what the data subject checks with."""
+        res = requests.get(
+            f"{self.api_url}/forget/{request_id}/receipt",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.api_token()}"},
+        )
+        if res.status_code != 200:
+            raise ProcessError(f"GET /forget/{request_id}/receipt → {res.status_code}: {res.text}")
+        return dict(res.json())
+
     def follow(
         self,
         request_id: str,

@@ -145,8 +145,8 @@ def _receipt(federation_id: str, address: str, result: ForgetResult) -> dict[str
         federation_id=federation_id,
         node_address=address,
         certificate_cid=result.certificate_cid,
-        record_salt=result.record_salt,
-        commitment_salt=result.commitment_salt,
+        record_salt=result.record_salt.lower(),  # hex checked by the reply's schema
+        commitment_salt=result.commitment_salt.lower(),
     ).to_json()
 
 

@@ -764,9 +764,7 @@ class SisaNode:
         if len(set(ids)) != len(ids):
             raise NodeError("record ids must be distinct")
         requests = (
-            list(request_ids)
-            if request_ids is not None
-            else [self.record_tag(rid) for rid in ids]
+            list(request_ids) if request_ids is not None else [self.record_tag(rid) for rid in ids]
         )
         if len(requests) != len(ids) or len(set(requests)) != len(requests):
             raise NodeError("give one distinct request id per record id")

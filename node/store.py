@@ -407,7 +407,6 @@ def salt_of(salt_key_hex: str, record_id: str) -> bytes:
     return hmac.new(bytes.fromhex(salt_key_hex), message, "sha256").digest()
 
 
-
 class RecordStore:
     """Typed, transactional access to one node's SQLite file (a thin adapter, no SISA logic)."""
 

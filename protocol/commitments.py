@@ -95,9 +95,7 @@ def record_commitment(federation_id: str, salt: bytes, record_id: str) -> bytes:
         raise ProtocolError("record id must not be empty")
     if len(salt) != 32:
         raise ProtocolError("a record salt is 32 bytes")
-    return keccak256(
-        _RECORD_DOMAIN + federation_id.encode() + b"\x00" + salt + record_id.encode()
-    )
+    return keccak256(_RECORD_DOMAIN + federation_id.encode() + b"\x00" + salt + record_id.encode())
 
 
 def slice_roots_hash(slice_roots: Sequence[bytes]) -> bytes:

@@ -96,9 +96,7 @@ def test_coalesced_forget_equals_retrain_from_scratch(tmp_path: Path) -> None:
     assert node.model().hash == scratch.model().hash
     assert checkpoint_hashes(node) == checkpoint_hashes(scratch)
     # One batch, one retrain per affected shard, from its earliest affected slice.
-    assert {r.request_id for r in result.records} == {
-        node.record_tag(v) for v in victims
-    }
+    assert {r.request_id for r in result.records} == {node.record_tag(v) for v in victims}
     for retrain in result.retrains:
         first = min(k for s, k in layout.values() if s == retrain.shard)
         assert retrain.slices_retrained == tuple(range(first, 4))

@@ -53,13 +53,16 @@ def _pick_record(federation: Any) -> "Record":
 @click.option("--fresh", is_flag=True, help="Start from an empty work directory.")
 def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bool) -> None:
     """Run a federation, forget a record over HTTP, verify and audit it."""
-    from launcher.federation import FederationSpec, LocalFederation
+    from launcher.federation import FederationSpec, LocalFederation, predates_record_keys
     from protocol.certificate import Certificate
     from protocol.receipt import Receipt
     from protocol.store import LocalStore
 
     started = time.monotonic()
     path = Path(workdir)
+    if path.exists() and not fresh and predates_record_keys(path):
+        click.echo(f"-- {path} predates keyed record commitments: starting fresh")
+        fresh = True
     if fresh and path.exists():
         shutil.rmtree(path)
     federation = LocalFederation(

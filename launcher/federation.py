@@ -35,6 +35,13 @@ APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def predates_record_keys(workdir: Path) -> bool:
+    """Whether ``workdir`` holds a federation made before the federation's record key."""
+    return (workdir / "node-1" / "node.json").exists() and not (
+        workdir / "coordinator" / "record.key"
+    ).exists()
+
+
 @dataclass(frozen=True)
 class FederationSpec:
     """Size and data of a local federation; the defaults are the demo's."""
@@ -203,6 +210,12 @@ class LocalFederation:
 
         master = self.workdir / "coordinator" / "record.key"
         if not master.exists():
+            if predates_record_keys(self.workdir):
+                raise ProcessError(
+                    f"{self.workdir} was made before record commitments were keyed: its "
+                    "coordinator indexes unkeyed commitments; start a new work directory "
+                    "(`lethe demo --fresh`, or another --workdir)"
+                )
             write_secret(master, RecordKey.generate())
         copy = home / "record.key"
         if not copy.exists():

@@ -210,12 +210,6 @@ class LocalFederation:
 
         master = self.workdir / "coordinator" / "record.key"
         if not master.exists():
-            if predates_record_keys(self.workdir):
-                raise ProcessError(
-                    f"{self.workdir} was made before record commitments were keyed: its "
-                    "coordinator indexes unkeyed commitments; start a new work directory "
-                    "(`lethe demo --fresh`, or another --workdir)"
-                )
             write_secret(master, RecordKey.generate())
         copy = home / "record.key"
         if not copy.exists():
@@ -246,6 +240,12 @@ class LocalFederation:
 
     def prepare(self) -> None:
         """Chain, contract, node data and keys, configs: everything before any Flower process."""
+        if predates_record_keys(self.workdir):
+            raise ProcessError(
+                f"{self.workdir} was made before record commitments were keyed: its "
+                "coordinator indexes unkeyed commitments; start a new work directory "
+                "(`lethe demo --fresh`, or another --workdir)"
+            )
         self._chain()
         embed_test = self._test_embeddings()
         _, node_accounts = self._accounts

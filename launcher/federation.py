@@ -246,6 +246,7 @@ class LocalFederation:
                 "coordinator indexes unkeyed commitments; start a new work directory "
                 "(`lethe demo --fresh`, or another --workdir)"
             )
+        self._record_key(self.workdir / "coordinator")  # made before any node's config
         self._chain()
         embed_test = self._test_embeddings()
         _, node_accounts = self._accounts

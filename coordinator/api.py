@@ -27,7 +27,7 @@ from coordinator.feedback import FeedbackError, FeedbackService
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
-from protocol.commitments import record_commitment
+from protocol.commitments import RecordKey
 
 MAX_BODY_BYTES = 4096
 MAX_FEEDBACK_BYTES = 16384
@@ -120,7 +120,7 @@ def create_app(
     db: CoordinatorDB,
     *,
     token: str,
-    federation_id: str,
+    record_key: RecordKey,
     explorer: Callable[[], str] | None = None,
     rate_limit: RateLimiter | None = None,
     health: Callable[[], dict[str, Any]] | None = None,
@@ -128,7 +128,9 @@ def create_app(
 ) -> Flask:
     """Build the API over ``db``.
 
-    ``token`` is the bearer token that may submit requests; ``explorer`` renders the
+    ``token`` is the bearer token that may submit requests (and read record ids and
+    receipts); ``record_key`` keys the record commitments owners are looked up by;
+    ``explorer`` renders the
     ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
     token, per client address (None: no limit); ``health`` probes the federation's parts
     for ``/health`` (``coordinator.health.probe``; None: the API's own counters only);
@@ -216,7 +218,7 @@ def create_app(
                         409, f"request id {request_id!r} was already used for another record"
                     )
                 return jsonify(existing.to_json()), 200
-        commitment = "0x" + record_commitment(federation_id, record_id).hex()
+        commitment = record_key.commitment_hex(record_id)
         if db.record_owner(commitment) is None:
             done = db.latest_forget_for(commitment)
             if done is not None and done.state == "completed":  # forgotten, not "unknown"
@@ -229,6 +231,19 @@ def create_app(
         except QueueError as exc:
             return _error(409, str(exc))
         return jsonify(req.to_json()), 202 if created else 200
+
+    @app.get("/forget/<text:request_id>/receipt")
+    def get_receipt(request_id: str) -> tuple[Response, int]:
+        if not _authorised():
+            return _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        valid_request_id(request_id)
+        try:
+            receipt = db.get_forget(request_id).receipt
+        except KeyError:
+            return _error(404, f"unknown request id {request_id!r}")
+        if receipt is None:
+            return _error(404, f"request {request_id!r} has no receipt yet (not certified)")
+        return jsonify(receipt), 200
 
     @app.get("/forget/<text:request_id>")
     def get_forget(request_id: str) -> tuple[Response, int]:
@@ -266,7 +281,7 @@ def create_app(
     def health_report() -> tuple[Response, int]:
         info: dict[str, Any] = {
             "status": "ok",
-            "federation_id": federation_id,
+            "federation_id": record_key.federation_id,
             "rounds": db.last_round(),
             "open_requests": len(db.list_forgets(("received", "dispatched", "certified"))),
         }
@@ -288,7 +303,7 @@ def create_app(
             return Response(render(), mimetype="text/html")
 
     if feedback is not None:
-        _feedback_routes(app, db, feedback, federation_id, _authorised)
+        _feedback_routes(app, db, feedback, record_key, _authorised)
     return app
 
 
@@ -296,7 +311,7 @@ def _feedback_routes(
     app: Flask,
     db: CoordinatorDB,
     service: FeedbackService,
-    federation_id: str,
+    record_key: RecordKey,
     authorised: Callable[[], bool],
 ) -> None:
     """``POST /feedback``, the live log ``GET /feedback/events`` and the dashboard page."""
@@ -337,7 +352,7 @@ def _feedback_routes(
         forget: dict[str, Any] | None = None
         status = 200
         if decision == "forget":
-            commitment = "0x" + record_commitment(federation_id, record_id).hex()
+            commitment = record_key.commitment_hex(record_id)
             done = db.latest_forget_for(commitment)
             if db.record_owner(commitment) is not None:
                 try:

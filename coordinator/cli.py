@@ -14,6 +14,8 @@ COMMANDS = {
     "forget": "coordinator.client_cli:forget",
     "status": "coordinator.client_cli:status",
     "rounds": "coordinator.client_cli:rounds",
+    "receipt": "coordinator.receipt_cli:receipt",
+    "check-receipt": "coordinator.receipt_cli:check_receipt",
     "feedback": "coordinator.feedback_cli:feedback",
 }
 

@@ -99,6 +99,10 @@ class ApiClient:
         """One request's state, transactions and certificate."""
         return dict(self._call("GET", f"/forget/{quote(request_id, safe='')}")[1])
 
+    def receipt(self, request_id: str) -> dict[str, Any]:
+        """The owner node's receipt of a certified request (needs the token)."""
+        return dict(self._call("GET", f"/forget/{quote(request_id, safe='')}/receipt")[1])
+
     def requests(self) -> list[dict[str, Any]]:
         """Every forget request, oldest first."""
         return list(self._call("GET", "/forget")[1])

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from infra.files import JsonConfig
-from protocol.errors import LetheError
+from protocol.commitments import RecordKey
+from protocol.errors import LetheError, ProtocolError
 from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.publication import DEFAULT_SIGMA
 
@@ -48,6 +49,9 @@ class CoordinatorConfig(JsonConfig):
     """The federation's classes in head order (the nodes' ``--labels``): names of scores."""
     feedback_forget_on: tuple[str, ...] = ("negative", "neutral")
     """``POST /feedback`` opens a forget request when the global model gives one of these."""
+    record_key_file: str = ""
+    """The federation's record key, shared with the nodes and no one else
+    (``protocol.commitments.RecordKey``): the API finds a record's owner with it."""
 
     def __post_init__(self) -> None:
         # JSON gives lists; the config is frozen and compared, so keep tuples.
@@ -76,6 +80,13 @@ class CoordinatorConfig(JsonConfig):
     def coordinator_key(self) -> str:
         """The coordinator's Ethereum private key (hex)."""
         return Path(self.coordinator_key_file).read_text().strip()
+
+    def record_key(self) -> RecordKey:
+        """The federation's record key; ConfigError if it is missing or malformed."""
+        try:
+            return RecordKey.load(self.record_key_file, self.federation_id)
+        except ProtocolError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def api_token(self) -> str:
         """The bearer token the API accepts."""

@@ -9,6 +9,8 @@ from typing import Any
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _REQUEST = {"$ref": "#/components/schemas/ForgetRequest"}
 _HEALTH = {"$ref": "#/components/schemas/Health"}
+_RECEIPT = {"$ref": "#/components/schemas/Receipt"}
+_HEX32 = {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}
 _PART = {
     "type": "object",
     "required": ["ok"],
@@ -84,6 +86,29 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
                     (400, "not a request id"),
                     (404, "unknown request id"),
                 ),
+                "parameters": [
+                    {
+                        "name": "request_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                    }
+                ],
+            }
+        },
+        "/forget/{request_id}/receipt": {
+            "get": {
+                "summary": "The owner node's receipt: the salts the data subject needs to "
+                "check the certificate (only with the token)",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _json(_RECEIPT, "the receipt"),
+                    **_errors(
+                        (400, "not a request id"),
+                        (401, "missing or wrong bearer token"),
+                        (404, "unknown request id, or not certified yet"),
+                    ),
+                },
                 "parameters": [
                     {
                         "name": "request_id",
@@ -193,6 +218,31 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
                         "created_at": {"type": "number"},
                         "updated_at": {"type": "number"},
                         "history": {"type": "array"},
+                        "receipt": {
+                            "oneOf": [_RECEIPT, {"type": "null"}],
+                            "description": "Only with the bearer token, once certified: the "
+                            "owner node's receipt.",
+                        },
+                    },
+                },
+                "Receipt": {
+                    "type": "object",
+                    "required": [
+                        "request_id",
+                        "federation_id",
+                        "node_address",
+                        "certificate_cid",
+                        "record_salt",
+                        "commitment_salt",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "request_id": {"type": "string"},
+                        "federation_id": {"type": "string"},
+                        "node_address": {"type": "string"},
+                        "certificate_cid": {"type": "string"},
+                        "record_salt": _HEX32,
+                        "commitment_salt": _HEX32,
                     },
                 },
                 "Health": {

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS forget_requests (
     complete_tx TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    history TEXT NOT NULL DEFAULT '[]'
+    history TEXT NOT NULL DEFAULT '[]',
+    receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS forget_state ON forget_requests(state);
 CREATE TABLE IF NOT EXISTS rounds (
@@ -84,13 +85,17 @@ class ForgetRequest:
     created_at: float
     updated_at: float
     history: list[dict[str, Any]]
+    receipt: dict[str, Any] | None = None
+    """The owner node's receipt (``protocol.receipt``): the record's salts. Never public."""
 
     def to_json(self, *, with_record_id: bool = True) -> dict[str, Any]:
-        """The view served by ``GET /forget/<id>``; the record id only for token holders
-        (``with_record_id``), so the public list does not name whose data is forgotten."""
+        """The view served by ``GET /forget/<id>``; the record id and the receipt only for
+        token holders (``with_record_id``), so the public list does not name whose data is
+        forgotten, nor hand out the salts that would let anyone recognise it."""
         shown: dict[str, Any] = {"request_id": self.request_id}
         if with_record_id:
             shown["record_id"] = self.record_id
+            shown["receipt"] = self.receipt
         return shown | {
             "state": self.state,
             "reason": self.reason,
@@ -112,6 +117,7 @@ class ForgetRequest:
 def _request(row: sqlite3.Row) -> ForgetRequest:
     fields = dict(row)
     fields["history"] = json.loads(fields["history"])
+    fields["receipt"] = json.loads(fields["receipt"]) if fields.get("receipt") else None
     return ForgetRequest(**fields)
 
 
@@ -123,6 +129,9 @@ class CoordinatorDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.executescript(_SCHEMA)
+            columns = {r["name"] for r in con.execute("PRAGMA table_info(forget_requests)")}
+            if "receipt" not in columns:  # a database made before receipts
+                con.execute("ALTER TABLE forget_requests ADD COLUMN receipt TEXT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -245,6 +254,14 @@ class CoordinatorDB:
             )
             con.execute("COMMIT")
         return True
+
+    def save_receipt(self, request_id: str, receipt: dict[str, Any]) -> None:
+        """Keep the owner node's receipt for a request (not in its public history)."""
+        with self._connect() as con:
+            con.execute(
+                "UPDATE forget_requests SET receipt=? WHERE request_id=?",
+                (json.dumps(receipt, sort_keys=True), request_id),
+            )
 
     # -- rounds, nodes, record index ---------------------------------------------------
 

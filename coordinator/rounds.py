@@ -39,6 +39,7 @@ from protocol.messages import (
     ApproveReply,
     ApproveRequest,
     ForgetEntry,
+    ForgetResult,
     NodeReply,
     ShareReply,
     ShareRequest,
@@ -133,6 +134,20 @@ class RoundState:
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
+
+
+def _receipt(federation_id: str, address: str, result: ForgetResult) -> dict[str, Any]:
+    """The data subject's receipt (``protocol.receipt``) from the owner's forget result."""
+    from protocol.receipt import Receipt
+
+    return Receipt(
+        request_id=result.request_id,
+        federation_id=federation_id,
+        node_address=address,
+        certificate_cid=result.certificate_cid,
+        record_salt=result.record_salt.lower(),  # hex checked by the reply's schema
+        commitment_salt=result.commitment_salt.lower(),
+    ).to_json()
 
 
 def _roots_hex(roots: bytes) -> list[str]:
@@ -320,6 +335,7 @@ class Coordinator:
         for req in state.forgets:
             if req.request_id in claimed:
                 address, result = claimed[req.request_id]
+                self.db.save_receipt(req.request_id, _receipt(self.fed, address, result))
                 self.db.advance_forget(
                     req.request_id,
                     "dispatched",

@@ -59,7 +59,7 @@ def api(
     app = create_app(
         db,
         token=config.api_token(),
-        federation_id=config.federation_id,
+        record_key=config.record_key(),
         explorer=_explorer(config, db),
         rate_limit=RateLimiter(rate_limit, burst) if rate_limit > 0 else None,
         health=_health(config, db),
@@ -161,15 +161,20 @@ def configure(
     publish_noise: float,
     feedback_forget: str,
 ) -> None:
-    """Write the coordinator's config and an API token beside it (kept if it exists)."""
+    """Write the coordinator's config, an API token and the federation's record key beside
+    it (each kept if it exists)."""
     import secrets
 
     from infra.files import write_secret
+    from protocol.commitments import RecordKey
 
     folder = Path(out).resolve().parent
     token = folder / "api.token"
     if not token.exists():
         write_secret(token, secrets.token_urlsafe(24).encode())
+    record_key = folder / "record.key"
+    if not record_key.exists():
+        write_secret(record_key, RecordKey.generate())
     config = CoordinatorConfig(
         federation_id=federation_id,
         rpc_url=rpc,
@@ -178,6 +183,7 @@ def configure(
         store=store,
         db=str(Path(db).resolve()),
         api_token_file=str(token),
+        record_key_file=str(record_key),
         slices=slices,
         shards=shards,
         deployment_block=deployment_block,
@@ -189,4 +195,7 @@ def configure(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     config.save(Path(out))
-    click.echo(f"wrote {out}; API token in {token}")
+    click.echo(
+        f"wrote {out}; API token in {token}; the federation's record key in {record_key} "
+        "(give it to each node over a private channel: `lethe-node join --record-key-file`)"
+    )

@@ -24,6 +24,12 @@ lethe configure --out /state/coordinator.json --federation "$LETHE_FEDERATION" \
   --rpc "$LETHE_RPC_URL" --contract "$contract" --deployment-block "$block" \
   --key-file /state/eth.key --store "$LETHE_STORE" --db /state/coordinator.sqlite \
   --slices "$LETHE_SLICES"
+# The federation's record key (made by `lethe configure`): to the nodes only, via the
+# record-key volume no other service mounts.
+if ! cmp -s /state/record.key /record-key/record.key; then
+  install -m 0600 /state/record.key /record-key/record.key.tmp
+  mv /record-key/record.key.tmp /record-key/record.key
+fi
 
 export FLWR_HOME=/state/flwr
 mkdir -p "$FLWR_HOME"

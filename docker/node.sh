@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A participant's node container. Everything secret is made here and stays in /data:
-# the Ethereum key, the X25519 share key (`lethe-node join`) and the SuperNode auth key.
+# the Ethereum key, the X25519 share key (`lethe-node join`) and the SuperNode auth key;
+# the one shared secret, the federation's record key, is read from /record-key (read-only).
 # Only the address and the auth public key are published (/outbox), for the owner to
 # admit on chain and the coordinator to register with the SuperLink. Then: ingest this
 # participant's records once (LETHE_CSV, or a partition of the built-in dataset), join,
@@ -34,9 +35,10 @@ if [ ! -f /data/node.sqlite ]; then
       --federation "$LETHE_FEDERATION" --slices "$LETHE_SLICES"
   fi
 fi
+until [ -s /record-key/record.key ]; do sleep 1; done  # from the coordinator, read-only
 lethe-node join --db /data/node.sqlite --home /data --name "$LETHE_NODE_NAME" \
   --rpc "$LETHE_RPC_URL" --contract "$contract" --store "$LETHE_STORE" \
-  --eth-key-file /data/eth.key
+  --eth-key-file /data/eth.key --record-key-file /record-key/record.key
 touch /outbox/ready  # records in, share key on chain: the coordinator may start rounds
 exec lethe-node run --config /data/node.json --superlink "$LETHE_SUPERLINK" \
   --root-certificates /public/ca.pem --auth-key /data/auth.key

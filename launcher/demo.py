@@ -3,17 +3,21 @@
 A 3-node federation on the default dataset: anvil + contract, SuperLink, SuperNodes,
 coordinator API and ServerApp; one secure round per SISA slice; a data subject's forget
 request over HTTP followed to ``completed``; the certificate fetched by CID and verified;
-the chain and store audited. Every process it starts is stopped at the end.
+the data subject checks it is about their record with the node's receipt; the chain and
+store audited. Every process it starts is stopped at the end.
 """
 
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from launcher.commands import federation_options
+
+if TYPE_CHECKING:
+    from node.store import Record
 
 
 def _short(value: str | None) -> str:
@@ -33,15 +37,15 @@ def _print_round(r: dict[str, Any]) -> None:
     )
 
 
-def _pick_record(federation: Any) -> str:
-    """A record the first node still holds: the demo's data subject."""
+def _pick_record(federation: Any) -> "Record":
+    """A record the first node still holds: the demo's data subject keeps its copy."""
     from node.sisa import SisaNode
 
     with SisaNode.open(federation.nodes[0].config.db) as node:
         ids = node.store.record_ids()
-    if not ids:
-        raise click.ClickException("node-1 holds no records any more; run with --fresh")
-    return ids[len(ids) // 2]
+        if not ids:
+            raise click.ClickException("node-1 holds no records any more; run with --fresh")
+        return node.store.records([ids[len(ids) // 2]])[0]
 
 
 @click.command()
@@ -49,12 +53,16 @@ def _pick_record(federation: Any) -> str:
 @click.option("--fresh", is_flag=True, help="Start from an empty work directory.")
 def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bool) -> None:
     """Run a federation, forget a record over HTTP, verify and audit it."""
-    from launcher.federation import FederationSpec, LocalFederation
+    from launcher.federation import FederationSpec, LocalFederation, predates_record_keys
     from protocol.certificate import Certificate
+    from protocol.receipt import Receipt
     from protocol.store import LocalStore
 
     started = time.monotonic()
     path = Path(workdir)
+    if path.exists() and not fresh and predates_record_keys(path):
+        click.echo(f"-- {path} predates keyed record commitments: starting fresh")
+        fresh = True
     if fresh and path.exists():
         shutil.rmtree(path)
     federation = LocalFederation(
@@ -84,7 +92,8 @@ def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bo
             slices, on_round=lambda r: None if r["round"] in earlier else _print_round(r)
         )
 
-        record_id = _pick_record(federation)
+        mine = _pick_record(federation)
+        record_id = mine.id
         click.echo(f"-- a data subject asks to forget record {record_id!r}: POST /forget")
         request = federation.forget(record_id)
         click.echo(f"  accepted: request {request['request_id']} ({request['state']})")
@@ -116,6 +125,12 @@ def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bo
             f"{_short(certificate.model_hash_before)} → {_short(certificate.model_hash_after)}"
         )
         click.echo("  verification: OK")
+        receipt = Receipt.from_json(federation.receipt(request["request_id"]))
+        receipt.check(certificate, mine.id, mine.text, mine.label)
+        click.echo(
+            f"  the data subject's check with the node's receipt (salt "
+            f"{_short(receipt.record_salt)}): the certificate is about their record: OK"
+        )
         _audit(federation)
     finally:
         click.echo("-- stopping every process the demo started")

@@ -35,6 +35,13 @@ APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def predates_record_keys(workdir: Path) -> bool:
+    """Whether ``workdir`` holds a federation made before the federation's record key."""
+    return (workdir / "node-1" / "node.json").exists() and not (
+        workdir / "coordinator" / "record.key"
+    ).exists()
+
+
 @dataclass(frozen=True)
 class FederationSpec:
     """Size and data of a local federation; the defaults are the demo's."""
@@ -175,8 +182,16 @@ class LocalFederation:
             )
             run_config.save(config_path)
         run_config = NodeRunConfig.load(config_path)
-        if run_config.rpc_url != self.devnet.rpc_url:  # anvil restarted on another port
-            run_config = NodeRunConfig(**{**run_config.__dict__, "rpc_url": self.devnet.rpc_url})
+        record_key = str(self._record_key(home))
+        if (run_config.rpc_url, run_config.record_key_file) != (self.devnet.rpc_url, record_key):
+            # anvil restarted on another port, or a work directory from before record keys
+            run_config = NodeRunConfig(
+                **{
+                    **run_config.__dict__,
+                    "rpc_url": self.devnet.rpc_url,
+                    "record_key_file": record_key,
+                }
+            )
             run_config.save(config_path)
         from node.runtime import NodeRuntime
 
@@ -187,6 +202,19 @@ class LocalFederation:
             tx = ledger.register_key(public)
             self.report(f"node-{index}: share key registered on chain (tx {tx.tx_hash})")
         self.nodes.append(NodeHandle(index, runtime.address, config_path, run_config))
+
+    def _record_key(self, home: Path) -> Path:
+        """``home``'s copy of the federation's record key, made once in the work directory
+        and copied to the coordinator's and each node's folder (each machine its own file)."""
+        from protocol.commitments import RecordKey
+
+        master = self.workdir / "coordinator" / "record.key"
+        if not master.exists():
+            write_secret(master, RecordKey.generate())
+        copy = home / "record.key"
+        if not copy.exists():
+            write_secret(copy, master.read_bytes())
+        return copy
 
     def _coordinator_config(self) -> None:
         home = self.workdir / "coordinator"
@@ -202,6 +230,7 @@ class LocalFederation:
             store=str(self.workdir / "store"),
             db=str(home / "coordinator.sqlite"),
             api_token_file=str(home / "api.token"),
+            record_key_file=str(self._record_key(home)),
             slices=self.spec.slices,
             min_nodes=2,
             deployment_block=self.deployment.block_number,
@@ -211,6 +240,13 @@ class LocalFederation:
 
     def prepare(self) -> None:
         """Chain, contract, node data and keys, configs: everything before any Flower process."""
+        if predates_record_keys(self.workdir):
+            raise ProcessError(
+                f"{self.workdir} was made before record commitments were keyed: its "
+                "coordinator indexes unkeyed commitments; start a new work directory "
+                "(`lethe demo --fresh`, or another --workdir)"
+            )
+        self._record_key(self.workdir / "coordinator")  # made before any node's config
         self._chain()
         embed_test = self._test_embeddings()
         _, node_accounts = self._accounts
@@ -382,6 +418,17 @@ class LocalFederation:
         )
         if res.status_code not in (200, 202):
             raise ProcessError(f"POST /forget → {res.status_code}: {res.text}")
+        return dict(res.json())
+
+    def receipt(self, request_id: str) -> dict[str, Any]:
+        """GET /forget/<id>/receipt with the token: what the data subject checks with."""
+        res = requests.get(
+            f"{self.api_url}/forget/{request_id}/receipt",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.api_token()}"},
+        )
+        if res.status_code != 200:
+            raise ProcessError(f"GET /forget/{request_id}/receipt → {res.status_code}: {res.text}")
         return dict(res.json())
 
     def follow(

@@ -21,17 +21,36 @@ import click
     type=click.IntRange(min=1),
     help="Print only N ids, spread evenly over the sorted ids (the same ones every time).",
 )
-def records(db: Path, sample: int | None) -> None:
+@click.option("--id", "only", multiple=True, help="Only this record (repeatable).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per line with the record's id, text and label: the copy a data "
+    "subject keeps to check a certificate later (`lethe check-receipt --record`).",
+)
+def records(db: Path, sample: int | None, only: tuple[str, ...], as_json: bool) -> None:
     """Print the id of every training record the node holds, one per line, sorted."""
+    import json
+
     from node.store import RecordStore
     from protocol.errors import LetheError
 
     try:
         with RecordStore.open(db) as store:
             ids = store.record_ids()
+            if only:
+                missing = sorted(set(only) - set(ids))
+                if missing:
+                    raise click.ClickException(f"no record {missing[0]!r} on this node")
+                ids = sorted(set(only))
+            if sample is not None and sample < len(ids):
+                ids = [ids[(2 * i + 1) * len(ids) // (2 * sample)] for i in range(sample)]
+            held = store.records(ids) if as_json else []
     except LetheError as exc:
         raise click.ClickException(str(exc)) from exc
-    if sample is not None and sample < len(ids):
-        ids = [ids[(2 * i + 1) * len(ids) // (2 * sample)] for i in range(sample)]
-    for record_id in ids:
-        click.echo(record_id)
+    for record in held:
+        click.echo(json.dumps({"id": record.id, "text": record.text, "label": record.label}))
+    if not as_json:
+        for record_id in ids:
+            click.echo(record_id)

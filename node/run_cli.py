@@ -124,8 +124,22 @@ def run(
     required=True,
     help="File holding this node's Ethereum private key (hex).",
 )
+@click.option(
+    "--record-key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="The federation's record key (from the coordinator's `lethe configure`, over a "
+    "private channel): keys the record commitments the node announces.",
+)
 def join(
-    db: str, home: str, name: str, rpc: str, contract: str, store: str, eth_key_file: str
+    db: str,
+    home: str,
+    name: str,
+    rpc: str,
+    contract: str,
+    store: str,
+    eth_key_file: str,
+    record_key_file: str,
 ) -> None:
     """Write node.json, create the X25519 share key if missing, and register it on chain.
 
@@ -153,9 +167,11 @@ def join(
             rpc_url=rpc,
             contract=contract,
             store=store,
+            record_key_file=str(Path(record_key_file).resolve()),
         )
         config.save(folder / "node.json")
         runtime = NodeRuntime(config)
+        runtime.record_key  # noqa: B018  (a malformed key fails here, not in the first round)
         if not runtime.ledger.is_node(runtime.address):
             raise click.ClickException(
                 f"{runtime.address} is not admitted yet: the owner runs "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from node.round_state import RoundState
     from node.sisa import SisaNode
+    from protocol.commitments import RecordKey
     from protocol.ledger import Ledger
     from protocol.store import ContentStore
 
@@ -43,6 +44,9 @@ class NodeRunConfig(JsonConfig):
     contract: str
     store: str
     deployment_block: int = 0
+    record_key_file: str = ""
+    """The federation's record key (``protocol.commitments.RecordKey``), shared with the
+    coordinator: keys the record commitments this node announces and checks on chain."""
 
 
 class NodeRuntime:
@@ -76,6 +80,13 @@ class NodeRuntime:
         from protocol.envelope import public_key_bytes
 
         return public_key_bytes(self.x25519_key)
+
+    @cached_property
+    def record_key(self) -> RecordKey:
+        """The federation's record key: commitments are keyed with it."""
+        from protocol.commitments import RecordKey
+
+        return RecordKey.load(self.config.record_key_file, self.config.federation_id)
 
     @cached_property
     def ledger(self) -> Ledger:

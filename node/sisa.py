@@ -23,7 +23,10 @@ Scheme (Bourtoule et al., "Machine Unlearning", IEEE S&P 2021):
   that is exactly SISA's averaged-logit ensemble, and the federation's weighted average of
   node vectors continues the same ensemble across nodes.
 - **Commitments.** A slice's commitment is the Merkle root (``protocol.merkle``) of its
-  records' leaves ``keccak256(record_id ‖ keccak256(content))``, sorted. A checkpoint
+  records' leaves ``keccak256(domain ‖ salt ‖ keccak256(content) ‖ record_id)``, sorted;
+  each record's salt comes from the node's own salt key (``node.store.salt_of``), so no
+  one holding candidate ids and texts can recompute a leaf; a forget hands the record's
+  salt to its data subject in the receipt. A checkpoint
   stores its *lineage* ``keccak256(lineage_{k−1} ‖ root_k ‖ n_k)`` rooted in the
   configuration digest and the shard; a checkpoint whose lineage no longer matches the
   data is stale, and training resumes from the first stale slice of each shard. That one
@@ -59,7 +62,6 @@ from node.store import (
     StoredRecord,
 )
 from protocol.certificate import Certificate, hex32, record_leaf
-from protocol.commitments import record_commitment
 from protocol.features import EMBEDDING_DIM, FeatureMap
 from protocol.hashing import keccak256
 from protocol.merkle import EMPTY_ROOT, merkle_proof, merkle_root
@@ -81,6 +83,7 @@ SliceCallback = Callable[[int, int], None]
 _ASSIGN_DOMAIN = b"lethe.assign.v1\x00"
 _SEED_DOMAIN = b"lethe.seed.v1\x00"
 _LINEAGE_DOMAIN = b"lethe.lineage.v1\x00"
+_TAG_DOMAIN = b"lethe.record-tag.v1\x00"
 
 
 # -- pure functions: layout, heads, evaluation --------------------------------------------
@@ -277,6 +280,8 @@ class ForgottenRecord:
     proof: tuple[str, ...]
     old_slice_root: str
     new_slice_root: str
+    record_salt: str = ""
+    """The record's leaf salt (hex), for the data subject's receipt."""
 
 
 @dataclass(frozen=True)
@@ -517,7 +522,9 @@ class SisaNode:
                             embedding=row.astype("<f4").tobytes(),
                             shard=shard,
                             slice=slice_,
-                            leaf=record_leaf(rec.id, rec.text, rec.label),
+                            leaf=record_leaf(
+                                rec.id, rec.text, rec.label, self.store.record_salt(rec.id)
+                            ),
                         )
                     )
                     touched.add((shard, slice_))
@@ -747,8 +754,8 @@ class SisaNode:
     ) -> ForgetResult:
         """Delete records for real and retrain what they influenced; one coalesced retrain.
 
-        ``request_ids`` (default: each record's commitment) name the requests in the
-        journal and the certificates. Repeating a completed request returns its stored
+        ``request_ids`` (default: each record's :meth:`record_tag`) name the requests in
+        the journal and the certificates. Repeating a completed request returns its stored
         result. An unknown record id raises NodeError and changes nothing.
         """
         ids = list(record_ids)
@@ -756,11 +763,8 @@ class SisaNode:
             raise NodeError("no record ids given")
         if len(set(ids)) != len(ids):
             raise NodeError("record ids must be distinct")
-        cfg = self.config
         requests = (
-            list(request_ids)
-            if request_ids is not None
-            else ["0x" + record_commitment(cfg.federation_id, rid).hex() for rid in ids]
+            list(request_ids) if request_ids is not None else [self.record_tag(rid) for rid in ids]
         )
         if len(requests) != len(ids) or len(set(requests)) != len(requests):
             raise NodeError("give one distinct request id per record id")
@@ -812,10 +816,8 @@ class SisaNode:
         if all(k is None for k in known):
             return None
         self.recover()
-        fed = self.config.federation_id
         for rid, req, k in zip(ids, requests, known, strict=True):
-            commitment = "0x" + record_commitment(fed, rid).hex()
-            if k is None or k[0] != commitment:
+            if k is None or k[0] != self.record_tag(rid):
                 raise NodeError(
                     f"request {req!r} was already used for another record, or was sent "
                     "together with new requests; send new requests separately"
@@ -853,7 +855,8 @@ class SisaNode:
             records.append(
                 {
                     "request_id": req,
-                    "record_commitment": "0x" + record_commitment(cfg.federation_id, rid).hex(),
+                    "record_commitment": self.record_tag(rid),
+                    "record_salt": hex32(self.store.record_salt(rid)),
                     "shard": loc.shard,
                     "slice": loc.slice,
                     "leaf": hex32(loc.leaf),
@@ -885,6 +888,12 @@ class SisaNode:
             "model_hash_before": before.hash_hex,
         }
         return plan, changed
+
+    def record_tag(self, record_id: str) -> str:
+        """``0x`` + keccak256(domain ‖ leaf salt ‖ record id): how the node's forget journal
+        names a record (and the default request id), keyed like its leaf."""
+        salt = self.store.record_salt(record_id)
+        return hex32(keccak256(_TAG_DOMAIN + salt + record_id.encode()))
 
     def pending_forgets(self) -> int:
         """How many journaled forgets still wait for their retrain."""

@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
-from protocol.commitments import Update, record_commitment, sign_leaf
+from protocol.commitments import Update, sign_leaf
 from protocol.errors import LedgerError, ProtocolError
 from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
@@ -149,7 +149,7 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         signature=update.sign(Domain.of(rt.ledger), rt.eth_key),
         local_accuracy=accuracy,
         forget_results=forgotten,
-        records=b"".join(record_commitment(request.federation_id, rid) for rid in ids),
+        records=b"".join(rt.record_key.commitment(rid) for rid in ids),
         slice_roots=b"".join(roots),
     )
 
@@ -339,7 +339,7 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list
     fresh = [(req, rid) for req, rid in mine if req not in done]
     if fresh:
         node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
-    return [_certify(rt, node, request_id) for request_id, _ in mine]
+    return [_certify(rt, node, request_id, record_id) for request_id, record_id in mine]
 
 
 def _authorised(rt: NodeRuntime, node: SisaNode, request_id: str, record_id: str) -> bool:
@@ -353,7 +353,7 @@ def _authorised(rt: NodeRuntime, node: SisaNode, request_id: str, record_id: str
 
     chain_id = keccak256(request_id.encode())
     opened = rt.ledger.forget_request(chain_id)
-    expected = record_commitment(node.config.federation_id, record_id)
+    expected = rt.record_key.commitment(record_id)
     if opened is None:
         why = "is not on chain"
     elif opened.node.lower() != rt.address.lower():
@@ -368,11 +368,15 @@ def _authorised(rt: NodeRuntime, node: SisaNode, request_id: str, record_id: str
     return False
 
 
-def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
-    """Sign, store and certify on chain one request's certificate (idempotent on retry)."""
+def _certify(rt: NodeRuntime, node: SisaNode, request_id: str, record_id: str) -> ForgetResult:
+    """Sign, store and certify on chain one request's certificate (idempotent on retry);
+    report it with the record's salts for the data subject's receipt."""
     result = node.forget_result(request_id)
     if result is None:
         raise NodeError(f"no forget result for request {request_id}")
+    entry = result.record(request_id)
+    if not entry.record_salt:
+        raise NodeError(f"request {request_id} was forgotten before salted leaves: no receipt")
     chain_id = keccak256(request_id.encode())
     from protocol.ledger import ForgetState
 
@@ -402,6 +406,8 @@ def _certify(rt: NodeRuntime, node: SisaNode, request_id: str) -> ForgetResult:
         certify_tx=tx,
         new_model_hash=result.model_hash_after,
         n_samples_after=result.n_samples_after,
+        record_salt=entry.record_salt,
+        commitment_salt=_hex(rt.record_key.salt(record_id)),
     )
 
 

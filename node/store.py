@@ -2,10 +2,12 @@
 and the forget journal, plus the readers that feed it (JSONL, the default dataset; CSV is
 ``node.csv_input``).
 
-Layout of the file (``PRAGMA user_version`` = 1):
+Layout of the file (``PRAGMA user_version`` = 2):
 
-- ``meta``         federation salt, the node's configuration (canonical JSON) and the
-                   fingerprint of the encoder that embedded the texts
+- ``meta``         the node's configuration (canonical JSON), the fingerprint of the
+                   encoder that embedded the texts, and the node's salt key (32 random
+                   bytes made with the store; they salt every record leaf, never leave
+                   the node, and each record's salt goes only into its forget receipt)
 - ``records``      id, text, label, float32 embedding, shard, slice, Merkle leaf
 - ``test_records`` the held-out evaluation split (label and embedding only)
 - ``slices``       per (shard, slice): record count and Merkle root of the sorted leaves
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import csv
 import functools
+import hmac
 import importlib.util
 import io
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,14 +40,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from protocol.canonical import canonical_json
+from protocol.certificate import record_leaf
 from protocol.errors import LetheError
 from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.hashing import keccak256
+from protocol.merkle import merkle_root
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: record leaves salted with the node's salt key (a version-1 store is upgraded on open)."""
 MAX_ID_LENGTH = 256
 MAX_REPORTED_PROBLEMS = 20
 TEST_FRACTION_PERCENT = 10
@@ -61,6 +68,7 @@ CREATE TABLE IF NOT EXISTS records (
     leaf BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_slice ON records(shard, slice, leaf);
+CREATE INDEX IF NOT EXISTS records_in_order ON records(shard, slice, id);
 CREATE TABLE IF NOT EXISTS test_records (
     id TEXT PRIMARY KEY,
     label INTEGER NOT NULL,
@@ -209,7 +217,10 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class ShardData:
-    """A shard's training data ordered by (slice, leaf): slice ``k``'s prefix is slices ≤ k."""
+    """A shard's training data ordered by (slice, id): slice ``k``'s prefix is slices ≤ k.
+
+    By id, not by leaf: leaves are salted with the node's own random key, and a store
+    re-ingested from the raw data (a new key) must train the very same bytes."""
 
     slices: npt.NDArray[np.int64]
     embeddings: npt.NDArray[np.float32]
@@ -386,6 +397,15 @@ def _sample(records: list[Record], limit: int | None) -> list[Record]:
 
 # -- the SQLite store ---------------------------------------------------------------------
 
+_SALT_DOMAIN = b"lethe.node-salt.v1\x00"
+
+
+def salt_of(salt_key_hex: str, record_id: str) -> bytes:
+    """HMAC-SHA256(node salt key, domain ‖ record id): a record's leaf salt. Deterministic,
+    so a record re-ingested after a crash gets its leaf back, and no table of salts is kept."""
+    message = _SALT_DOMAIN + record_id.encode()
+    return hmac.new(bytes.fromhex(salt_key_hex), message, "sha256").digest()
+
 
 class RecordStore:
     """Typed, transactional access to one node's SQLite file (a thin adapter, no SISA logic)."""
@@ -428,6 +448,7 @@ class RecordStore:
                     "INSERT INTO meta VALUES ('config', ?)",
                     (canonical_json(config.to_json()).decode(),),
                 )
+                con.execute("INSERT INTO meta VALUES ('salt_key', ?)", (secrets.token_hex(32),))
                 con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 con.execute("COMMIT")
                 return cls(path, config, con)
@@ -442,6 +463,7 @@ class RecordStore:
                 f"{path} was created with a different configuration "
                 f"({existing.to_json()}); use a new --db or the same settings"
             )
+        cls._upgrade(path, con, existing)
         return cls(path, config, con)
 
     @classmethod
@@ -457,10 +479,65 @@ class RecordStore:
         except sqlite3.DatabaseError as exc:
             con.close()
             raise NodeError(f"{path} is not a node store: {exc}") from exc
-        if row is None or version != SCHEMA_VERSION:
+        if row is None or version not in (1, SCHEMA_VERSION):
             con.close()
             raise NodeError(f"{path} is not a node store of schema version {SCHEMA_VERSION}")
-        return cls(path, NodeConfig.from_json(json.loads(row[0])), con)
+        config = NodeConfig.from_json(json.loads(row[0]))
+        cls._upgrade(path, con, config)
+        return cls(path, config, con)
+
+    @staticmethod
+    def _upgrade(path: Path, con: sqlite3.Connection, config: NodeConfig) -> None:
+        """Bring a version-1 store (unsalted leaves) to version 2, in one transaction.
+
+        A salt key is made, every leaf and slice root is recomputed; the checkpoints'
+        lineages then no longer match, so the next training retrains every shard.
+        """
+        if con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if con.execute("PRAGMA user_version").fetchone()[0] != 1:
+                raise NodeError(f"{path} is not a node store of schema version {SCHEMA_VERSION}")
+            key = secrets.token_hex(32)
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('salt_key', ?)", (key,))
+            rows = con.execute("SELECT id, text, label FROM records").fetchall()
+            con.executemany(
+                "UPDATE records SET leaf=? WHERE id=?",
+                [
+                    (record_leaf(rid, text, config.labels[label], salt_of(key, rid)), rid)
+                    for rid, text, label in rows
+                ],
+            )
+            for shard, slice_ in con.execute("SELECT shard, slice FROM slices").fetchall():
+                leaves = [
+                    bytes(r[0])
+                    for r in con.execute(
+                        "SELECT leaf FROM records WHERE shard=? AND slice=? ORDER BY leaf",
+                        (shard, slice_),
+                    )
+                ]
+                con.execute(
+                    "UPDATE slices SET n_records=?, root=? WHERE shard=? AND slice=?",
+                    (len(leaves), merkle_root(leaves), shard, slice_),
+                )
+            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            con.execute("ROLLBACK")
+            con.close()
+            raise
+        con.execute("COMMIT")
+
+    @functools.cached_property
+    def _salt_key(self) -> str:
+        row = self._con.execute("SELECT value FROM meta WHERE key='salt_key'").fetchone()
+        if row is None:
+            raise NodeError(f"{self.path} has no salt key")
+        return str(row[0])
+
+    def record_salt(self, record_id: str) -> bytes:
+        """The record's 32-byte leaf salt under this node's salt key (:func:`salt_of`)."""
+        return salt_of(self._salt_key, record_id)
 
     def close(self) -> None:
         """Fold the write-ahead log into the file and close."""
@@ -523,6 +600,18 @@ class RecordStore:
     def record_ids(self) -> list[str]:
         """Ids of every training record, sorted (the node announces their commitments)."""
         return [r[0] for r in self._con.execute("SELECT id FROM records ORDER BY id")]
+
+    def records(self, ids: Sequence[str]) -> list[Record]:
+        """The stored training records with these ids (id, text, label), in ``ids``' order."""
+        found = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for rid, text, label in self._con.execute(
+                f"SELECT id, text, label FROM records WHERE id IN ({marks})", chunk
+            ):
+                found[rid] = Record(rid, text, self.config.labels[label])
+        return [found[rid] for rid in ids if rid in found]
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         """The subset of ``ids`` already stored (training or test records)."""
@@ -587,9 +676,9 @@ class RecordStore:
         ]
 
     def load_shard(self, shard: int) -> ShardData:
-        """A shard's slices, embeddings and labels, ordered by (slice, leaf)."""
+        """A shard's slices, embeddings and labels, ordered by (slice, id)."""
         rows = self._con.execute(
-            "SELECT slice, label, embedding FROM records WHERE shard=? ORDER BY slice, leaf",
+            "SELECT slice, label, embedding FROM records WHERE shard=? ORDER BY slice, id",
             (shard,),
         ).fetchall()
         emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").astype(np.float32)

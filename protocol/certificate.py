@@ -1,11 +1,14 @@
 """Unlearning certificate, schema v2: what a node proves after forgetting (docs/certificate.md).
 
 A certificate names the forgotten record only by its leaf
-``keccak256(record_id ‖ keccak256(content))`` (content: the canonical JSON of its text and
-label), so it can be published by CID; the data subject, who knows id, text and label,
-checks the leaf with :meth:`Certificate.covers`. The Merkle proof shows the leaf was in
-the slice's root before the forget; the model hashes and retrained slices tie the forget
-to the node's next round commitment, which must equal ``model_hash_after``.
+``keccak256(domain ‖ salt ‖ keccak256(content) ‖ record_id)`` (content: the canonical JSON
+of its text and label; salt: 32 bytes only the node can derive), so it can be published by
+CID without letting anyone holding candidate ids or a public corpus recognise the record;
+the data subject, who knows id, text and label and gets the salt in the node's receipt
+(``protocol.receipt``), checks the leaf with :meth:`Certificate.covers`.
+The Merkle proof shows the leaf was in the slice's root before the forget; the model
+hashes and retrained slices tie the forget to the node's next round commitment, which must
+equal ``model_hash_after``.
 
 Signing: the node signs an EIP-712 ``Certificate`` (protocol.typed_data) in the domain of
 the deployment it certifies on (``chain_id``, ``contract``, both in the body): the main
@@ -43,14 +46,21 @@ def record_content_hash(text: str, label: str) -> bytes:
     return keccak256(canonical_json({"label": label, "text": text}))
 
 
-def record_leaf(record_id: str, text: str, label: str) -> bytes:
-    """A record's Merkle leaf: ``keccak256(utf8(record_id) ‖ keccak256(content))``.
+LEAF_DOMAIN = b"lethe.leaf.v2\x00"
 
-    The content hash has a fixed 32 bytes at the end, so the concatenation is unambiguous.
+
+def record_leaf(record_id: str, text: str, label: str, salt: bytes) -> bytes:
+    """A record's Merkle leaf: ``keccak256(domain ‖ salt ‖ keccak256(content) ‖ utf8(id))``.
+
+    ``salt`` is the node's 32-byte per-record salt: without it, no list of candidate ids
+    and texts can be hashed into a leaf. Salt and content hash have fixed lengths ahead of
+    the id, so the concatenation is unambiguous.
     """
     if not record_id:
         raise ProtocolError("record id must not be empty")
-    return keccak256(record_id.encode() + record_content_hash(text, label))
+    if len(salt) != 32:
+        raise ProtocolError("a record salt is 32 bytes")
+    return keccak256(LEAF_DOMAIN + salt + record_content_hash(text, label) + record_id.encode())
 
 
 def hex32(value: bytes) -> str:
@@ -197,9 +207,10 @@ class Certificate:
 
     # -- checks -----------------------------------------------------------------------
 
-    def covers(self, record_id: str, text: str, label: str) -> bool:
-        """Whether this certificate is about the record with that id, text and label."""
-        return hex32(record_leaf(record_id, text, label)) == self.record_leaf
+    def covers(self, record_id: str, text: str, label: str, salt: bytes) -> bool:
+        """Whether this certificate is about the record with that id, text and label;
+        ``salt`` is the record salt from the node's receipt."""
+        return hex32(record_leaf(record_id, text, label, salt)) == self.record_leaf
 
     def _field_problems(self) -> list[str]:
         problems = []

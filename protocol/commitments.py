@@ -1,13 +1,23 @@
 """The hashes node and coordinator agree on: record commitments and round updates.
 
 A record commitment lets the coordinator, the API and the chain name a record without
-holding its id in the clear; an update binds a node's model hash, sample count and slice
-roots to a round: the node signs it as EIP-712 typed data bound to the deployment, and the
-round's ``updatesRoot`` on chain is the Merkle root of the updates' leaves.
+holding its id in the clear. It is keyed with the federation's record key
+(:class:`RecordKey`), which only the coordinator and the nodes hold and which never goes
+on chain or into the content store: an outsider with a list of candidate record ids cannot
+recompute a commitment, so cannot tell which records are held or forgotten. An update
+binds a node's model hash, sample count and slice roots to a round: the node signs it as
+EIP-712 typed data bound to the deployment, and the round's ``updatesRoot`` on chain is the
+Merkle root of the updates' leaves.
 """
 
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
@@ -17,15 +27,75 @@ from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
 from protocol.typed_data import UPDATE_TYPES, Domain, recover_typed, sign_typed
 
-_RECORD_DOMAIN = b"lethe.record.v1\x00"
+_RECORD_DOMAIN = b"lethe.record.v2\x00"
+_RECORD_SALT_DOMAIN = b"lethe.record-salt.v1\x00"
 _UPDATE_DOMAIN = b"lethe.update.v2\x00"
+RECORD_KEY_BYTES = 32
 
 
-def record_commitment(federation_id: str, record_id: str) -> bytes:
-    """keccak256 of (domain, federation id, record id): what the chain stores for a request."""
+@dataclass(frozen=True)
+class RecordKey:
+    """The federation's record key: 32 secret bytes shared by the coordinator and the nodes.
+
+    The coordinator needs it to find a record's owner among the nodes' announced
+    commitments, the nodes to announce them and to check a request's commitment on chain.
+    Nobody else holds it; it is never put on chain nor in the content store. There is no
+    rotation: a new key changes every commitment, so it means a new federation.
+    """
+
+    federation_id: str
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) != RECORD_KEY_BYTES:
+            raise ProtocolError(f"a record key is {RECORD_KEY_BYTES} bytes, got {len(self.key)}")
+
+    @staticmethod
+    def generate() -> bytes:
+        """32 fresh random bytes, written hex-encoded to a key file."""
+        return secrets.token_hex(RECORD_KEY_BYTES).encode()
+
+    @classmethod
+    def load(cls, path: str | Path, federation_id: str) -> RecordKey:
+        """The key in ``path`` (64 hex digits); ProtocolError naming the file otherwise."""
+        if not str(path):
+            raise ProtocolError(
+                "no record key file configured (record_key_file): the federation's record "
+                "key is shared by the coordinator and the nodes"
+            )
+        try:
+            text = Path(path).read_text().strip().removeprefix("0x")
+            return cls(federation_id, bytes.fromhex(text))
+        except (OSError, ValueError, ProtocolError) as exc:
+            raise ProtocolError(f"cannot read the record key {path}: {exc}") from exc
+
+    def salt(self, record_id: str) -> bytes:
+        """The record's commitment salt: HMAC-SHA256(key, domain ‖ federation ‖ 0 ‖ id)."""
+        if not record_id:
+            raise ProtocolError("record id must not be empty")
+        message = _RECORD_SALT_DOMAIN + self.federation_id.encode() + b"\x00" + record_id.encode()
+        return hmac.new(self.key, message, hashlib.sha256).digest()
+
+    def commitment(self, record_id: str) -> bytes:
+        """What nodes announce and the chain stores for a request (:func:`record_commitment`)."""
+        return record_commitment(self.federation_id, self.salt(record_id), record_id)
+
+    def commitment_hex(self, record_id: str) -> str:
+        """:meth:`commitment` as ``0x``-prefixed hex."""
+        return "0x" + self.commitment(record_id).hex()
+
+
+def record_commitment(federation_id: str, salt: bytes, record_id: str) -> bytes:
+    """keccak256(domain ‖ federation ‖ 0 ‖ salt ‖ record id), salt from :class:`RecordKey`.
+
+    Whoever holds the record's 32-byte salt (a node's receipt carries it) can check the
+    commitment against its record id; without the key no salt can be computed.
+    """
     if not record_id:
         raise ProtocolError("record id must not be empty")
-    return keccak256(_RECORD_DOMAIN + federation_id.encode() + b"\x00" + record_id.encode())
+    if len(salt) != 32:
+        raise ProtocolError("a record salt is 32 bytes")
+    return keccak256(_RECORD_DOMAIN + federation_id.encode() + b"\x00" + salt + record_id.encode())
 
 
 def slice_roots_hash(slice_roots: Sequence[bytes]) -> bytes:

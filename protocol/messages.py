@@ -275,13 +275,16 @@ class ForgetEntry(Schema):
 
 @dataclass(frozen=True, kw_only=True)
 class ForgetResult(Schema):
-    """What the owner of a forgotten record reports: its certificate and new model."""
+    """What the owner of a forgotten record reports: its certificate and new model, and the
+    record's two salts for the data subject's receipt (``protocol.receipt``)."""
 
     request_id: str
     certificate_cid: str
     certify_tx: str
     new_model_hash: str
     n_samples_after: int
+    record_salt: str
+    commitment_salt: str
 
     def check(self) -> None:
         if not self.request_id or not self.certificate_cid:
@@ -289,6 +292,8 @@ class ForgetResult(Schema):
         check_hex(self.certify_tx, 32, "certify_tx")
         check_hex(self.new_model_hash, 32, "new_model_hash")
         check_range(self.n_samples_after, "n_samples_after", 0)
+        check_hex(self.record_salt, 32, "record_salt")
+        check_hex(self.commitment_salt, 32, "commitment_salt")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from flask import Flask
 
 from coordinator.api import create_app
 from coordinator.queue import CoordinatorDB
-from tests.api_server import FED, NODE, RECORDS, TOKEN, commitment, serve
+from tests.api_server import NODE, RECORD_KEY, RECORDS, TOKEN, commitment, serve
 
 
 @pytest.fixture
@@ -41,4 +41,4 @@ def serve_app() -> Iterator[Callable[[Flask], str]]:
 @pytest.fixture
 def api(db: CoordinatorDB, serve_app: Callable[[Flask], str]) -> str:
     """The API without a rate limit, as schemathesis and the hostile tests need it."""
-    return serve_app(create_app(db, token=TOKEN, federation_id=FED))
+    return serve_app(create_app(db, token=TOKEN, record_key=RECORD_KEY))

@@ -7,17 +7,19 @@ from collections.abc import Generator
 from flask import Flask
 
 from coordinator.server import create_server
-from protocol.commitments import record_commitment
+from protocol.commitments import RecordKey
 
 TOKEN = "test-token-0123456789"
 FED = "fed-test"
+RECORD_KEY = RecordKey(FED, bytes(range(32)))
+"""The federation's record key the test API computes commitments with."""
 NODE = "0x" + "11" * 20
 RECORDS = ("rec-1", "rec-2")
 
 
 def commitment(record_id: str) -> str:
     """The record commitment the API looks up for ``record_id`` in federation ``FED``."""
-    return "0x" + record_commitment(FED, record_id).hex()
+    return RECORD_KEY.commitment_hex(record_id)
 
 
 def serve(app: Flask) -> Generator[str, None, None]:

@@ -25,7 +25,7 @@ from eth_account import Account
 from node.sisa import NodeModel, SisaNode, assign, average, evaluate
 from node.store import NodeConfig, Record
 from protocol.certificate import Certificate
-from protocol.commitments import Update, record_commitment
+from protocol.commitments import RecordKey, Update
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tests.chain_fixtures import Federation
 
 FED_ID = "fed-audit"
+RECORD_KEY = RecordKey(FED_ID, bytes(range(7, 39)))
 LABELS = ("negative", "neutral", "positive")
 DIM = 384
 SLICES = 4
@@ -256,7 +257,7 @@ class History:
         on_chain = keccak256(request_id.encode())
         self.request_ids[request_id] = on_chain
         self.fed.coordinator.request_forget(
-            on_chain, record_commitment(FED_ID, record_id), self.addresses[node]
+            on_chain, RECORD_KEY.commitment(record_id), self.addresses[node]
         )
         result = self.nodes[node].forget([record_id], request_ids=[request_id])
         cert = result.certificate(request_id)

@@ -24,6 +24,7 @@ from infra.files import write_secret
 from launcher.devnet import Devnet
 from node.runtime import NodeRunConfig, NodeRuntime
 from node.stages import answer
+from protocol.commitments import RecordKey
 from protocol.envelope import generate_private_key, private_key_bytes
 from protocol.messages import WireRecord
 from protocol.store import LocalStore
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from tests.chain_fixtures import Federation, StartFederation
 
 FEDERATION_ID = "fed-test"
+RECORD_KEY = RecordKey(FEDERATION_ID, bytes(range(100, 132)))
+"""The federation's record key, shared by the coordinator and the nodes."""
 NODES = 3
 RECORDS_PER_NODE = 24
 
@@ -63,6 +66,11 @@ class MemoryFederation:
     db: CoordinatorDB
     store: LocalStore
     lines: list[str]
+    record_key: RecordKey = RECORD_KEY
+
+    def commitment(self, record_id: str) -> str:
+        """The record's commitment under the federation's record key (what the API computes)."""
+        return self.record_key.commitment_hex(record_id)
 
     def replace(
         self, index: int, endpoint: Callable[[NodeHandle, str, WireRecord], WireRecord]
@@ -87,6 +95,7 @@ def node_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _node(tmp: Path, index: int, template: Path, chain: Federation, devnet: Devnet) -> NodeHandle:
     home = tmp / f"node-{index}"
     home.mkdir()
+    write_secret(home / "record.key", RECORD_KEY.key.hex().encode())
     shutil.copy(template / f"node-{index}.sqlite", home / "node.sqlite")
     write_secret(home / "eth.key", devnet.accounts[2 + index].private_key.encode())
     write_secret(home / "x25519.key", private_key_bytes(generate_private_key()))
@@ -101,6 +110,7 @@ def _node(tmp: Path, index: int, template: Path, chain: Federation, devnet: Devn
             contract=chain.deployment.address,
             store=str(tmp / "store"),
             deployment_block=chain.deployment.block_number,
+            record_key_file=str(home / "record.key"),
         )
     )
     runtime.ledger.register_key(runtime.public_key)
@@ -124,6 +134,7 @@ def memory_federation(
     home = tmp_path / "coordinator"
     write_secret(home / "coordinator.key", devnet.accounts[1].private_key.encode())
     write_secret(home / "api.token", b"token")
+    write_secret(home / "record.key", RECORD_KEY.key.hex().encode())
     config = CoordinatorConfig(
         federation_id=FEDERATION_ID,
         rpc_url=devnet.rpc_url,
@@ -132,6 +143,7 @@ def memory_federation(
         store=str(tmp_path / "store"),
         db=str(home / "coordinator.sqlite"),
         api_token_file=str(home / "api.token"),
+        record_key_file=str(home / "record.key"),
         shards=2,
         slices=4,
         deployment_block=chain.deployment.block_number,

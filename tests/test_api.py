@@ -8,8 +8,7 @@ import requests
 
 from coordinator.api import MAX_BODY_BYTES
 from coordinator.queue import CoordinatorDB
-from protocol.commitments import record_commitment
-from tests.api_server import FED, TOKEN
+from tests.api_server import TOKEN, commitment
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -96,7 +95,7 @@ def test_requests_survive_a_restart(tmp_path: Path, db: CoordinatorDB, api: str)
 
 
 def test_state_moves_only_forward_once(db: CoordinatorDB) -> None:
-    req, _ = db.submit_forget("rec-1", "0x" + record_commitment(FED, "rec-1").hex())
+    req, _ = db.submit_forget("rec-1", commitment("rec-1"))
     assert db.advance_forget(req.request_id, "received", "dispatched", request_tx="0xaa")
     assert not db.advance_forget(req.request_id, "received", "dispatched")
     stored = db.get_forget(req.request_id)

@@ -14,7 +14,7 @@ from flask import Flask
 from coordinator.api import MAX_BODY_BYTES, create_app
 from coordinator.queue import CoordinatorDB
 from coordinator.ratelimit import RateLimiter
-from tests.api_server import FED, RECORDS, TOKEN, commitment
+from tests.api_server import RECORD_KEY, RECORDS, TOKEN, commitment
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -247,7 +247,7 @@ def test_a_4096_byte_chunked_body_is_read_whole(api: str) -> None:
 def test_rate_limit_throttles_a_client_and_ignores_spoofed_headers(
     db: CoordinatorDB, serve_app: Callable[[Flask], str]
 ) -> None:
-    app = create_app(db, token=TOKEN, federation_id=FED, rate_limit=RateLimiter(0.5, 5))
+    app = create_app(db, token=TOKEN, record_key=RECORD_KEY, rate_limit=RateLimiter(0.5, 5))
     base = serve_app(app)
     statuses = []
     for i in range(8):  # a new spoofed client address each time: still one bucket

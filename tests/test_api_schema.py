@@ -15,7 +15,7 @@ from schemathesis.config import SchemathesisConfig
 from coordinator.api import create_app
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB
-from tests.api_server import FED, NODE, RECORDS, TOKEN, commitment, serve
+from tests.api_server import NODE, RECORD_KEY, RECORDS, TOKEN, commitment, serve
 
 # Bounded for CI (2 cores): examples per operation and mode; the coverage phase adds
 # its boundary values (lengths, patterns, ranges) on top.
@@ -37,7 +37,7 @@ schema = schemathesis.openapi.from_dict(openapi_document(explorer=False), config
 def schema_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db = CoordinatorDB(Path(tmp_path_factory.mktemp("schema")) / "coordinator.sqlite")
     db.replace_record_index(NODE, [commitment(r) for r in RECORDS])
-    yield from serve(create_app(db, token=TOKEN, federation_id=FED))
+    yield from serve(create_app(db, token=TOKEN, record_key=RECORD_KEY))
 
 
 def test_the_served_document_is_the_one_tested(schema_api: str) -> None:
@@ -56,7 +56,7 @@ def test_api_conforms_to_its_openapi_document(
 
 def test_the_document_covers_every_route_and_method(tmp_path: Path) -> None:
     db = CoordinatorDB(tmp_path / "coordinator.sqlite")
-    app = create_app(db, token=TOKEN, federation_id=FED, explorer=lambda: "<html></html>")
+    app = create_app(db, token=TOKEN, record_key=RECORD_KEY, explorer=lambda: "<html></html>")
     routes = {
         (re.sub(r"<text:(\w+?)(?:_no)?>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()

@@ -14,11 +14,12 @@ from protocol.merkle import merkle_proof, merkle_root
 
 NODE_KEY = "0x" + "11" * 32
 OTHER_KEY = "0x" + "22" * 32
+SALT = bytes(range(32))
 
 
 def make_certificate(**changes: object) -> Certificate:
     """A certificate over a real 5-leaf slice whose third leaf is the forgotten record."""
-    leaf = record_leaf("alice-1", "I never want to see this tweet again", "negative")
+    leaf = record_leaf("alice-1", "I never want to see this tweet again", "negative", SALT)
     leaves = sorted([leaf, *(keccak256(bytes([i])) for i in range(4))])
     index = leaves.index(leaf)
     remaining = [x for x in leaves if x != leaf]
@@ -67,9 +68,11 @@ def test_canonical_bytes_round_trip() -> None:
 
 def test_data_subject_recognises_their_record() -> None:
     cert = make_certificate()
-    assert cert.covers("alice-1", "I never want to see this tweet again", "negative")
-    assert not cert.covers("alice-1", "I never want to see this tweet again", "neutral")
-    assert not cert.covers("alice-2", "I never want to see this tweet again", "negative")
+    assert cert.covers("alice-1", "I never want to see this tweet again", "negative", SALT)
+    assert not cert.covers("alice-1", "I never want to see this tweet again", "neutral", SALT)
+    assert not cert.covers("alice-2", "I never want to see this tweet again", "negative", SALT)
+    # Without the node's salt (the receipt's), nobody can recognise the record.
+    assert not cert.covers("alice-1", "I never want to see this tweet again", "negative", bytes(32))
 
 
 @pytest.mark.parametrize(
@@ -90,7 +93,7 @@ def test_any_edit_after_signing_is_detected(field: str, value: Any) -> None:
 
 
 def test_forged_leaf_fails_the_merkle_proof_even_when_re_signed() -> None:
-    other_leaf = hex32(record_leaf("bob-7", "not in this slice", "positive"))
+    other_leaf = hex32(record_leaf("bob-7", "not in this slice", "positive", SALT))
     forged = make_certificate(record_leaf=other_leaf)
     with pytest.raises(ProtocolError, match="Merkle proof does not put"):
         forged.verify()

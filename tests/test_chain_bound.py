@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from node.stages import answer
-from protocol.commitments import record_commitment
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger, TxResult
 from protocol.messages import TRAIN, ForgetEntry, TrainReply, TrainRequest
@@ -85,10 +84,10 @@ def test_a_node_deletes_nothing_for_a_forget_request_the_chain_does_not_authoris
     record_id = _held_record(victim)
     chain_id = keccak256(b"made-up")
     if opened == "for another record":
-        other_record = record_commitment(fed.federation_id, _held_record(victim, 4))
+        other_record = fed.record_key.commitment(_held_record(victim, 4))
         fed.chain.coordinator.request_forget(chain_id, other_record, victim.address)
     elif opened == "naming another node":
-        commitment = record_commitment(fed.federation_id, record_id)
+        commitment = fed.record_key.commitment(record_id)
         fed.chain.coordinator.request_forget(chain_id, commitment, other.address)
     with victim.runtime.sisa() as sisa:
         before = sisa.model().hash_hex
@@ -104,9 +103,7 @@ def test_record_ids_go_to_the_owner_node_only(memory_federation: MemoryFederatio
     assert fed.coordinator.run_round(None).finalized
     owner = fed.nodes[1]
     record_id = _held_record(owner)
-    fed.db.submit_forget(
-        record_id, "0x" + record_commitment(fed.federation_id, record_id).hex(), "forget-1"
-    )
+    fed.db.submit_forget(record_id, fed.commitment(record_id), "forget-1")
     for node in fed.nodes:
         node.seen.clear()
     assert fed.coordinator.process_forgets()

@@ -41,7 +41,24 @@ def test_each_node_mounts_its_own_volumes_and_the_public_one_read_only() -> None
             node: ("/data", False),
             f"{node}-outbox": ("/outbox", False),
             "public": ("/public", True),
+            "record-key": ("/record-key", True),
         }
+
+
+def test_the_record_key_goes_from_the_coordinator_to_the_nodes_only() -> None:
+    # The federation's record key keys every record commitment: an outsider holding it
+    # could test candidate record ids. The coordinator writes it, the nodes read it.
+    services = _services(COMPOSE)
+    holders = {
+        name: _volumes(s)["record-key"]
+        for name, s in services.items()
+        if "record-key" in _volumes(s)
+    }
+    assert holders == {
+        "coordinator": ("/record-key", False),
+        **{f"node-{i}": ("/record-key", True) for i in (1, 2, 3)},
+    }
+    assert "record.key" not in (DOCKER / "owner.sh").read_text()
 
 
 def test_every_secret_volume_is_writable_by_one_service_and_readable_by_no_other() -> None:

@@ -17,6 +17,7 @@ from coordinator.api import create_app
 from coordinator.explorer import render_explorer
 from coordinator.queue import CoordinatorDB
 from launcher.devnet import Devnet
+from protocol.commitments import RecordKey
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
@@ -39,7 +40,7 @@ def explorer_url(audited_history: AuditedHistory, tmp_path: Path) -> Iterator[st
     app = create_app(
         db,
         token="explorer-test-token-0123",
-        federation_id=FED_ID,
+        record_key=RecordKey(FED_ID, bytes(32)),
         explorer=lambda: render_explorer(ledger, store, db),
     )
     server = make_server("127.0.0.1", 0, app)

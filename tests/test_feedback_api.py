@@ -39,7 +39,7 @@ from protocol.features import EMBEDDING_DIM
 from protocol.hashing import keccak256
 from protocol.model import model_bytes
 from protocol.store import LocalStore
-from tests.api_server import FED, TOKEN
+from tests.api_server import RECORD_KEY, TOKEN
 from tests.node_fixtures import build_node, make_records, small_config
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -77,7 +77,7 @@ def feedback_app(
         policy=policy or FeedbackPolicy(),
         log=FeedbackLog(db, store, poll_s=0.05, stream_seconds=1.5),
     )
-    return create_app(db, token=TOKEN, federation_id=FED, feedback=service)
+    return create_app(db, token=TOKEN, record_key=RECORD_KEY, feedback=service)
 
 
 def events(

@@ -25,7 +25,7 @@ from coordinator.health import STALE_AFTER_S, Heartbeat, probe, read_heartbeat
 from coordinator.queue import CoordinatorDB
 from launcher.devnet import Devnet
 from protocol.store import open_store
-from tests.api_server import FED, TOKEN
+from tests.api_server import FED, RECORD_KEY, TOKEN
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -165,7 +165,7 @@ def test_http_503_and_lethe_status_name_the_part_that_is_down(
     try:
         store = open_store(str(tmp_path / "blocks"))
         health = functools.partial(probe, db, rpc_url=devnet.rpc_url, store=store, min_nodes=2)
-        api = serve_app(create_app(db, token=TOKEN, federation_id=FED, health=health))
+        api = serve_app(create_app(db, token=TOKEN, record_key=RECORD_KEY, health=health))
         Heartbeat(db, lambda: [7, 8]).beat()
         up = requests.get(f"{api}/health", timeout=10)
         assert up.status_code == 200 and up.json()["status"] == "ok"

@@ -57,6 +57,8 @@ SAMPLES: list[StageMessage] = [
                 certify_tx=HASH,
                 new_model_hash=HASH,
                 n_samples_after=29,
+                record_salt=HASH,
+                commitment_salt=HASH,
             )
         ],
         records=b"\x01" * 64,

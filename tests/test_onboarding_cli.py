@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from coordinator.config import CoordinatorConfig
 from coordinator.serve_cli import configure
 from node.run_cli import join
+from node.runtime import NodeRunConfig, NodeRuntime
 from protocol.envelope import load_private_key, public_key_bytes
 from tests.node_fixtures import build_node, make_records, small_config
 
@@ -45,6 +46,8 @@ def test_join_registers_the_share_key_and_writes_node_json(
         str(tmp_path / "store"),
         "--eth-key-file",
         str(_key_file(tmp_path, "eth.key", account.private_key)),
+        "--record-key-file",
+        str(_key_file(tmp_path, "record.key", "ab" * 32)),
     ]
     result = CliRunner().invoke(join, args)
     assert result.exit_code == 0, result.output
@@ -52,6 +55,9 @@ def test_join_registers_the_share_key_and_writes_node_json(
     assert (
         config["federation_id"] == "fed-test"
         and config["contract"] == federation.deployment.address
+    )
+    assert NodeRuntime(NodeRunConfig.load(tmp_path / "home" / "node.json")).record_key.key == (
+        bytes.fromhex("ab" * 32)
     )
     share_key = public_key_bytes(load_private_key((tmp_path / "home" / "x25519.key").read_bytes()))
     assert federation.owner.node_key(account.address) == share_key
@@ -81,6 +87,8 @@ def test_join_refuses_a_node_the_owner_has_not_admitted(
             str(tmp_path / "store"),
             "--eth-key-file",
             str(_key_file(tmp_path, "eth.key", outsider.private_key)),
+            "--record-key-file",
+            str(_key_file(tmp_path, "record.key", "ab" * 32)),
         ],
     )
     assert result.exit_code != 0
@@ -117,3 +125,5 @@ def test_configure_writes_a_loadable_coordinator_config(
     config = CoordinatorConfig.load(out)
     assert config.slices == 4 and len(config.api_token()) >= 16
     assert config.coordinator_key() == devnet.accounts[1].private_key
+    # The federation's record key, made beside the config for the nodes (never on chain).
+    assert config.record_key().federation_id == "fed-test" and len(config.record_key().key) == 32

@@ -24,7 +24,6 @@ import pytest
 
 from coordinator.rounds import RoundFailed
 from node.stages import answer
-from protocol.commitments import record_commitment
 from protocol.errors import ProtocolError
 from protocol.ledger import ForgetState
 from protocol.messages import AGGREGATE, APPROVE, SHARE, TRAIN, WireRecord
@@ -227,7 +226,7 @@ def test_forget_request_completes_in_the_next_round(memory_federation: MemoryFed
     owner = fed.nodes[1]
     with owner.runtime.sisa() as node:
         record_id = node.store.record_ids()[3]
-    commitment = "0x" + record_commitment(fed.federation_id, record_id).hex()
+    commitment = fed.commitment(record_id)
     fed.db.submit_forget(record_id, commitment, request_id="forget-1")
 
     assert fed.coordinator.process_forgets()
@@ -247,7 +246,7 @@ def test_forget_request_completes_in_the_next_round(memory_federation: MemoryFed
 
 def test_forget_of_a_record_nobody_holds_fails(memory_federation: MemoryFederation) -> None:
     fed = memory_federation
-    commitment = "0x" + record_commitment(fed.federation_id, "nobody-has-this").hex()
+    commitment = fed.commitment("nobody-has-this")
     fed.db.submit_forget("nobody-has-this", commitment, request_id="forget-2")
     fed.coordinator.process_forgets()
     assert fed.db.get_forget("forget-2").state == "failed"

@@ -25,7 +25,6 @@ from node.sisa import (
     vector_to_head,
 )
 from node.store import NodeError, Record
-from protocol.commitments import record_commitment
 from protocol.model import model_hash
 from tests.conftest import REPO_ROOT
 from tests.node_fixtures import build_node, fake_embed, make_records, small_config, store_files
@@ -63,7 +62,10 @@ def test_forget_equals_retrain_from_scratch(tmp_path: Path, feature_map: str) ->
     assert result.model_hash_after == after.hash_hex == scratch.model().hash_hex
     assert result.model_hash_before == before.hash_hex != after.hash_hex
     assert checkpoint_hashes(node) == checkpoint_hashes(scratch)
-    assert node.store.slices() == scratch.store.slices()
+    # Same slices; their roots differ only by each store's own salt key.
+    assert {k: n for k, (n, _) in node.store.slices().items()} == {
+        k: n for k, (n, _) in scratch.store.slices().items()
+    }
     assert after.n_samples == before.n_samples - 1 == len(RECORDS) - 1
 
 
@@ -94,9 +96,7 @@ def test_coalesced_forget_equals_retrain_from_scratch(tmp_path: Path) -> None:
     assert node.model().hash == scratch.model().hash
     assert checkpoint_hashes(node) == checkpoint_hashes(scratch)
     # One batch, one retrain per affected shard, from its earliest affected slice.
-    assert {r.request_id for r in result.records} == {
-        "0x" + record_commitment("fed-test", v).hex() for v in victims
-    }
+    assert {r.request_id for r in result.records} == {node.record_tag(v) for v in victims}
     for retrain in result.retrains:
         first = min(k for s, k in layout.values() if s == retrain.shard)
         assert retrain.slices_retrained == tuple(range(first, 4))
@@ -240,7 +240,9 @@ def test_certificate_from_a_forget_verifies(tmp_path: Path) -> None:
     result = node.forget([victim.id], request_ids=["req-42"])
     cert = result.certificate("req-42").signed(NODE_KEY)
     assert cert.verify() == Account.from_key(NODE_KEY).address
-    assert cert.covers(victim.id, victim.text, victim.label)
+    salt = node.store.record_salt(victim.id)
+    assert cert.covers(victim.id, victim.text, victim.label, salt)
+    assert not cert.covers(victim.id, victim.text, victim.label, bytes(32))
     assert cert.model_hash_after == node.model().hash_hex
     assert cert.new_slice_root == "0x" + node.store.slices()[(cert.shard, cert.slice)][1].hex()
 

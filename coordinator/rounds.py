@@ -366,7 +366,8 @@ class Coordinator:
 
     def share_stage(self, state: RoundState) -> None:
         """Stage 2: every committed node signs the sender set (all of them) and seals Shamir
-        shares of α_i·w_i for every roster member."""
+        shares of α_i·w_i for every roster member; if some did not share but at least
+        max(t, 3) did, those are asked once to agree to themselves alone."""
         from protocol.field import FixedPoint
         from protocol.secure_sum import (
             MIN_SENDERS,
@@ -390,40 +391,59 @@ class Coordinator:
         )
         fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
         roster_bytes = roster.to_bytes()
-        senders = sorted(state.committed, key=str.lower)
-        requests: dict[int, StageMessage] = {
-            c.node: ShareRequest(
-                **state.base(),
-                model_hash=c.reply.model_hash,
-                n_total=state.n_total,
-                clip=fixed_point.clip,
-                frac_bits=fixed_point.frac_bits,
-                senders=senders,
-                roster=roster_bytes,
-            )
-            for c in by_x
-        }
-        digest = sender_set_digest(roster, senders, state.n_total)
         expected = {m.node_id for m in roster.members}
-        for node, reply in self._exchange(
-            requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
-        ).items():
-            try:
-                signer = recover_leaf_signer(digest, reply.signature)
-            except ProtocolError as exc:
-                self._drop(SHARE, node, str(exc))
-                continue
-            if signer.lower() != reply.address.lower():
-                self._drop(SHARE, node, "did not sign the sender set with its own key")
-            elif set(reply.envelopes) != expected:
-                self._drop(SHARE, node, "envelopes are not exactly one per roster member")
-            else:
-                state.envelopes[reply.address] = reply.envelopes
-                state.agreements[reply.address] = reply.signature
+
+        def ask(senders: list[str]) -> None:
+            """Ask the senders to sign ``senders`` and share; keep well-formed replies."""
+            requests: dict[int, StageMessage] = {
+                state.committed[a].node: ShareRequest(
+                    **state.base(),
+                    model_hash=state.committed[a].reply.model_hash,
+                    n_total=state.n_total,
+                    clip=fixed_point.clip,
+                    frac_bits=fixed_point.frac_bits,
+                    senders=senders,
+                    roster=roster_bytes,
+                )
+                for a in senders
+            }
+            digest = sender_set_digest(roster, senders, state.n_total)
+            state.envelopes, state.agreements = {}, {}
+            for node, reply in self._exchange(
+                requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
+            ).items():
+                try:
+                    signer = recover_leaf_signer(digest, reply.signature)
+                except ProtocolError as exc:
+                    self._drop(SHARE, node, str(exc))
+                    continue
+                if signer.lower() != reply.address.lower():
+                    self._drop(SHARE, node, "did not sign the sender set with its own key")
+                elif set(reply.envelopes) != expected:
+                    self._drop(SHARE, node, "envelopes are not exactly one per roster member")
+                else:
+                    state.envelopes[reply.address] = reply.envelopes
+                    state.agreements[reply.address] = reply.signature
+
+        senders = sorted(state.committed, key=str.lower)
+        ask(senders)
+        if need <= len(state.senders) < len(senders):
+            # A sender was lost before its shares arrived. The others signed a set with it;
+            # each may agree once more to the smaller set of those whose shares did arrive
+            # (same shares, same N), before summing and for a model new in this round
+            # (docs/trust.md). Enough of them: the round goes on without the lost one.
+            lost = sorted(set(senders) - set(state.senders), key=str.lower)
+            self.report(
+                f"round {state.round}: {', '.join(lost)} did not share; asking the "
+                f"{len(state.senders)} others to agree on themselves"
+            )
+            senders = state.senders
+            ask(senders)
         if len(state.senders) < len(senders):
             raise RoundFailed(
                 f"round {state.round}: {len(state.senders)} nodes shared, need all "
-                f"{len(senders)} that committed: nodes sum only what every sender agreed to"
+                f"{len(senders)} in the sender set: nodes sum only what every sender agreed to"
+                + (f" (and at least {need})" if len(state.senders) < need else "")
             )
         self.report(
             f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "

@@ -173,6 +173,7 @@ class Coordinator:
         self._retry_at = 0.0
         self._backoff_s = 0.0
         self._backoff_nodes: frozenset[int] = frozenset()
+        self._backoff_step = ""
         self._absent_since: dict[str, float] = {}
         self.last_committed: set[str] = set()
         """Addresses that committed in the last round's ``train`` (lower case)."""
@@ -278,6 +279,7 @@ class Coordinator:
             state.committed[address] = Committed(node, member[0], member[1], reply)
             self._save_node(state.round, state.committed[address])
         self._record_forget_results(state, set(members))
+        self.last_committed = {a.lower() for a in state.committed}
         if len(state.committed) < self.config.min_nodes:
             raise RoundFailed(
                 f"round {state.round}: {len(state.committed)} nodes committed, "
@@ -622,7 +624,6 @@ class Coordinator:
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
         self.train_stage(state)
-        self.last_committed = {a.lower() for a in state.committed}
         self.last_unasked_owner = any(
             r.request_id not in state.asked
             and (r.node_address or "").lower() in self.last_committed
@@ -756,11 +757,16 @@ class Coordinator:
         self._backoff_s = min(max(self.retry_s, 2 * self._backoff_s), self.config.backoff_max_s)
         self._retry_at = time.monotonic() + self._backoff_s
         self._backoff_nodes = connected
-        waiting = [r for r in self.db.list_forgets(("dispatched", "certified")) if r.reason]
+        waiting = [
+            r
+            for r in self.db.list_forgets(("dispatched", "certified"))
+            if (r.reason or "").startswith("waiting:")
+        ]
         step = f"backing off {self._backoff_s:.0f} s: {why}" + (
             f"; {len(waiting)} request(s) waiting for their owner" if waiting else ""
         )
         self.report(f"forgets: {step} (or until a node connects or a request arrives)")
+        self._backoff_step = step
         self.on_step(step)
 
     def _mark_owners(self) -> None:
@@ -804,7 +810,8 @@ class Coordinator:
             self.on_step(f"initial round {k + 1} of {self.config.slices}")
             self._guarded(functools.partial(self.run_round, through))
         while not stop():
-            self.on_step("serving forget requests")
+            backing_off = time.monotonic() < self._retry_at and self._backoff_step
+            self.on_step(self._backoff_step if backing_off else "serving forget requests")
             if not self._guarded(self.process_forgets):
                 time.sleep(0.05)
 

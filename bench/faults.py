@@ -192,8 +192,29 @@ def drill_non_owner_mid_round(
             raise TimeoutError(f"{request_id} was never put on chain")
         supervisor.check()
         time.sleep(0.02)
+    KILLED_AT[request_id] = time.time()
     child(federation, federation.nodes[2].config.name).kill()
     return until_completed(federation, supervisor, request_id)
+
+
+KILLED_AT: dict[str, float] = {}
+"""Wall-clock time of each drill's kill, by request id (to read the coordinator's log)."""
+
+
+def node_unavailable_after(federation: LocalFederation, since: float) -> float | None:
+    """Seconds from ``since`` to the coordinator's first "Node Unavailable" drop after it
+    (the SuperLink counting a killed node offline), None if none was logged."""
+    import datetime
+
+    log = federation.coordinator_config_path.with_name("coordinator.log")
+    for line in log.read_text(errors="replace").splitlines():
+        if "Node Unavailable" not in line:
+            continue
+        stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        at = stamp.astimezone().timestamp()
+        if at >= since:
+            return at - since
+    return None
 
 
 def drill_api_after_202(

@@ -19,10 +19,12 @@ import requests
 
 from bench.faults import (
     DRILLS,
+    KILLED_AT,
     child,
     healthy,
     kill_chain,
     kill_serverapp,
+    node_unavailable_after,
     supervise_until,
 )
 from coordinator.audit import audit
@@ -61,16 +63,20 @@ def durations() -> dict[str, float]:
     return {}
 
 
+DEAD_NODE_SLACK_S = 5
+"""Polling and a loaded machine on top of the SuperLink's 20 s."""
+
+# Generous: a forget round takes ~3 s on a quiet machine but 12–20 s under a load of 10.
 BOUNDS_S = {
-    # The owner is back within a second; then one futile try, one round.
-    "owner_before_certification": 60,
+    # The owner is back within a second (after ≤ 20 s of a futile try); then one round.
+    "owner_before_certification": 120,
     # The coordinator waits for the dead owner's train reply until the SuperLink counts it
     # offline (≤ 20 s, 2 × the 10 s heartbeat); the restarted owner re-sends what the
     # chain holds; then one round.
-    "owner_after_certification": 90,
+    "owner_after_certification": 120,
     # The same wait for the non-owner, then one round.
-    "non_owner_mid_round": 90,
-    "api_after_202": 60,
+    "non_owner_mid_round": 120,
+    "api_after_202": 90,
 }
 
 
@@ -147,6 +153,11 @@ def test_a_forget_survives_a_kill(
     the request completes by itself (no hand edit), within the bound of each."""
     durations[drill] = DRILLS[drill](federation, supervisor, f"drill-{drill}")
     assert durations[drill] < BOUNDS_S[drill], durations
+    if drill == "non_owner_mid_round":
+        # What the dead node cost the round: the wait until the SuperLink counted it
+        # offline, which the README documents as at most 20 s (2 × 10 s heartbeat).
+        waited = node_unavailable_after(federation, KILLED_AT[f"drill-{drill}"])
+        assert waited is not None and waited <= 20 + DEAD_NODE_SLACK_S, waited
 
 
 def test_a_forget_after_the_kills_completes_once_and_the_audit_passes(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from coordinator.audit import audit
 from coordinator.rounds import RoundFailed
 from node.stages import answer
 from protocol.field import FixedPoint
@@ -63,6 +64,8 @@ def test_four_nodes_one_lost_mid_share_the_other_three_publish(
     expected = sum(n * w for w, n in models) / sum(n for _, n in models)
     published = vector_from_bytes(fed.store.get(outcome.info["global_model_cid"]))
     assert np.max(np.abs(np.asarray(published, dtype=np.float64) - expected)) < 1e-4
+    report = audit(fed.chain.owner, fed.store)
+    assert report.ok, report.verdict()
 
 
 def test_three_nodes_one_lost_mid_share_still_fails(memory_federation: MemoryFederation) -> None:

@@ -205,6 +205,8 @@ def _print_health(health: dict[str, Any]) -> None:
     for node in health.get("nodes", []):
         seen = "connected" if node.get("connected") else "not connected"
         click.echo(f"    {node['address']}  {seen}, last round {node.get('last_round')}")
+    for waiting in health.get("forgets_waiting", []):
+        click.echo(f"  … {waiting['request_id']} {waiting['reason']}")
     click.echo("")
 
 

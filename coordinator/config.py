@@ -43,6 +43,11 @@ class CoordinatorConfig(JsonConfig):
     stage_timeout_s: float = 30.0
     poll_s: float = 0.05
     forget_batch: int = 32
+    owner_offline_s: float = 30.0
+    """A request whose owner node has been missing this long shows ``waiting: owner …``."""
+    backoff_max_s: float = 120.0
+    """Longest pause between futile forget rounds (it doubles from 5 s; a node joining or a
+    new request ends it at once)."""
     publish_noise: float = DEFAULT_SIGMA
     """σ of the noise on published global models (``protocol.publication``); 0: exact."""
     labels: tuple[str, ...] = DEFAULT_LABELS

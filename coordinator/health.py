@@ -9,7 +9,9 @@ probes the chain and the content store itself (:func:`probe`).
 
 The federation can make progress when the ServerApp's heartbeat is fresh, the SuperLink
 answers, at least ``min_nodes`` nodes are connected, the chain answers and the store
-answers; otherwise the report says ``down`` and names what is missing (HTTP 503).
+answers; otherwise the report says ``down`` and names what is missing (HTTP 503). Forget
+requests held back by an offline owner are listed under ``forgets_waiting`` (with the
+ServerApp's step saying how long its forget rounds back off); they are not a 503.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import requests
 
-from coordinator.queue import CoordinatorDB
+from coordinator.queue import OPEN_STATES, CoordinatorDB
 from protocol.cid import cid_of
 from protocol.errors import LetheError
 from protocol.store import ContentStore
@@ -198,6 +200,12 @@ def probe(
     if store_error:
         content_store["error"] = store_error
         problems.append(f"store: {store_error}")
+    # Not a fault of the federation, but why these requests do not move (shown, not 503).
+    waiting = [
+        {"request_id": r.request_id, "state": r.state, "reason": r.reason}
+        for r in db.list_forgets(OPEN_STATES)
+        if r.reason and r.reason.startswith("waiting:")
+    ]
     return {
         "status": "down" if problems else "ok",
         "problems": problems,
@@ -208,4 +216,5 @@ def probe(
         "nodes": nodes,
         "chain": chain,
         "store": content_store,
+        "forgets_waiting": waiting,
     }

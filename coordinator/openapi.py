@@ -261,6 +261,7 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
                         "nodes": {"type": "array", "items": {"type": "object"}},
                         "chain": _PART,
                         "store": _PART,
+                        "forgets_waiting": {"type": "array", "items": {"type": "object"}},
                     },
                 },
             },

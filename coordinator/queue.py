@@ -263,6 +263,28 @@ class CoordinatorDB:
                 (json.dumps(receipt, sort_keys=True), request_id),
             )
 
+    def set_reason(self, request_id: str, state: str, reason: str | None) -> bool:
+        """Show (or clear, with None) why a request in ``state`` is not moving, without
+        moving it; the change is kept in its history. Return whether anything changed."""
+        now = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute(
+                "SELECT state, reason, history FROM forget_requests WHERE request_id=?",
+                (request_id,),
+            ).fetchone()
+            if row is None or row["state"] != state or row["reason"] == reason:
+                con.execute("COMMIT")
+                return False
+            history = json.loads(row["history"])
+            history.append({"state": state, "at": now, "reason": reason})
+            con.execute(
+                "UPDATE forget_requests SET reason=?, updated_at=?, history=? WHERE request_id=?",
+                (reason, now, json.dumps(history), request_id),
+            )
+            con.execute("COMMIT")
+        return True
+
     # -- rounds, nodes, record index ---------------------------------------------------
 
     def save_round(self, round_no: int, state: str, info: dict[str, Any]) -> None:

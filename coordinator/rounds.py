@@ -66,6 +66,12 @@ class RoundFailed(LetheError):
     """A round could not complete (too few nodes answered a stage)."""
 
 
+class RoundFutile(RoundFailed):
+    """A forget round stopped after ``train``: nothing it could publish would move a request
+    (no owner certified, no certified owner committed its new model), so nothing is shared
+    or proposed."""
+
+
 @dataclass
 class RoundOutcome:
     """What one round produced, as saved in the coordinator's database."""
@@ -95,6 +101,8 @@ class RoundState:
     through_slice: int | None
     forgets: Sequence[ForgetRequest]
     started: float = field(default_factory=time.monotonic)
+    asked: dict[str, int] = field(default_factory=dict)
+    """Request id → the Flower node its record id was sent to (its owner as last seen)."""
     committed: dict[str, Committed] = field(default_factory=dict)
     """Address → accepted train reply (stage 1)."""
     roster: Roster | None = None
@@ -174,9 +182,17 @@ class Coordinator:
         self.db = db
         self.report = report
         self.fed = config.federation_id
-        self.retry_s = 10.0
+        self.retry_s = 5.0
+        """First back-off after a futile forget round (doubles up to ``backoff_max_s``)."""
         self.error_pause_s = 1.0
         self._retry_at = 0.0
+        self._backoff_s = 0.0
+        self._backoff_nodes: frozenset[int] = frozenset()
+        self._backoff_step = ""
+        self._absent_since: dict[str, float] = {}
+        self.last_committed: set[str] = set()
+        """Addresses that committed in the last round's ``train`` (lower case)."""
+        self.last_unasked_owner = False
         self.on_step: Callable[[str], None] = lambda step: None
         """Told what the loop does now (the ServerApp's heartbeat shows it in ``/health``)."""
 
@@ -278,6 +294,7 @@ class Coordinator:
             state.committed[address] = Committed(node, member[0], member[1], reply)
             self._save_node(state.round, state.committed[address])
         self._record_forget_results(state, set(members))
+        self.last_committed = {a.lower() for a in state.committed}
         if len(state.committed) < self.config.min_nodes:
             raise RoundFailed(
                 f"round {state.round}: {len(state.committed)} nodes committed, "
@@ -293,15 +310,17 @@ class Coordinator:
             if n.get("flower_node_id") is not None
         }
         address = last_seen.get(node)
+        entries = [
+            ForgetEntry(request_id=r.request_id, record_id=r.record_id)
+            for r in state.forgets
+            if address is not None and (r.node_address or "").lower() == address
+        ]
+        state.asked.update({e.request_id: node for e in entries})
         return TrainRequest(
             **state.base(),
             shards=self.config.shards,
             slices=self.config.slices,
-            forget_requests=[
-                ForgetEntry(request_id=r.request_id, record_id=r.record_id)
-                for r in state.forgets
-                if address is not None and (r.node_address or "").lower() == address
-            ],
+            forget_requests=entries,
         )
 
     def _save_node(self, round_no: int, committed: Committed) -> None:
@@ -323,7 +342,9 @@ class Coordinator:
         )
 
     def _record_forget_results(self, state: RoundState, everyone: set[str]) -> None:
-        """Certified by the owner, failed if every registered node answered 'not mine'."""
+        """Certified by the owner; failed if every registered node answered and the owner,
+        asked, did not claim it (an owner that came back under a new Flower id was not asked
+        this round: it is asked in the next one)."""
         asked = {r.request_id for r in state.forgets}
         claimed = {
             result.request_id: (address, result)
@@ -344,19 +365,27 @@ class Coordinator:
                     certificate_cid=result.certificate_cid,
                     certify_tx=result.certify_tx,
                     new_model_hash=result.new_model_hash,
+                    reason=None,
                 )
                 self.report(
                     f"forget {req.request_id}: certified by {address} "
                     f"(certificate {result.certificate_cid})"
                 )
-            elif everyone <= answered:
+            elif everyone <= answered and self._owner_was_asked(state, req):
                 self.db.advance_forget(
                     req.request_id, "dispatched", "failed", reason="no node holds this record"
                 )
 
+    @staticmethod
+    def _owner_was_asked(state: RoundState, req: ForgetRequest) -> bool:
+        owner = (req.node_address or "").lower()
+        nodes = [c.node for a, c in state.committed.items() if a.lower() == owner]
+        return bool(nodes) and state.asked.get(req.request_id) == nodes[0]
+
     def share_stage(self, state: RoundState) -> None:
         """Stage 2: every committed node signs the sender set (all of them) and seals Shamir
-        shares of α_i·w_i for every roster member."""
+        shares of α_i·w_i for every roster member; if some did not share but at least
+        max(t, 3) did, those are asked once to agree to themselves alone."""
         from protocol.field import FixedPoint
         from protocol.secure_sum import (
             MIN_SENDERS,
@@ -380,40 +409,59 @@ class Coordinator:
         )
         fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
         roster_bytes = roster.to_bytes()
-        senders = sorted(state.committed, key=str.lower)
-        requests: dict[int, StageMessage] = {
-            c.node: ShareRequest(
-                **state.base(),
-                model_hash=c.reply.model_hash,
-                n_total=state.n_total,
-                clip=fixed_point.clip,
-                frac_bits=fixed_point.frac_bits,
-                senders=senders,
-                roster=roster_bytes,
-            )
-            for c in by_x
-        }
-        digest = sender_set_digest(roster, senders, state.n_total)
         expected = {m.node_id for m in roster.members}
-        for node, reply in self._exchange(
-            requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
-        ).items():
-            try:
-                signer = recover_leaf_signer(digest, reply.signature)
-            except ProtocolError as exc:
-                self._drop(SHARE, node, str(exc))
-                continue
-            if signer.lower() != reply.address.lower():
-                self._drop(SHARE, node, "did not sign the sender set with its own key")
-            elif set(reply.envelopes) != expected:
-                self._drop(SHARE, node, "envelopes are not exactly one per roster member")
-            else:
-                state.envelopes[reply.address] = reply.envelopes
-                state.agreements[reply.address] = reply.signature
+
+        def ask(senders: list[str]) -> None:
+            """Ask the senders to sign ``senders`` and share; keep well-formed replies."""
+            requests: dict[int, StageMessage] = {
+                state.committed[a].node: ShareRequest(
+                    **state.base(),
+                    model_hash=state.committed[a].reply.model_hash,
+                    n_total=state.n_total,
+                    clip=fixed_point.clip,
+                    frac_bits=fixed_point.frac_bits,
+                    senders=senders,
+                    roster=roster_bytes,
+                )
+                for a in senders
+            }
+            digest = sender_set_digest(roster, senders, state.n_total)
+            state.envelopes, state.agreements = {}, {}
+            for node, reply in self._exchange(
+                requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
+            ).items():
+                try:
+                    signer = recover_leaf_signer(digest, reply.signature)
+                except ProtocolError as exc:
+                    self._drop(SHARE, node, str(exc))
+                    continue
+                if signer.lower() != reply.address.lower():
+                    self._drop(SHARE, node, "did not sign the sender set with its own key")
+                elif set(reply.envelopes) != expected:
+                    self._drop(SHARE, node, "envelopes are not exactly one per roster member")
+                else:
+                    state.envelopes[reply.address] = reply.envelopes
+                    state.agreements[reply.address] = reply.signature
+
+        senders = sorted(state.committed, key=str.lower)
+        ask(senders)
+        if need <= len(state.senders) < len(senders):
+            # A sender was lost before its shares arrived. The others signed a set with it;
+            # each may agree once more to the smaller set of those whose shares did arrive
+            # (same shares, same N), before summing and for a model new in this round
+            # (docs/trust.md). Enough of them: the round goes on without the lost one.
+            lost = sorted(set(senders) - set(state.senders), key=str.lower)
+            self.report(
+                f"round {state.round}: {', '.join(lost)} did not share; asking the "
+                f"{len(state.senders)} others to agree on themselves"
+            )
+            senders = state.senders
+            ask(senders)
         if len(state.senders) < len(senders):
             raise RoundFailed(
                 f"round {state.round}: {len(state.senders)} nodes shared, need all "
-                f"{len(senders)} that committed: nodes sum only what every sender agreed to"
+                f"{len(senders)} in the sender set: nodes sum only what every sender agreed to"
+                + (f" (and at least {need})" if len(state.senders) < need else "")
             )
         self.report(
             f"round {state.round}: {len(state.senders)}/{roster.n} nodes shared "
@@ -575,19 +623,47 @@ class Coordinator:
         return RoundOutcome(state.round, on_chain.finalized, info, manifest)
 
     def run_round(
-        self, through_slice: int | None, *, forgets: Sequence[ForgetRequest] = ()
+        self,
+        through_slice: int | None,
+        *,
+        forgets: Sequence[ForgetRequest] = (),
+        require_change: bool = False,
     ) -> RoundOutcome:
-        """Run one secure round end to end and record it; RoundFailed if too few answer."""
+        """Run one secure round end to end and record it; RoundFailed if too few answer.
+
+        With ``require_change`` (forget rounds), the round stops after ``train`` with
+        :class:`RoundFutile` unless it can move a request: a round that would only republish
+        unchanged models is never shared nor proposed.
+        """
         round_no = self.ledger.last_round() + 1  # the contract takes only the next round
         state = RoundState(self.fed, round_no, through_slice, forgets)
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
         self.train_stage(state)
+        self.last_unasked_owner = any(
+            r.request_id not in state.asked
+            and (r.node_address or "").lower() in self.last_committed
+            for r in forgets
+        )
+        if require_change and not self._can_complete(state):
+            raise RoundFutile(
+                f"round {state.round}: not shared nor proposed, it cannot move a request "
+                "(no owner certified, no certified owner committed its new model)"
+            )
         self.share_stage(state)
         self.aggregate_stage(state)
         self.publish_stage(state)
         self.approve_stage(state)
         return self.record(state)
+
+    def _can_complete(self, state: RoundState) -> bool:
+        """Whether a finalized round would complete a certified request: its owner committed
+        the new model it certified (certified in this round's ``train`` or before)."""
+        committed = {a.lower(): c.reply.model_hash for a, c in state.committed.items()}
+        return any(
+            committed.get((r.node_address or "").lower()) == r.new_model_hash
+            for r in self.db.list_forgets(("certified",))
+        )
 
     @staticmethod
     def _reconstruct(
@@ -651,9 +727,12 @@ class Coordinator:
 
         New requests go on chain, then ride on the next round's ``train`` message: the
         owner forgets, retrains and certifies before it commits, so that same round
-        publishes the new model and completes the request once finalized. Requests that
-        cannot progress (their owner is offline) are retried at most every
-        ``retry_s`` seconds rather than in a tight loop of rounds.
+        publishes the new model and completes the request once finalized. A round that
+        cannot move any request (its owner is offline) is stopped after ``train``
+        (:class:`RoundFutile`) and the next try backs off (5 s, doubling up to
+        ``backoff_max_s``), unless a node (re)connects or a request arrives; a request
+        whose owner stays missing past ``owner_offline_s`` shows ``waiting: owner … offline
+        since …`` until the owner is back.
         """
         batch = self.config.forget_batch
         received = self.db.list_forgets(("received",))[:batch]
@@ -662,15 +741,68 @@ class Coordinator:
         dispatched = self.db.list_forgets(("dispatched",))[:batch]
         certified = self.db.list_forgets(("certified",))
         if not (dispatched or certified):
+            self._backoff_s = 0.0
             return False
-        if not received and time.monotonic() < self._retry_at:
+        connected = frozenset(self.transport.node_ids())
+        now = time.monotonic()
+        if not received and connected == self._backoff_nodes and now < self._retry_at:
             return False
-        outcome = self.run_round(None, forgets=dispatched)
+        self.last_committed, self.last_unasked_owner = set(), False
+        try:
+            outcome = self.run_round(None, forgets=dispatched, require_change=True)
+        except RoundFailed as exc:
+            self._mark_owners()
+            if self.last_unasked_owner:  # an owner came back under a new id: ask it now
+                self._retry_at, self._backoff_nodes = 0.0, frozenset()
+            else:
+                self._back_off(connected, str(exc))
+            if isinstance(exc, RoundFutile):
+                return True
+            raise
+        self._mark_owners()
         if outcome.finalized and outcome.manifest is not None:
             self._complete(outcome.round, outcome.manifest)
-        still_open = self.db.list_forgets(("dispatched", "certified"))
-        self._retry_at = time.monotonic() + (self.retry_s if still_open else 0.0)
+        if self.db.list_forgets(("dispatched", "certified")):
+            self._back_off(connected, "requests still open after the round")
+        else:
+            self._backoff_s, self._retry_at = 0.0, 0.0
         return True
+
+    def _back_off(self, connected: frozenset[int], why: str) -> None:
+        """Wait longer before the next forget round, and say so (log and ``/health``)."""
+        self._backoff_s = min(max(self.retry_s, 2 * self._backoff_s), self.config.backoff_max_s)
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_nodes = connected
+        waiting = [
+            r
+            for r in self.db.list_forgets(("dispatched", "certified"))
+            if (r.reason or "").startswith("waiting:")
+        ]
+        step = f"backing off {self._backoff_s:.0f} s: {why}" + (
+            f"; {len(waiting)} request(s) waiting for their owner" if waiting else ""
+        )
+        self.report(f"forgets: {step} (or until a node connects or a request arrives)")
+        self._backoff_step = step
+        self.on_step(step)
+
+    def _mark_owners(self) -> None:
+        """Show ``waiting: owner … offline since …`` on requests whose owner has been missing
+        from rounds for ``owner_offline_s``; clear it when the owner commits again."""
+        now = time.time()
+        for req in self.db.list_forgets(("dispatched", "certified")):
+            owner = (req.node_address or "").lower()
+            if owner in self.last_committed:
+                self._absent_since.pop(owner, None)
+                if req.reason and req.reason.startswith("waiting:"):
+                    self.db.set_reason(req.request_id, req.state, None)
+                    self.report(f"forget {req.request_id}: owner {req.node_address} is back")
+                continue
+            since = self._absent_since.setdefault(owner, now)
+            if now - since >= self.config.owner_offline_s:
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+                reason = f"waiting: owner {req.node_address} offline since {when}"
+                if self.db.set_reason(req.request_id, req.state, reason):
+                    self.report(f"forget {req.request_id}: {reason}")
 
     def reconcile(self) -> None:
         """Move queued requests back to what the chain holds (``coordinator.reconcile``)."""
@@ -694,7 +826,8 @@ class Coordinator:
             self.on_step(f"initial round {k + 1} of {self.config.slices}")
             self._guarded(functools.partial(self.run_round, through))
         while not stop():
-            self.on_step("serving forget requests")
+            backing_off = time.monotonic() < self._retry_at and self._backoff_step
+            self.on_step(self._backoff_step if backing_off else "serving forget requests")
             if not self._guarded(self.process_forgets):
                 time.sleep(0.05)
 

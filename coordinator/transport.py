@@ -97,15 +97,22 @@ class FlowerTransport:
             Message(to_record_dict(r), dst_node_id=nid, message_type=stage, ttl=timeout + 30)
             for nid, r in records.items()
         ]
-        pushed = [m for m in self.grid.push_messages(messages) if m]
-        waiting = set(pushed)
+        # Who each message went to: an error reply made by the SuperLink (node offline, an
+        # upload cut short) carries the SuperLink's own id as its source, not the node's.
+        sent_to = {
+            mid: int(m.metadata.dst_node_id)
+            for mid, m in zip(self.grid.push_messages(messages), messages, strict=False)
+            if mid
+        }
+        waiting = set(sent_to)
         replies: dict[int, WireRecord] = {}
         self.errors = {}
         deadline = time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:
             for reply in self.grid.pull_messages(list(waiting)):
-                waiting.discard(reply.metadata.reply_to_message_id)
-                node = int(reply.metadata.src_node_id)
+                asked = reply.metadata.reply_to_message_id
+                waiting.discard(asked)
+                node = sent_to.get(asked, int(reply.metadata.src_node_id))
                 if reply.has_error():
                     self.errors[node] = str(reply.error.reason)
                     logger.warning("%s: node %s failed: %s", stage, node, reply.error.reason)
@@ -116,6 +123,8 @@ class FlowerTransport:
                     self.errors[node] = str(exc)
             if waiting:
                 time.sleep(self.poll_s)
-        for _ in waiting:
-            logger.warning("%s: a node did not answer within %.0f s", stage, timeout)
+        for asked in waiting:
+            logger.warning(
+                "%s: node %s did not answer within %.0f s", stage, sent_to[asked], timeout
+            )
         return replies

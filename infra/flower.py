@@ -31,6 +31,8 @@ PINNED = "1.41.0"
 SUPERNODE_LOOP = "flwr.supernode.start_client_internal"
 CLIENTAPP_TASK = "flwr.supernode.runtime.run_clientapp"
 HTTP_GRID = "flwr.superlink.grid.http_grid"
+FLEET_CONNECTION = "flwr.supernode.fleet_http_connection"
+HEARTBEAT_SENDER = "flwr.supercore.heartbeat"
 
 TARGETS: dict[str, tuple[str, ...]] = {
     SUPERNODE_LOOP: ("time", "pull_objects"),
@@ -41,6 +43,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "push_task_output",
     ),
     HTTP_GRID: ("pull_objects",),
+    FLEET_CONNECTION: ("HEARTBEAT_DEFAULT_INTERVAL",),
+    HEARTBEAT_SENDER: ("HEARTBEAT_DEFAULT_INTERVAL",),
 }
 """Private module → the attributes Lethe reads or replaces in it."""
 
@@ -86,6 +90,21 @@ def cap_supernode_waits(poll_s: float) -> None:
     shim.sleep = lambda seconds: real_sleep(min(seconds, poll_s))
     setattr(loop, "time", shim)  # noqa: B010
     _pull_sooner(SUPERNODE_LOOP, "pull_objects", initial_s=poll_s / 10, cap_s=poll_s)
+
+
+SUPERNODE_HEARTBEAT_S = 10.0
+"""The SuperNode's heartbeat interval: Flower's minimum (its default is 30 s)."""
+
+
+def shorten_supernode_heartbeat(interval_s: float = SUPERNODE_HEARTBEAT_S) -> None:
+    """Declare and send the SuperNode's heartbeats every ``interval_s`` instead of 30 s.
+
+    The SuperLink counts a node offline ``2 × interval`` after its last heartbeat and only
+    then answers the node's pending messages with an error, so a killed node held a
+    round stage for 55–64 s; with 10 s it is noticed within 20 s.
+    """
+    for name in (FLEET_CONNECTION, HEARTBEAT_SENDER):
+        setattr(_module(name), "HEARTBEAT_DEFAULT_INTERVAL", interval_s)  # noqa: B010
 
 
 def tune_grid_object_pulls(backoff_s: float) -> None:

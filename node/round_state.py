@@ -8,6 +8,8 @@ stage) it answers the same, asked anything else it refuses. It also remembers, p
 it shared, the sender set it agreed to sum that model in: an unchanged model is never
 summed into a different set, so a round that lost a node while the others' models are
 unchanged publishes nothing (``N_r·G_r − N_{r+1}·G_{r+1}`` would be that node's model).
+Within one round, a node may move once or more to a strict subset of its set before it
+sums (a sender lost mid-share), for a model new in that round: see ``may_narrow``.
 
 The tables live in the node's own SQLite file, beside its records, with rounds scoped by
 the contract that numbers them (a federation re-deployed on a fresh chain counts from 1
@@ -146,16 +148,22 @@ class RoundState:
         """The signature already given on this set (None: not yet); refuse any other set.
 
         Refused: a second set in one round, and a set other than the one this same model
-        was last agreed in (the differencing rule).
+        was last agreed in (the differencing rule). One exception keeps a round alive when
+        a sender failed before its shares arrived: a strict subset of the round's set
+        (:meth:`may_narrow`), before this node summed anything in the round, for a model
+        first agreed in this very round.
         """
         wanted = set_key(senders)
         earlier = self.agreement(round_no)
         if earlier is not None:
-            if earlier[0] != wanted:
-                raise ProtocolError(
-                    f"this node already agreed on another sender set in round {round_no}"
-                )
-            return earlier[1]
+            if earlier[0] == wanted:
+                return earlier[1]
+            if self.may_narrow(round_no, earlier[0], wanted, model_hash):
+                return None
+            raise ProtocolError(
+                f"this node already agreed on another sender set in round {round_no} "
+                "(only a smaller one, before summing, for a model new in this round)"
+            )
         with self._db() as db:
             row = db.execute(
                 "SELECT senders, round FROM model_sender_sets WHERE model_hash = ?",
@@ -169,21 +177,45 @@ class RoundState:
             )
         return None
 
+    def may_narrow(self, round_no: int, agreed: str, wanted: str, model_hash: str) -> bool:
+        """Whether this node may now agree to ``wanted`` instead of the set it ``agreed``
+        to earlier in this round (docs/trust.md, "A sender lost mid-share").
+
+        Only to a strict subset (never back to a larger set), only while it has not summed
+        in this round (after signing the smaller set it sums nothing else), and only for a
+        model first agreed in this round, so no earlier published sum holds the same model
+        with the larger set.
+        """
+        if not set(json.loads(wanted)) < set(json.loads(agreed)):
+            return False
+        with self._db() as db:
+            summed = db.execute(
+                "SELECT 1 FROM round_sums WHERE scope = ? AND round = ?", (self.scope, round_no)
+            ).fetchone()
+            model = db.execute(
+                "SELECT senders, round FROM model_sender_sets WHERE model_hash = ?",
+                (model_hash,),
+            ).fetchone()
+        return summed is None and model is not None and tuple(model) == (agreed, round_no)
+
     def record_agree(
         self, round_no: int, senders: Sequence[str], model_hash: str, signature: str
     ) -> None:
-        """Keep the set signed in this round, and the set this model is now summed in."""
+        """Keep the set signed in this round (the smaller one after a narrowing), and the
+        set this model is now summed in with the round it was first agreed in."""
         wanted = set_key(senders)
         with self._db() as db:
             db.execute(
-                "INSERT OR IGNORE INTO round_agreements (scope, round, senders, signature) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO round_agreements (scope, round, senders, signature) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (scope, round) DO UPDATE SET "
+                "senders = excluded.senders, signature = excluded.signature",
                 (self.scope, round_no, wanted, signature),
             )
             db.execute(
                 "INSERT INTO model_sender_sets (model_hash, senders, round) VALUES (?, ?, ?) "
                 "ON CONFLICT (model_hash) DO UPDATE SET senders = excluded.senders, "
-                "round = excluded.round",
+                "round = CASE WHEN model_sender_sets.senders = excluded.senders "
+                "THEN model_sender_sets.round ELSE excluded.round END",
                 (model_hash, wanted, round_no),
             )
 

@@ -8,7 +8,8 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
   x-coordinates, t comes from that count, and the round must be the chain's next one;
 - it signs one sender set and shares once per round, and sums once (``node.round_state``),
   never over fewer than ``max(t, 3)`` senders, and only when shown every sender's
-  signature on the set it signed itself;
+  signature on the set it signed itself; before summing, it may move to a strict subset of
+  that set (a sender lost mid-share), reusing its shares, for a model new in the round;
 - an unchanged model is never summed into another sender set than last time;
 - it re-checks its own commitment before sharing and before approving, fetches the
   global model by CID to compare hashes, and approves only the proposal the chain holds;
@@ -180,7 +181,6 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
                     "frac_bits": request.frac_bits,
                     "through_slice": request.through_slice,
                     "roster": roster_digest(roster),
-                    "senders": sorted(s.lower() for s in request.senders),
                 }
             )
         )
@@ -189,6 +189,11 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     signed = rt.rounds.check_agree(request.round, request.senders, request.model_hash)
     if earlier is not None and signed is not None:  # a retried stage: the very same answer
         return ShareReply(address=rt.address, signature=signed, envelopes=earlier.envelopes)
+    if earlier is not None:  # a sender was lost mid-share: agree to the smaller set only
+        digest = sender_set_digest(roster, request.senders, request.n_total)
+        signature = sign_leaf(digest, rt.eth_key)
+        rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
+        return ShareReply(address=rt.address, signature=signature, envelopes=earlier.envelopes)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
     if model.hash_hex != request.model_hash:

@@ -37,6 +37,8 @@ FEDERATION_ID = "fed-test"
 RECORD_KEY = RecordKey(FEDERATION_ID, bytes(range(100, 132)))
 """The federation's record key, shared by the coordinator and the nodes."""
 NODES = 3
+MAX_NODES = 4
+"""``memory_federation_of(4)`` runs four nodes (three survivors of one failure)."""
 RECORDS_PER_NODE = 24
 
 
@@ -84,7 +86,7 @@ class MemoryFederation:
 def node_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Trained SISA stores for every node, built once."""
     root = tmp_path_factory.mktemp("node-template")
-    for i in range(NODES):
+    for i in range(MAX_NODES):
         config = small_config(federation_id=FEDERATION_ID, node_id=f"node-{i}", epochs=4)
         build_node(
             root / f"node-{i}.sqlite", make_records(RECORDS_PER_NODE, f"n{i}"), config
@@ -124,34 +126,51 @@ def _node(tmp: Path, index: int, template: Path, chain: Federation, devnet: Devn
     return handle
 
 
+MakeFederation = Callable[[int], MemoryFederation]
+
+
 @pytest.fixture
-def memory_federation(
+def memory_federation_of(
     tmp_path: Path, devnet: Devnet, start_federation: StartFederation, node_template: Path
-) -> MemoryFederation:
+) -> MakeFederation:
+    """``make(n)``: a fresh contract, ``n`` registered nodes with data, a coordinator."""
+
+    def make(count: int) -> MemoryFederation:
+        chain = start_federation(devnet, count)
+        nodes = [_node(tmp_path, i, node_template, chain, devnet) for i in range(count)]
+        home = tmp_path / "coordinator"
+        write_secret(home / "coordinator.key", devnet.accounts[1].private_key.encode())
+        write_secret(home / "api.token", b"token")
+        write_secret(home / "record.key", RECORD_KEY.key.hex().encode())
+        config = CoordinatorConfig(
+            federation_id=FEDERATION_ID,
+            rpc_url=devnet.rpc_url,
+            contract=chain.deployment.address,
+            coordinator_key_file=str(home / "coordinator.key"),
+            store=str(tmp_path / "store"),
+            db=str(home / "coordinator.sqlite"),
+            api_token_file=str(home / "api.token"),
+            record_key_file=str(home / "record.key"),
+            shards=2,
+            slices=4,
+            deployment_block=chain.deployment.block_number,
+        )
+        transport = InMemoryTransport({n.flower_id: n.endpoint for n in nodes})
+        db = CoordinatorDB(Path(config.db))
+        store = LocalStore(tmp_path / "store")
+        lines: list[str] = []
+        coordinator = Coordinator(
+            config, transport, chain.coordinator, store, db, report=lines.append
+        )
+        coordinator.error_pause_s = 0.0
+        return MemoryFederation(
+            FEDERATION_ID, chain, nodes, transport, coordinator, db, store, lines
+        )
+
+    return make
+
+
+@pytest.fixture
+def memory_federation(memory_federation_of: MakeFederation) -> MemoryFederation:
     """A fresh contract, three registered nodes with data, a coordinator; no round run yet."""
-    chain = start_federation(devnet, NODES)
-    nodes = [_node(tmp_path, i, node_template, chain, devnet) for i in range(NODES)]
-    home = tmp_path / "coordinator"
-    write_secret(home / "coordinator.key", devnet.accounts[1].private_key.encode())
-    write_secret(home / "api.token", b"token")
-    write_secret(home / "record.key", RECORD_KEY.key.hex().encode())
-    config = CoordinatorConfig(
-        federation_id=FEDERATION_ID,
-        rpc_url=devnet.rpc_url,
-        contract=chain.deployment.address,
-        coordinator_key_file=str(home / "coordinator.key"),
-        store=str(tmp_path / "store"),
-        db=str(home / "coordinator.sqlite"),
-        api_token_file=str(home / "api.token"),
-        record_key_file=str(home / "record.key"),
-        shards=2,
-        slices=4,
-        deployment_block=chain.deployment.block_number,
-    )
-    transport = InMemoryTransport({n.flower_id: n.endpoint for n in nodes})
-    db = CoordinatorDB(Path(config.db))
-    store = LocalStore(tmp_path / "store")
-    lines: list[str] = []
-    coordinator = Coordinator(config, transport, chain.coordinator, store, db, report=lines.append)
-    coordinator.error_pause_s = 0.0
-    return MemoryFederation(FEDERATION_ID, chain, nodes, transport, coordinator, db, store, lines)
+    return memory_federation_of(NODES)

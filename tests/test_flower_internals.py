@@ -111,3 +111,13 @@ def test_worker_survives_a_runtime_api_error(
     assert ran == ["token-0", "token-1"]
     assert "serving on" in caplog.text
     assert "train done" in caplog.text
+
+
+def test_supernode_heartbeat_is_shortened(monkeypatch: pytest.MonkeyPatch) -> None:
+    modules = [importlib.import_module(flower.FLEET_CONNECTION)]
+    modules.append(importlib.import_module(flower.HEARTBEAT_SENDER))
+    for module in modules:
+        monkeypatch.setattr(module, "HEARTBEAT_DEFAULT_INTERVAL", module.HEARTBEAT_DEFAULT_INTERVAL)
+        assert "HEARTBEAT_DEFAULT_INTERVAL" in inspect.getsource(module)
+    flower.shorten_supernode_heartbeat()
+    assert all(m.HEARTBEAT_DEFAULT_INTERVAL == 10.0 for m in modules)

@@ -182,3 +182,21 @@ def test_http_503_and_lethe_status_name_the_part_that_is_down(
         assert "  ServerApp  up" in shown.output
     finally:
         devnet.stop()
+
+
+def test_a_request_waiting_for_its_owner_is_listed_not_a_fault(
+    tmp_path: Path, db: CoordinatorDB, chain: Devnet
+) -> None:
+    clock = Clock()
+    beat(db, lambda: [7, 8, 9], clock)
+    db.submit_forget("rec-w", "0x" + "cd" * 32, "dsr-wait")
+    db.advance_forget("dsr-wait", "received", "dispatched", node_address="0x" + "ab" * 20)
+    reason = "waiting: owner 0x" + "ab" * 20 + " offline since 2026-12-02T22:00:00Z"
+    assert db.set_reason("dsr-wait", "dispatched", reason)
+    assert not db.set_reason("dsr-wait", "dispatched", reason), "unchanged: nothing to log"
+    report = check(db, chain.rpc_url, str(tmp_path / "blocks"), clock)
+    assert report["status"] == "ok", report["problems"]
+    assert report["forgets_waiting"] == [
+        {"request_id": "dsr-wait", "state": "dispatched", "reason": reason}
+    ]
+    assert db.get_forget("dsr-wait").history[-1]["reason"] == reason

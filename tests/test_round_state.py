@@ -7,6 +7,8 @@ Specifications:
 - an unchanged model is never agreed into another sender set than last time, in any later
   round; once the model changed, any set is fine;
 - one sum per round, over the set it was first asked;
+- a sender lost mid-share: before summing, for a model first agreed in this round, a node
+  may agree to a strict subset of its set (never back, never sideways, never after a sum);
 - rounds are those of one contract: a re-deployed federation counts afresh.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from node.round_state import RoundState, Sharing
+from node.round_state import RoundState, Sharing, set_key
 from protocol.errors import ProtocolError
 
 A, B, C, D = ("0x" + c * 40 for c in "abcd")
@@ -68,3 +70,36 @@ def test_one_sum_per_round(path: str) -> None:
     assert state.check_sum(4, [A, B, C]) == ("sig", b"sum")
     with pytest.raises(ProtocolError, match="already summed round 4"):
         state.check_sum(4, [A, B])
+
+
+def test_a_sender_lost_mid_share_lets_the_others_agree_to_themselves_once(path: str) -> None:
+    state = RoundState(path, CONTRACT)
+    state.record_agree(4, [A, B, C, D], MODEL, "sig")
+    # D's shares never arrived: the smaller set, same model, before any sum.
+    assert state.check_agree(4, [A, B, C], MODEL) is None
+    state.record_agree(4, [A, B, C], MODEL, "sig-abc")
+    assert state.agreement(4) == (set_key([A, B, C]), "sig-abc")
+    assert state.check_agree(4, [A, B, C], MODEL) == "sig-abc"
+    with pytest.raises(ProtocolError, match="another sender set in round 4"):
+        state.check_agree(4, [A, B, C, D], MODEL)  # never back to the larger set
+    with pytest.raises(ProtocolError, match="another sender set in round 4"):
+        state.check_agree(4, [A, B, D], MODEL)  # nor sideways
+    # The model now stands with the smaller set in later rounds.
+    with pytest.raises(ProtocolError, match="unchanged since round 4"):
+        state.check_agree(5, [A, B, C, D], MODEL)
+
+
+def test_no_smaller_set_after_summing_or_for_a_model_agreed_before(path: str) -> None:
+    state = RoundState(path, CONTRACT)
+    state.record_agree(4, [A, B, C, D], MODEL, "sig")
+    state.record_sum(4, [A, B, C, D], "sig", b"sum")
+    with pytest.raises(ProtocolError, match="another sender set in round 4"):
+        state.check_agree(4, [A, B, C], MODEL)
+    # Round 5, the same model again with the same set: it was agreed in round 4 already,
+    # and round 4's sum over all four may be published, so no smaller set in round 5.
+    state.record_agree(5, [A, B, C, D], MODEL, "sig5")
+    with pytest.raises(ProtocolError, match="another sender set in round 5"):
+        state.check_agree(5, [A, B, C], MODEL)
+    # A model first agreed in round 5 may shrink in round 5.
+    state.record_agree(6, [A, B, C, D], NEW_MODEL, "sig6")
+    assert state.check_agree(6, [A, B, C], NEW_MODEL) is None

@@ -357,7 +357,7 @@ def _stake_lines(stakes: dict[str, Any] | None) -> list[str]:
             f"  node {node['address']}: stake {format_ether(node['stake_wei'])}, rewards "
             f"{format_ether(node['rewards_claimed_wei'])} claimed + "
             f"{format_ether(node['rewards_claimable_wei'])} claimable, "
-            f"{_count(slashes, 'slash')} ({format_ether(node['slashed_wei'])})"
+            f"{slashes} slash{'' if slashes == 1 else 'es'} ({format_ether(node['slashed_wei'])})"
         )
     return out
 

@@ -1,9 +1,12 @@
 """Gas benchmark: what every Lethe contract call costs, measured on a real anvil.
 
 ``python -m bench.gas`` (``make bench-gas``) deploys the committed build on a fresh dev
-chain, runs a federation of NODES nodes through two rounds and one forget request, and
-writes ``bench/results/gas.json`` (gas used per call; the most expensive occurrence of
-each, e.g. the approval that finalizes a round, the first node admitted) and ``gas.png``.
+chain, sets a stake policy (so admissions, rounds and requests pay for the staking checks a
+staked federation makes), has NODES nodes stake and join, funds the reward pool, runs two
+rounds and one forget request, lets a second request miss its deadline and slashes it,
+has every node claim its rewards and one node leave, and writes ``bench/results/gas.json``
+(gas used per call; the most expensive occurrence of each, e.g. the approval that finalizes
+a round, the first node admitted) and ``gas.png``.
 Exits non-zero when a target is missed.
 """
 
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from launcher.devnet import Devnet
-from protocol.ledger import Ledger, TxResult, deploy
+from protocol.ledger import Ledger, StakePolicy, TxResult, deploy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NODES = 5
@@ -30,6 +33,22 @@ KEYS = (
     "request_forget",
     "certify_forget",
     "complete_forget",
+    # Stakes, rewards and slashing (issue #18): "claim" is one round's reward.
+    "set_stake_policy",
+    "stake",
+    "fund",
+    "claim",
+    "slash",
+    "request_unstake",
+    "withdraw_stake",
+)
+ETHER = 10**18
+POLICY = StakePolicy(
+    required_stake=ETHER,
+    slash_amount=ETHER // 4,
+    reward_per_round=ETHER // 100,
+    forget_deadline_blocks=4,
+    unstake_delay_blocks=4,
 )
 TARGETS: dict[tuple[str, ...], int] = {
     ("propose_round",): 150_000,
@@ -59,7 +78,10 @@ def measure(nodes: int = NODES) -> dict[str, int]:
         worst["deploy"] = owner.receipt(deployment.tx_hash).gas_used
         coordinator = owner.with_account(coordinator_acct.private_key)
         node_ledgers = [owner.with_account(a.private_key) for a in node_accts]
+        record("set_stake_policy", functools.partial(owner.set_stake_policy, POLICY))
+        record("fund", functools.partial(owner.fund, 2 * nodes * POLICY.reward_per_round))
         for acct, node in zip(node_accts, node_ledgers, strict=True):
+            record("stake", functools.partial(node.stake, POLICY.required_stake))
             record("admit_node", functools.partial(owner.admit_node, acct.address))
             record("register_key", functools.partial(node.register_key, rng.randbytes(32)))
 
@@ -96,7 +118,26 @@ def measure(nodes: int = NODES) -> dict[str, int]:
         record("propose_round", lambda: propose(2))
         approve_all(2)
         record("complete_forget", lambda: coordinator.complete_forget(request_id, 2))
+        for node in node_ledgers:
+            for round_number in (1, 2):
+                record("claim", functools.partial(node.claim_rewards, [round_number]))
+
+        missed, late_node = rng.randbytes(32), node_ledgers[1]
+        coordinator.request_forget(missed, rng.randbytes(32), str(late_node.account))
+        _mine(chain.rpc_url, POLICY.forget_deadline_blocks + 1)
+        record("slash", functools.partial(node_ledgers[-1].slash, missed))
+        leaver = node_ledgers[-1]
+        record("request_unstake", leaver.request_unstake)
+        _mine(chain.rpc_url, POLICY.unstake_delay_blocks)
+        record("withdraw_stake", leaver.withdraw_stake)
     return worst
+
+
+def _mine(rpc_url: str, blocks: int) -> None:
+    """Mine ``blocks`` empty blocks on anvil (to pass a deadline or a delay)."""
+    from web3 import Web3
+
+    Web3(Web3.HTTPProvider(rpc_url)).provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
 
 
 def check_targets(gas: dict[str, int]) -> list[str]:
@@ -117,7 +158,7 @@ def plot(gas: dict[str, int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = [k for k in KEYS if k != "deploy"]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(10, 3.5))
     bars = ax.bar(keys, [gas[k] for k in keys], color="#4c72b0")
     ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
     ax.set_ylabel("gas used")

@@ -3,10 +3,13 @@ pragma solidity 0.8.30;
 
 /// @title Lethe: the public record of a federation that can provably forget
 /// @notice Node registry and share keys, rounds approved by a node quorum (the federation's
-///         consensus on each global model), forget requests and their unlearning certificates.
+///         consensus on each global model), forget requests and their unlearning certificates;
+///         nodes' stakes, the reward pool and slashing for a missed forget deadline.
 /// @dev The audit replays events, so history (CIDs, hashes, who approved) lives in events and
 ///      storage keeps only what access control and state transitions read. No function loops
-///      over an unbounded set; the roster views loop, but views cost no gas.
+///      over an unbounded set; the roster views loop, but views cost no gas. Every transfer
+///      of ether is a pull (the payee calls) made after all state changes (checks, effects,
+///      interactions), so a reentrant payee finds nothing left to take.
 contract Lethe {
     enum ForgetState {
         None,
@@ -20,11 +23,14 @@ contract Lethe {
     ///      `admissions` is the admission counter at proposal: only nodes admitted by then may
     ///      approve. `proposal` binds the approvals to the proposed content:
     ///      keccak256(abi.encode(globalModelHash, updatesRoot)).
+    ///      `reward` is what each node that approves the round earns once it is finalized, fixed
+    ///      at proposal (the owner changing the policy later moves no goalposts either).
     struct Round {
         uint32 quorum;
         uint32 approvals;
         bool finalized;
         uint64 admissions;
+        uint96 reward;
         bytes32 proposal;
     }
 
@@ -35,13 +41,37 @@ contract Lethe {
         uint64 serial;
     }
 
-    /// @dev One slot. `node` is the record's owner, named by the request; only it certifies.
+    /// @dev `node` is the record's owner, named by the request; only it certifies.
     ///      `afterRound` is the last proposed round when the node certified: only a later
-    ///      round can contain the node's retrained model.
+    ///      round can contain the node's retrained model. `answerable` is set while the request
+    ///      has a deadline (block `deadline`, second slot, written only then) and is neither
+    ///      certified nor slashed; `slashed` once the node paid for missing it.
     struct Forget {
         ForgetState state;
         address node;
         uint64 afterRound;
+        bool answerable;
+        bool slashed;
+        uint64 deadline;
+    }
+
+    /// @dev One slot per account that staked. `unlockBlock` is 0 until the node asks to
+    ///      unstake; `openForgets` counts the answerable requests naming it (it cannot
+    ///      withdraw while one is open).
+    struct Stake {
+        uint128 amount;
+        uint64 unlockBlock;
+        uint32 openForgets;
+    }
+
+    /// @dev Two slots, set by the owner. All zero (the default) means no stake to join, no
+    ///      reward, no forget deadline: the federation of earlier versions.
+    struct StakePolicy {
+        uint128 requiredStake;
+        uint128 slashAmount;
+        uint96 rewardPerRound;
+        uint64 forgetDeadlineBlocks;
+        uint64 unstakeDelayBlocks;
     }
 
     address public immutable owner;
@@ -61,6 +91,13 @@ contract Lethe {
     mapping(uint64 round => Round) private _rounds;
     mapping(uint64 round => mapping(address node => bool)) public hasApproved;
     mapping(bytes32 requestId => Forget) private _forgets;
+
+    /// @notice Stake to join, slash amount, reward per round, forget deadline, unstake delay.
+    StakePolicy public stakePolicy;
+    /// @notice Funded ether (plus slashed stake) not yet paid out as rewards.
+    uint256 public rewardPool;
+    mapping(address account => Stake) private _stakes;
+    mapping(uint64 round => mapping(address node => bool)) public rewardClaimed;
 
     event CoordinatorAdmitted(address indexed coordinator, address indexed previous);
     event NodeAdmitted(address indexed node, uint256 nodeCount);
@@ -90,6 +127,21 @@ contract Lethe {
         uint64 afterRound
     );
     event ForgetCompleted(bytes32 indexed requestId, uint64 indexed round, address indexed node);
+    event StakePolicySet(
+        uint128 requiredStake,
+        uint128 slashAmount,
+        uint96 rewardPerRound,
+        uint64 forgetDeadlineBlocks,
+        uint64 unstakeDelayBlocks
+    );
+    event Staked(address indexed node, uint256 amount, uint256 total);
+    event UnstakeRequested(address indexed node, uint256 amount, uint64 unlockBlock);
+    event StakeWithdrawn(address indexed node, uint256 amount);
+    event RewardsFunded(address indexed funder, uint256 amount, uint256 pool);
+    event RewardClaimed(uint64 indexed round, address indexed node, uint256 amount);
+    event ForgetSlashed(
+        bytes32 indexed requestId, address indexed node, address indexed caller, uint256 amount, uint256 stakeLeft
+    );
 
     error NotOwner(address caller);
     error NotCoordinator(address caller);
@@ -112,6 +164,19 @@ contract Lethe {
     error AlreadyCompleted(bytes32 requestId);
     error RoundNotFinalized(uint64 round);
     error RoundBeforeCertificate(uint64 round, uint64 afterRound);
+    error ZeroAmount();
+    error StakeTooLow(address node, uint256 staked, uint256 required);
+    error UnstakePending(address node, uint64 unlockBlock);
+    error NoUnstakeRequested(address node);
+    error StakeLocked(address node, uint64 unlockBlock);
+    error OpenForgets(address node, uint32 count);
+    error NotApprover(uint64 round, address node);
+    error RewardAlreadyClaimed(uint64 round, address node);
+    error RewardPoolShort(uint256 owed, uint256 pool);
+    error TransferFailed(address to, uint256 amount);
+    error NoDeadline(bytes32 requestId);
+    error DeadlineNotPassed(bytes32 requestId, uint64 deadline);
+    error AlreadySlashed(bytes32 requestId);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
@@ -158,6 +223,10 @@ contract Lethe {
         if (node == address(0)) revert ZeroAddress();
         if (node == coordinator) revert RoleConflict(node);
         if (_members[node].positionPlusOne != 0) revert AlreadyAdmitted(node);
+        Stake storage s = _stakes[node];
+        uint256 required = stakePolicy.requiredStake;
+        if (s.unlockBlock != 0) revert UnstakePending(node, s.unlockBlock);
+        if (s.amount < required) revert StakeTooLow(node, s.amount, required);
         _roster.push(node);
         uint256 count = _roster.length;
         uint64 serial = admissions + 1;
@@ -170,8 +239,12 @@ contract Lethe {
     ///         approve no round and certify no request from now on (admitted again, it counts
     ///         only for rounds proposed after that).
     function removeNode(address node) external onlyOwner {
+        if (_members[node].positionPlusOne == 0) revert NotAdmittedNode(node);
+        _removeNode(node);
+    }
+
+    function _removeNode(address node) private {
         uint256 position = _members[node].positionPlusOne;
-        if (position == 0) revert NotAdmittedNode(node);
         uint256 last = _roster.length;
         if (position != last) {
             address moved = _roster[last - 1];
@@ -221,6 +294,7 @@ contract Lethe {
             approvals: 0,
             finalized: false,
             admissions: admissions,
+            reward: stakePolicy.rewardPerRound,
             proposal: keccak256(abi.encode(globalModelHash, updatesRoot))
         });
         emit RoundProposed(
@@ -262,6 +336,12 @@ contract Lethe {
         if (f.state != ForgetState.None) revert RequestExists(requestId);
         f.state = ForgetState.Requested;
         f.node = node;
+        uint64 window = stakePolicy.forgetDeadlineBlocks;
+        if (window != 0) {
+            f.answerable = true;
+            f.deadline = uint64(block.number) + window;
+            _stakes[node].openForgets += 1;
+        }
         emit ForgetRequested(requestId, recordCommitment, msg.sender, node);
     }
 
@@ -278,6 +358,11 @@ contract Lethe {
         if (state == ForgetState.None) revert UnknownRequest(requestId);
         if (state != ForgetState.Requested) revert AlreadyCertified(requestId, f.node);
         if (f.node != msg.sender) revert NotRecordOwner(requestId, msg.sender);
+        if (f.answerable) {
+            // Certifying late still forgets, but pays the slash nobody has called yet.
+            if (block.number > f.deadline) _slash(requestId, f);
+            else _close(f);
+        }
         uint64 afterRound = lastRound;
         f.state = ForgetState.Certified;
         f.afterRound = afterRound;
@@ -298,7 +383,140 @@ contract Lethe {
         emit ForgetCompleted(requestId, round, f.node);
     }
 
+    // ----- stakes, rewards, slashing ----------------------------------------------------
+
+    /// @notice Set the stake to join, the slash for a missed deadline, each approver's reward
+    ///         per finalized round, the forget deadline and the unstake delay (in blocks).
+    /// @dev Applies to admissions, rounds and requests from now on; 0s switch each part off.
+    function setStakePolicy(
+        uint128 requiredStake,
+        uint128 slashAmount,
+        uint96 rewardPerRound,
+        uint64 forgetDeadlineBlocks,
+        uint64 unstakeDelayBlocks
+    ) external onlyOwner {
+        stakePolicy = StakePolicy(requiredStake, slashAmount, rewardPerRound, forgetDeadlineBlocks, unstakeDelayBlocks);
+        emit StakePolicySet(requiredStake, slashAmount, rewardPerRound, forgetDeadlineBlocks, unstakeDelayBlocks);
+    }
+
+    /// @notice Add the ether sent to the caller's stake (before admission, or to top up).
+    function stake() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        Stake storage s = _stakes[msg.sender];
+        if (s.unlockBlock != 0) revert UnstakePending(msg.sender, s.unlockBlock);
+        uint128 total = s.amount + uint128(msg.value);
+        s.amount = total;
+        emit Staked(msg.sender, msg.value, total);
+    }
+
+    /// @notice Start leaving: the stake unlocks `unstakeDelayBlocks` from now. The node stays
+    ///         admitted, and answerable for forget requests, until it withdraws.
+    function requestUnstake() external {
+        Stake storage s = _stakes[msg.sender];
+        if (s.amount == 0) revert ZeroAmount();
+        if (s.unlockBlock != 0) revert UnstakePending(msg.sender, s.unlockBlock);
+        uint64 unlockBlock = uint64(block.number) + stakePolicy.unstakeDelayBlocks;
+        s.unlockBlock = unlockBlock;
+        emit UnstakeRequested(msg.sender, s.amount, unlockBlock);
+    }
+
+    /// @notice After the delay, with no forget request open: leave the roster, take the stake.
+    function withdrawStake() external {
+        Stake storage s = _stakes[msg.sender];
+        uint64 unlockBlock = s.unlockBlock;
+        if (unlockBlock == 0) revert NoUnstakeRequested(msg.sender);
+        if (block.number < unlockBlock) revert StakeLocked(msg.sender, unlockBlock);
+        if (s.openForgets != 0) revert OpenForgets(msg.sender, s.openForgets);
+        uint256 amount = s.amount;
+        delete _stakes[msg.sender];
+        if (_members[msg.sender].positionPlusOne != 0) _removeNode(msg.sender);
+        emit StakeWithdrawn(msg.sender, amount);
+        _pay(msg.sender, amount);
+    }
+
+    /// @notice Add the ether sent to the reward pool.
+    function fund() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        uint256 pool = rewardPool + msg.value;
+        rewardPool = pool;
+        emit RewardsFunded(msg.sender, msg.value, pool);
+    }
+
+    /// @notice Take the rewards of finalized rounds the caller approved.
+    /// @dev Loops over the caller's own list of rounds, never over nodes.
+    function claimRewards(uint64[] calldata rounds) external {
+        uint256 owed;
+        for (uint256 i = 0; i < rounds.length; ++i) {
+            uint64 round = rounds[i];
+            Round storage r = _rounds[round];
+            if (!r.finalized) revert RoundNotFinalized(round);
+            if (!hasApproved[round][msg.sender]) revert NotApprover(round, msg.sender);
+            if (rewardClaimed[round][msg.sender]) revert RewardAlreadyClaimed(round, msg.sender);
+            rewardClaimed[round][msg.sender] = true;
+            owed += r.reward;
+            emit RewardClaimed(round, msg.sender, r.reward);
+        }
+        uint256 pool = rewardPool;
+        if (owed > pool) revert RewardPoolShort(owed, pool);
+        rewardPool = pool - owed;
+        _pay(msg.sender, owed);
+    }
+
+    /// @notice Anyone: the node named by `requestId` missed its forget deadline; move
+    ///         `slashAmount` of its stake (or what is left) to the reward pool.
+    function slash(bytes32 requestId) external {
+        Forget storage f = _forgets[requestId];
+        ForgetState state = f.state;
+        if (state == ForgetState.None) revert UnknownRequest(requestId);
+        if (f.slashed) revert AlreadySlashed(requestId);
+        if (state != ForgetState.Requested) revert AlreadyCertified(requestId, f.node);
+        if (!f.answerable) revert NoDeadline(requestId);
+        if (block.number <= f.deadline) revert DeadlineNotPassed(requestId, f.deadline);
+        _slash(requestId, f);
+    }
+
+    function _close(Forget storage f) private {
+        f.answerable = false;
+        _stakes[f.node].openForgets -= 1;
+    }
+
+    function _slash(bytes32 requestId, Forget storage f) private {
+        _close(f);
+        f.slashed = true;
+        Stake storage s = _stakes[f.node];
+        uint128 amount = stakePolicy.slashAmount;
+        if (amount > s.amount) amount = s.amount;
+        uint128 left = s.amount - amount;
+        s.amount = left;
+        rewardPool += amount;
+        emit ForgetSlashed(requestId, f.node, msg.sender, amount, left);
+    }
+
+    function _pay(address to, uint256 amount) private {
+        if (amount == 0) return;
+        (bool ok,) = payable(to).call{value: amount}("");
+        if (!ok) revert TransferFailed(to, amount);
+    }
+
     // ----- views -------------------------------------------------------------------------
+
+    /// @notice A node's stake, the block it unlocks at (0: no unstake asked) and its open
+    ///         answerable forget requests.
+    function stakeOf(address node) external view returns (uint256 amount, uint64 unlockBlock, uint32 openForgets) {
+        Stake storage s = _stakes[node];
+        return (s.amount, s.unlockBlock, s.openForgets);
+    }
+
+    /// @notice A request's deadline block (0: none), and whether its node was slashed.
+    function forgetDeadline(bytes32 requestId) external view returns (uint64 deadline, bool slashed) {
+        Forget storage f = _forgets[requestId];
+        return (f.deadline, f.slashed);
+    }
+
+    /// @notice What each approver of a round earns once it is finalized.
+    function roundReward(uint64 round) external view returns (uint256) {
+        return _rounds[round].reward;
+    }
 
     /// @notice keccak256(abi.encode(globalModelHash, updatesRoot)) of a proposed round, or 0.
     function roundProposal(uint64 round) external view returns (bytes32) {

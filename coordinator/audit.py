@@ -27,6 +27,13 @@ certificate by CID (the store verifies every byte against the CID), and checks:
   by a later finalized round whose manifest holds the certifying node's update with
   ``model_hash == model_hash_after`` and the certificate's new slice root.
 
+- **stakes** (when the federation uses them): every stake, withdrawal, reward and slash
+  event is one the contract's rules allow given the history (a reward only for a finalized
+  round the node approved, once, of the amount the policy fixed at proposal, never more
+  than the pool; a slash only of the node a request with a deadline names, once, before
+  certification, of the policy's amount); the report lists each node's stake, rewards and
+  slashes.
+
 Not checkable from public data, so not checked: that the certificate's record leaf is the
 record the request names (the data subject checks it with ``Certificate.covers``), and the
 node's private checkpoints after slice 0.
@@ -47,6 +54,7 @@ from protocol.certificate import Certificate
 from protocol.errors import ProtocolError, StoreError
 from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
+from protocol.stakes import CONTEXT_EVENTS, STAKE_EVENTS, StakeLedger, format_ether
 from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
@@ -261,6 +269,8 @@ class AuditReport:
     nodes: list[NodeAudit] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     complete: bool = True
+    stakes: dict[str, Any] | None = None
+    """Stakes, the reward pool and slashes (``StakeLedger.summary()``); None if unused."""
 
     @property
     def ok(self) -> bool:
@@ -295,6 +305,7 @@ class AuditReport:
         ]
         out += [r.line() for r in self.rounds]
         out += [f.line() for f in self.forgets]
+        out += _stake_lines(self.stakes)
         out.append(self.verdict())
         return out
 
@@ -327,7 +338,28 @@ class AuditReport:
             "rounds": [r.to_json() for r in self.rounds],
             "forgets": [f.to_json() for f in self.forgets],
             "nodes": [n.to_json() for n in self.nodes],
+            "stakes": self.stakes,
         }
+
+
+def _stake_lines(stakes: dict[str, Any] | None) -> list[str]:
+    """The pool, then one line per node: stake, rewards claimed and claimable, slashes."""
+    if stakes is None:
+        return []
+    out = [
+        f"reward pool {format_ether(stakes['pool_wei'])}: funded "
+        f"{format_ether(stakes['funded_wei'])}, slashed in {format_ether(stakes['slashed_wei'])}, "
+        f"paid out {format_ether(stakes['paid_wei'])}"
+    ]
+    for node in stakes["nodes"]:
+        slashes = len(node["slashed_requests"])
+        out.append(
+            f"  node {node['address']}: stake {format_ether(node['stake_wei'])}, rewards "
+            f"{format_ether(node['rewards_claimed_wei'])} claimed + "
+            f"{format_ether(node['rewards_claimable_wei'])} claimable, "
+            f"{slashes} slash{'' if slashes == 1 else 'es'} ({format_ether(node['slashed_wei'])})"
+        )
+    return out
 
 
 def audit(
@@ -476,6 +508,7 @@ class _Replay:
             "ForgetCertified": self._forget_certified,
             "ForgetCompleted": self._forget_completed,
         }
+        self._watch_stakes()
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -513,6 +546,7 @@ class _Replay:
         report.forgets = list(self.forgets.values())
         report.nodes = self.nodes
         report.failures = self.failures
+        report.stakes = self.stakes.settle().summary() if self.stakes.in_use else None
 
     def _record(self, exc: _Inconsistent) -> None:
         self.failures.append(exc.failure)
@@ -981,3 +1015,27 @@ class _Replay:
                 f"but its certificate {item.certificate_cid} says {cert.new_slice_root}",
                 cid=completing.manifest_cid,
             )
+
+    # -- stakes, rewards and slashes -------------------------------------------------------
+
+    def _watch_stakes(self) -> None:
+        """Replay stake events too, and show the stake replay the events it depends on."""
+        self.stakes = StakeLedger()
+        for name in STAKE_EVENTS:
+            self._handlers[name] = self._stake_event
+        for name in CONTEXT_EVENTS:
+            self._handlers[name] = self._seen_by_stakes(self._handlers[name])
+
+    def _seen_by_stakes(
+        self, handler: Callable[[LedgerEvent], None]
+    ) -> Callable[[LedgerEvent], None]:
+        def both(event: LedgerEvent) -> None:
+            self.stakes.apply(event)
+            handler(event)
+
+        return both
+
+    def _stake_event(self, event: LedgerEvent) -> None:
+        problem = self.stakes.apply(event)
+        if problem is not None:
+            raise self._failure(TxRef.of(event), event.name, problem)

@@ -26,6 +26,7 @@ from coordinator.audit import (
     audit,
 )
 from protocol.errors import LetheError
+from protocol.stakes import format_ether
 
 if TYPE_CHECKING:
     from coordinator.queue import CoordinatorDB
@@ -254,6 +255,7 @@ class _Page:
                 self.rounds(),
                 "<h2>Nodes</h2>",
                 self.nodes(),
+                self.stakes(),
                 "<h2>Forget requests</h2>",
                 self.forgets(),
             ]
@@ -412,4 +414,35 @@ class _Page:
             + self.step("Certified", f.certified, certified)
             + self.step("Completed", f.completed, completed)
             + f"</ol>{problem}</section>"
+        )
+
+    # -- stakes, rewards and slashes -------------------------------------------------------
+
+    def stakes(self) -> str:
+        """The reward pool's flows and each node's stake, rewards and slashes (if in use)."""
+        stakes = self.report.stakes
+        if stakes is None:
+            return ""
+        pool = (
+            f'<div class="sub" id="pool">Reward pool {_e(format_ether(stakes["pool_wei"]))}: '
+            f"funded {_e(format_ether(stakes['funded_wei']))}, slashed in "
+            f"{_e(format_ether(stakes['slashed_wei']))}, paid out "
+            f"{_e(format_ether(stakes['paid_wei']))}</div>"
+        )
+        rows = [
+            f'<tr class="stake" data-address="{_e(n["address"])}">'
+            f"<td><code>{_e(n['address'])}</code></td>"
+            f'<td class="num">{_e(format_ether(n["stake_wei"]))}</td>'
+            f'<td class="num">{_e(format_ether(n["rewards_claimed_wei"]))}</td>'
+            f'<td class="num">{_e(format_ether(n["rewards_claimable_wei"]))}</td>'
+            f'<td class="num">{_e(format_ether(n["slashed_wei"]))}'
+            f"{_addresses(n['slashed_requests'])}</td>"
+            f"<td>{'block ' + str(n['unlock_block']) if n['unlock_block'] else '—'}</td></tr>"
+            for n in stakes["nodes"]
+        ]
+        headers = ["Address", "Stake", "Rewards claimed", "Claimable", "Slashed", "Unstakes at"]
+        return (
+            "<h2>Stakes and rewards</h2>"
+            + pool
+            + _table("stakes", headers, rows, "No node has staked yet.")
         )

@@ -1,4 +1,5 @@
-"""The chain's command line: `lethe devnet`, `deploy`, `admit` and `build-contract`."""
+"""The chain's command line: `lethe devnet`, `deploy`, `admit`, `stake-policy`, `fund`, `slash`
+and `build-contract`."""
 
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from protocol.ledger import (
     rpc_chain_id,
 )
 from protocol.ledger import deploy as deploy_contract
+from protocol.stakes import format_ether, parse_ether
 
 DEVNET_INFO = "devnet.json"
 DEVNET_PORT = 8545
@@ -204,6 +206,133 @@ def admit(
             click.echo(f"quorum {quorum}: tx {ledger.set_quorum(quorum).tx_hash}")
     except (LetheError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _signing_ledger(
+    rpc: str | None, key: str | None, dev_account: int | None, deployment_file: Path
+) -> Ledger:
+    """The deployed contract, signing with --key / --dev-account."""
+    deployment = Deployment.load(deployment_file)
+    if rpc is None and deployment.chain_id == DEV_CHAIN_ID:
+        rpc = _running_devnet_url()
+    ledger = Ledger.from_deployment(deployment, rpc_url=rpc)
+    return ledger.with_account(_resolve_key(key, dev_account, ledger.chain_id))
+
+
+def _ether_or_zero(text: str) -> int:
+    return parse_ether(text, allow_zero=True)
+
+
+@click.command("stake-policy")
+@rpc_option
+@key_option
+@dev_account_option
+@deployment_option("--deployment", "Deployment file")
+@click.option("--stake", "required", help="Ether a node must stake to be admitted (0: none).")
+@click.option("--slash", "slash_amount", help="Ether slashed for a missed forget deadline.")
+@click.option("--reward", help="Ether each approver of a finalized round earns.")
+@click.option(
+    "--forget-deadline", type=click.IntRange(min=0), help="Blocks a node has to certify (0: none)."
+)
+@click.option(
+    "--unstake-delay",
+    type=click.IntRange(min=0),
+    help="Blocks between asking to unstake and leaving.",
+)
+def stake_policy(
+    rpc: str | None,
+    key: str | None,
+    dev_account: int | None,
+    deployment_file: Path,
+    required: str | None,
+    slash_amount: str | None,
+    reward: str | None,
+    forget_deadline: int | None,
+    unstake_delay: int | None,
+) -> None:
+    """As the contract owner: set the stake, slash, reward, deadline and delay (unset keep theirs).
+
+    With no option, print the policy in force.
+    """
+    from protocol.ledger import StakePolicy
+
+    try:
+        ledger = _signing_ledger(rpc, key, dev_account, deployment_file)
+        now = ledger.stake_policy()
+        given = (required, slash_amount, reward, forget_deadline, unstake_delay)
+        if any(v is not None for v in given):
+            policy = StakePolicy(
+                required_stake=now.required_stake if required is None else _ether_or_zero(required),
+                slash_amount=(
+                    now.slash_amount if slash_amount is None else _ether_or_zero(slash_amount)
+                ),
+                reward_per_round=now.reward_per_round if reward is None else _ether_or_zero(reward),
+                forget_deadline_blocks=(
+                    now.forget_deadline_blocks if forget_deadline is None else forget_deadline
+                ),
+                unstake_delay_blocks=(
+                    now.unstake_delay_blocks if unstake_delay is None else unstake_delay
+                ),
+            )
+            click.echo(f"stake policy set: tx {ledger.set_stake_policy(policy).tx_hash}")
+            now = ledger.stake_policy()
+    except (LetheError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"stake to join     {format_ether(now.required_stake)}")
+    click.echo(f"slash per miss    {format_ether(now.slash_amount)}")
+    click.echo(f"reward per round  {format_ether(now.reward_per_round)}")
+    click.echo(f"forget deadline   {now.forget_deadline_blocks} blocks")
+    click.echo(f"unstake delay     {now.unstake_delay_blocks} blocks")
+
+
+@click.command()
+@rpc_option
+@key_option
+@dev_account_option
+@deployment_option("--deployment", "Deployment file")
+@click.option("--amount", required=True, help="Ether to add to the reward pool, e.g. 0.5.")
+def fund(
+    rpc: str | None, key: str | None, dev_account: int | None, deployment_file: Path, amount: str
+) -> None:
+    """Add ether to the reward pool that pays nodes for the rounds they approve."""
+    try:
+        ledger = _signing_ledger(rpc, key, dev_account, deployment_file)
+        tx = ledger.fund(parse_ether(amount))
+        pool = ledger.reward_pool()
+    except (LetheError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"funded {amount} ETH (tx {tx.tx_hash}); reward pool now {format_ether(pool)}")
+
+
+@click.command()
+@rpc_option
+@key_option
+@dev_account_option
+@deployment_option("--deployment", "Deployment file")
+@click.argument("request_id")
+def slash(
+    rpc: str | None,
+    key: str | None,
+    dev_account: int | None,
+    deployment_file: Path,
+    request_id: str,
+) -> None:
+    """Anyone: slash the node that let forget request REQUEST_ID (0x + 64 hex) pass its deadline."""
+    try:
+        raw = bytes.fromhex(request_id.removeprefix("0x"))
+        ledger = _signing_ledger(rpc, key, dev_account, deployment_file)
+        tx = ledger.slash(raw)
+    except (LetheError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    [event] = [
+        e
+        for e in ledger.events(["ForgetSlashed"], from_block=tx.block_number)
+        if e.tx_hash == tx.tx_hash
+    ]
+    click.echo(
+        f"slashed {event.args['node']}: {format_ether(int(event.args['amount']))} to the reward "
+        f"pool (tx {tx.tx_hash})"
+    )
 
 
 @click.command("build-contract")

@@ -12,6 +12,9 @@ COMMANDS = {
     "devnet": "launcher.chain_cli:devnet",
     "deploy": "launcher.chain_cli:deploy",
     "admit": "launcher.chain_cli:admit",
+    "stake-policy": "launcher.chain_cli:stake_policy",
+    "fund": "launcher.chain_cli:fund",
+    "slash": "launcher.chain_cli:slash",
     "build-contract": "launcher.chain_cli:build_contract",
 }
 

@@ -3,7 +3,8 @@
 A 3-node federation on the default dataset: anvil + contract, SuperLink, SuperNodes,
 coordinator API and ServerApp; one secure round per SISA slice; a data subject's forget
 request over HTTP followed to ``completed``; the certificate fetched by CID and verified;
-the data subject checks it is about their record with the node's receipt; the chain and
+the data subject checks it is about their record with the node's receipt; each node's
+stake and the rewards its approved rounds earned (claimed with its own key); the chain and
 store audited. Every process it starts is stopped at the end.
 """
 
@@ -131,11 +132,34 @@ def demo(workdir: str, nodes: int, records_per_node: int, slices: int, fresh: bo
             f"  the data subject's check with the node's receipt (salt "
             f"{_short(receipt.record_salt)}): the certificate is about their record: OK"
         )
+        _stakes(federation)
         _audit(federation)
     finally:
         click.echo("-- stopping every process the demo started")
         federation.stop()
     click.echo(f"== demo done in {time.monotonic() - started:.0f} s")
+
+
+def _stakes(federation: Any) -> None:
+    """Each node claims what its rounds earned, then its stake and rewards are shown."""
+    from protocol.stakes import format_ether
+
+    if not federation.staking:
+        click.echo("-- stakes: this contract predates stakes and rewards (--fresh starts over)")
+        return
+    click.echo("-- stakes and rewards (each node claims its approved rounds with its own key)")
+    claims = {i: federation.claim_rewards(i) for i in range(len(federation.nodes))}
+    book = federation.stakes()
+    for i, handle in enumerate(federation.nodes):
+        standing = book.node(handle.address)
+        tx = claims[i]
+        click.echo(
+            f"  node-{i + 1} {_short(handle.address)}: stake {format_ether(standing.stake)} | "
+            f"rewards {format_ether(standing.claimed)} for {len(standing.claimed_rounds)} "
+            f"approved rounds (claim tx {_short(tx.tx_hash if tx else None)}) | slashed "
+            f"{format_ether(standing.slashed)}"
+        )
+    click.echo(f"  reward pool left: {format_ether(book.pool)}")
 
 
 def _audit(federation: Any) -> None:

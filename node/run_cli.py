@@ -173,8 +173,16 @@ def join(
         runtime = NodeRuntime(config)
         runtime.record_key  # noqa: B018  (a malformed key fails here, not in the first round)
         if not runtime.ledger.is_node(runtime.address):
+            staked = runtime.ledger.stake_of(runtime.address).amount
+            required = runtime.ledger.stake_policy().required_stake
+            first = (
+                f"stake first (`lethe-node stake --config {folder / 'node.json'} --amount …`: "
+                f"{required - staked} wei missing), then "
+                if staked < required
+                else ""
+            )
             raise click.ClickException(
-                f"{runtime.address} is not admitted yet: the owner runs "
+                f"{runtime.address} is not admitted yet: {first}the owner runs "
                 f"`lethe admit --node {runtime.address}`"
             )
         if runtime.ledger.node_key(runtime.address) != runtime.public_key:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hexbytes import HexBytes
     from web3 import Web3
     from web3.contract import Contract
-    from web3.types import Nonce, TxParams, TxReceipt
+    from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 RPC_URL_ENV = "LETHE_RPC_URL"
 DEPLOYMENT_ENV = "LETHE_DEPLOYMENT"
@@ -96,6 +96,26 @@ class ForgetStatus:
     state: ForgetState
     node: str | None
     after_round: int
+
+
+@dataclass(frozen=True)
+class StakePolicy:
+    """The owner's staking terms (amounts in wei, windows in blocks); all 0 = switched off."""
+
+    required_stake: int
+    slash_amount: int
+    reward_per_round: int
+    forget_deadline_blocks: int
+    unstake_delay_blocks: int
+
+
+@dataclass(frozen=True)
+class StakeStatus:
+    """A node's stake in wei, its unlock block (0: staying) and answerable open requests."""
+
+    amount: int
+    unlock_block: int
+    open_forgets: int
 
 
 @dataclass(frozen=True)
@@ -497,6 +517,72 @@ class Ledger:
         """Coordinator: close a certified request with the finalized round carrying the model."""
         return self._transact("completeForget", _bytes32(request_id, "request id"), round_number)
 
+    # ----- stakes, rewards, slashing ------------------------------------------------------
+
+    def set_stake_policy(self, policy: StakePolicy) -> TxResult:
+        """Owner: the stake to join, slash, reward per round, deadline and unstake delay."""
+        return self._transact(
+            "setStakePolicy",
+            policy.required_stake,
+            policy.slash_amount,
+            policy.reward_per_round,
+            policy.forget_deadline_blocks,
+            policy.unstake_delay_blocks,
+        )
+
+    def stake(self, amount_wei: int) -> TxResult:
+        """Add ``amount_wei`` of the signer's ether to its stake."""
+        return self._transact("stake", value=_positive_wei(amount_wei))
+
+    def request_unstake(self) -> TxResult:
+        """Node: start the unstake delay (it stays admitted and answerable meanwhile)."""
+        return self._transact("requestUnstake")
+
+    def withdraw_stake(self) -> TxResult:
+        """Node: after the delay and with no open request, leave and take the stake back."""
+        return self._transact("withdrawStake")
+
+    def fund(self, amount_wei: int) -> TxResult:
+        """Add ``amount_wei`` of the signer's ether to the reward pool."""
+        return self._transact("fund", value=_positive_wei(amount_wei))
+
+    def claim_rewards(self, rounds: Iterable[int]) -> TxResult:
+        """Node: take the rewards of these finalized rounds it approved."""
+        return self._transact("claimRewards", list(rounds))
+
+    def slash(self, request_id: bytes) -> TxResult:
+        """Anyone: slash the node that let ``request_id``'s forget deadline pass."""
+        return self._transact("slash", _bytes32(request_id, "request id"))
+
+    def stake_policy(self) -> StakePolicy:
+        return StakePolicy(*(int(v) for v in self._call("stakePolicy")))
+
+    def stake_of(self, node: str) -> StakeStatus:
+        amount, unlock_block, open_forgets = self._call("stakeOf", node)
+        return StakeStatus(int(amount), int(unlock_block), int(open_forgets))
+
+    def reward_pool(self) -> int:
+        return int(self._call("rewardPool"))
+
+    def round_reward(self, round_number: int) -> int:
+        """Wei each approver of ``round_number`` earns once it is finalized."""
+        return int(self._call("roundReward", round_number))
+
+    def reward_claimed(self, round_number: int, node: str) -> bool:
+        return bool(self._call("rewardClaimed", round_number, node))
+
+    def forget_deadline(self, request_id: bytes) -> tuple[int, bool]:
+        """A request's deadline block (0: none) and whether its node was slashed."""
+        deadline, slashed = self._call("forgetDeadline", _bytes32(request_id, "request id"))
+        return int(deadline), bool(slashed)
+
+    def balance(self, account: str) -> int:
+        """Ether held by ``account``, in wei."""
+        from web3 import Web3
+
+        address = Web3.to_checksum_address(account)
+        return self._read(lambda: int(self._w3.eth.get_balance(address)), "eth_getBalance")
+
     # ----- views -------------------------------------------------------------------------
 
     def owner(self) -> str:
@@ -700,7 +786,7 @@ class Ledger:
             f"{function} reverted: {detail}", error_name=name, error_args=args, tx_hash=tx_hash
         )
 
-    def _transact(self, function: str, *args: Any) -> TxResult:
+    def _transact(self, function: str, *args: Any, value: int = 0) -> TxResult:
         from web3.exceptions import ContractLogicError
 
         if self._account is None:
@@ -709,7 +795,9 @@ class Ledger:
         call = self._function(function, args)
         with _rpc_errors(self.rpc_url, function):
             try:
-                gas = call.estimate_gas({"from": account.address}, block_identifier="pending")
+                gas = call.estimate_gas(
+                    {"from": account.address, "value": value}, block_identifier="pending"
+                )
             except ContractLogicError as exc:
                 raise self._revert(function, exc) from exc
             sent: dict[str, Any] = {}
@@ -722,6 +810,7 @@ class Ledger:
                     # Head-room: a concurrent approval can turn ours into the finalizing one,
                     # which emits one more event.
                     "gas": gas * 5 // 4 + 20_000,
+                    "value": cast("Wei", value),
                 }
                 tx = call.build_transaction(params)
                 sent.update(tx)
@@ -747,7 +836,8 @@ class Ledger:
         """
         from web3.exceptions import ContractLogicError
 
-        call = cast("TxParams", {k: tx[k] for k in ("from", "to", "data", "gas") if k in tx})
+        fields = ("from", "to", "data", "gas", "value")
+        call = cast("TxParams", {k: tx[k] for k in fields if k in tx})
         with _rpc_errors(self.rpc_url, f"replay of {function}"):
             try:
                 self._w3.eth.call(call, block_identifier=result.block_number)
@@ -869,6 +959,12 @@ def _tx_result(receipt: TxReceipt) -> TxResult:
         block_number=int(receipt["blockNumber"]),
         gas_used=int(receipt["gasUsed"]),
     )
+
+
+def _positive_wei(amount: int) -> int:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise ValueError(f"amount must be a positive number of wei, got {amount!r}")
+    return amount
 
 
 def _address_or_none(value: Any) -> str | None:

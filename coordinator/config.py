@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from infra.files import JsonConfig
 from protocol.commitments import RecordKey
 from protocol.errors import LetheError, ProtocolError
 from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
+from protocol.files import JsonConfig
 from protocol.publication import DEFAULT_SIGMA
 
 

@@ -43,7 +43,7 @@ def receipt(client: ApiClient, request_id: str, out: Path | None, as_json: bool)
     if out is None:
         click.echo(text, nl=False)
         return
-    from infra.files import write_secret
+    from protocol.files import write_secret
 
     write_secret(out, text.encode())
     click.echo(f"receipt of {request_id} written to {out}")

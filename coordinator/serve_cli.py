@@ -165,8 +165,8 @@ def configure(
     it (each kept if it exists)."""
     import secrets
 
-    from infra.files import write_secret
     from protocol.commitments import RecordKey
+    from protocol.files import write_secret
 
     folder = Path(out).resolve().parent
     token = folder / "api.token"

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_account import Account
 
-from infra.files import write_secret
+from protocol.files import write_secret
 
 
 def eth(folder: Path) -> str:

@@ -4,7 +4,7 @@ anvil's own ``--state`` file is rewritten in place: a kill that lands during the
 leaves it empty or cut short, and anvil then refuses to start — the whole dev chain is
 gone. So Lethe never lets anvil write its state. A watcher thread asks anvil for its state
 (``anvil_dumpState``: every block, transaction, receipt and account) each time the chain
-head moves, and writes it with :func:`infra.files.write_atomic`, keeping the snapshot before
+head moves, and writes it with :func:`protocol.files.write_atomic`, keeping the snapshot before
 it. A restart loads the newest snapshot that parses (``--load-state``). A kill of anvil
 loses at most the blocks mined since the last snapshot (one poll interval); the
 coordinator reconciles its database with the chain it finds. Production uses a real
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from infra.files import previous_path, write_atomic
+from protocol.files import previous_path, write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ import requests
 
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
-from infra.files import write_secret
 from infra.net import free_port, port_open
 from launcher.processes import Child, ProcessError, ProcessGroup
 from node.runtime import NodeRunConfig
 from protocol.federation import DEFAULT_SLICES
+from protocol.files import write_secret
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

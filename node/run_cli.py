@@ -145,11 +145,11 @@ def join(
 
     The node must already be admitted by the contract owner (`lethe admit --node ADDR`).
     """
-    from infra.files import write_secret
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.envelope import generate_private_key, private_key_bytes
     from protocol.errors import LetheError
+    from protocol.files import write_secret
 
     folder = Path(home).resolve()
     share_key = folder / "x25519.key"

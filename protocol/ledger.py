@@ -12,15 +12,16 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache, cached_property, partial
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from protocol.canonical import canonical_json
 from protocol.errors import LedgerError
+from protocol.files import JsonConfig
 from protocol.hashing import keccak256
 
 if TYPE_CHECKING:
@@ -171,8 +172,17 @@ class Artifact:
 
 
 @dataclass(frozen=True)
-class Deployment:
-    """Where a Lethe contract lives; saved as JSON so every process can find it."""
+class Deployment(JsonConfig):
+    """Where a Lethe contract lives; saved as JSON so every process can find it.
+
+    Public facts only (no key), so the file is world-readable: every role's process,
+    container or auditor reads the same one.
+    """
+
+    ERROR: ClassVar[type[Exception]] = LedgerError
+    WHAT: ClassVar[str] = "deployment file"
+    MODE: ClassVar[int] = 0o644
+    MISSING_HINT: ClassVar[str] = "run `lethe deploy` first"
 
     chain_id: int
     address: str
@@ -182,22 +192,6 @@ class Deployment:
     abi_keccak256: str
     compiler: str
     rpc_url: str
-
-    def save(self, path: Path) -> None:
-        """Write the deployment file (parent folders created)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> Deployment:
-        """Read a deployment file written by :meth:`save` (``lethe deploy``)."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**data)
-        except FileNotFoundError as exc:
-            raise LedgerError(f"no deployment file at {path}; run `lethe deploy` first") from exc
-        except (ValueError, TypeError) as exc:
-            raise LedgerError(f"{path} is not a Lethe deployment file: {exc}") from exc
 
 
 @cache

@@ -20,12 +20,12 @@ from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from coordinator.rounds import Coordinator
 from coordinator.transport import InMemoryTransport, NodeEndpoint
-from infra.files import write_secret
 from launcher.devnet import Devnet
 from node.runtime import NodeRunConfig, NodeRuntime
 from node.stages import answer
 from protocol.commitments import RecordKey
 from protocol.envelope import generate_private_key, private_key_bytes
+from protocol.files import write_secret
 from protocol.messages import WireRecord
 from protocol.store import LocalStore
 from tests.node_fixtures import build_node, make_records, small_config

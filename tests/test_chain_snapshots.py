@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from infra.files import previous_path
 from launcher.devnet import Devnet, DevnetError
+from protocol.files import previous_path
 
 SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 RECEIVER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

@@ -1,4 +1,9 @@
-"""Files that hold secrets or configuration: owner-only, written whole, read with checks."""
+"""Files every role writes: whole or not at all; secrets and configs owner-only, read with checks.
+
+In ``protocol`` because every layer keeps such files, the contract client included (the
+deployment file, ``protocol.ledger.Deployment``), and ``protocol`` is the one layer all
+of them may import.
+"""
 
 from __future__ import annotations
 
@@ -60,11 +65,15 @@ class JsonConfig:
 
     ERROR: ClassVar[type[Exception]] = ValueError
     WHAT: ClassVar[str] = "config"
+    MODE: ClassVar[int] = 0o600
+    """File permissions; a config that names no secret and is read by others may widen them."""
+    MISSING_HINT: ClassVar[str] = ""
+    """Appended to the error when the file does not exist: how to make it."""
 
     def save(self, path: Path) -> None:
-        """Write the config as indented JSON, readable only by its owner."""
+        """Write the config as indented JSON (atomically, with ``MODE`` permissions)."""
         data = dataclasses.asdict(self)  # type: ignore[call-overload]
-        write_secret(path, (json.dumps(data, indent=2) + "\n").encode())
+        write_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), mode=self.MODE)
 
     @classmethod
     def load(cls, path: Path | str) -> Self:
@@ -72,6 +81,9 @@ class JsonConfig:
         try:
             data: dict[str, Any] = json.loads(Path(path).read_text())
             config = cls(**data)
+        except FileNotFoundError as exc:
+            hint = f"; {cls.MISSING_HINT}" if cls.MISSING_HINT else ""
+            raise cls.ERROR(f"no {cls.WHAT} at {path}{hint}") from exc
         except (OSError, ValueError, TypeError) as exc:
             raise cls.ERROR(f"cannot read {cls.WHAT} {path}: {exc}") from exc
         config.validate()

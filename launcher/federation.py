@@ -26,6 +26,7 @@ import requests
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from infra.files import write_secret
+from infra.flower import SHORT_HEARTBEAT_S
 from infra.net import free_port, port_open
 from launcher.processes import Child, ProcessError, ProcessGroup
 from node.runtime import NodeRunConfig
@@ -333,7 +334,9 @@ class LocalFederation:
         child = self.group.start(
             "superlink",
             [
-                str(BIN / "flower-superlink"),
+                sys.executable,
+                "-m",
+                "coordinator.superlink",  # flower-superlink, allowing 1 s heartbeats
                 "--insecure",
                 "--disable-runtime-dependency-installation",
                 "--host",
@@ -363,7 +366,10 @@ class LocalFederation:
                 "--insecure",
                 *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
-            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
+            env=_env(
+                FLWR_HOME=str(self.workdir / node.config.name / "flwr"),
+                LETHE_SUPERNODE_HEARTBEAT_S=str(SHORT_HEARTBEAT_S),
+            ),
         )
 
     def _api(self) -> None:

@@ -109,12 +109,16 @@ class LocalFederation:
     # -- set-up -------------------------------------------------------------------------
 
     def _chain(self) -> None:
-        from launcher.devnet import Devnet, dev_accounts
+        from launcher.devnet import DEV_ACCOUNT_COUNT, Devnet, dev_accounts
         from protocol.ledger import Deployment, Ledger, deploy
 
         chain_dir = self.workdir / "chain"
         chain_dir.mkdir(parents=True, exist_ok=True)
-        self.devnet = Devnet(chain_dir / "anvil-state.json", log_file=chain_dir / "anvil.log")
+        self.devnet = Devnet(
+            chain_dir / "anvil-state.json",
+            log_file=chain_dir / "anvil.log",
+            accounts=max(DEV_ACCOUNT_COUNT, self.spec.nodes + 2),  # owner, coordinator, nodes
+        )
         self.devnet.start()
         accounts = dev_accounts(self.spec.nodes + 2)
         owner, coordinator, node_accounts = accounts[0], accounts[1], accounts[2:]

@@ -4,9 +4,9 @@ flwr 1.41 refuses a heartbeat interval under 10 s, and counts a node offline onl
 2 × interval after its last one: a killed node then holds every pending message for up
 to 20 s (``train`` waits for it; later stages cut it off sooner, ``coordinator.deadline``).
 This entry point runs the unmodified ``flower-superlink`` command line with only that
-lower bound moved (``infra.flower.allow_short_heartbeats``); nodes started with
-``LETHE_SUPERNODE_HEARTBEAT_S=1`` are then noticed within 2 s. A stock SuperLink still
-works with Lethe's nodes at their default 10 s.
+lower bound moved (``infra.flower.allow_short_heartbeats``); a killed node started with
+``LETHE_SUPERNODE_HEARTBEAT_S=1.5`` (what the local federation sets) is noticed within
+3 s. A stock SuperLink still works with Lethe's nodes at their default 10 s.
 
 Usage: ``python -m coordinator.superlink [flower-superlink arguments]``.
 """

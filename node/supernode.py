@@ -8,7 +8,7 @@ line with only those waits shortened (``infra.flower.cap_supernode_waits``) and 
 heartbeat sent every 10 s instead of 30 s (``shorten_supernode_heartbeat``: a killed node is
 noticed by the SuperLink within 20 s, not 60 s); every other behaviour is Flower's own.
 Against a SuperLink that allows it (``coordinator.superlink``, what ``lethe up`` runs),
-``LETHE_SUPERNODE_HEARTBEAT_S=1`` has a killed node noticed within 2 s.
+``LETHE_SUPERNODE_HEARTBEAT_S=1.5`` has a killed node noticed within 3 s.
 
 Usage: ``python -m node.supernode [flower-supernode arguments]``; the poll interval is
 ``LETHE_SUPERNODE_POLL_S`` (default 0.1 s), the heartbeat ``LETHE_SUPERNODE_HEARTBEAT_S``
@@ -31,7 +31,7 @@ def main() -> None:
     if not 0.01 <= poll_s <= 3.0:
         raise SystemExit(f"{POLL_ENV} must be within [0.01, 3.0] s, got {poll_s}")
     heartbeat_s = float(os.environ.get(HEARTBEAT_ENV, flower.SUPERNODE_HEARTBEAT_S))
-    if not flower.SHORT_HEARTBEAT_S <= heartbeat_s <= 1800:
+    if not flower.MIN_HEARTBEAT_S <= heartbeat_s <= 1800:
         raise SystemExit(f"{HEARTBEAT_ENV} must be within [1, 1800] s, got {heartbeat_s}")
     try:
         flower.cap_supernode_waits(poll_s)

@@ -405,6 +405,16 @@ def killed_node_round(federation: LocalFederation, record_id: str) -> dict[str, 
     }
 
 
+def _forget_round_seconds(federation: LocalFederation) -> list[float]:
+    """Seconds of every finalized round that served a forget request, sorted."""
+    assert federation.db is not None
+    return sorted(
+        float(r["seconds"])
+        for r in federation.db.list_rounds()
+        if r["state"] == "finalized" and r.get("forget_requests")
+    )
+
+
 def scale_run(
     workdir: Path, nodes: int, forgets: int, report: Any
 ) -> tuple[dict[str, Any], LocalFederation]:
@@ -425,9 +435,11 @@ def scale_run(
     rss = node_rss_mb(federation)
     rows = forget_latency(federation, pick_records(federation, forgets)) if forgets else []
     latencies = [f["latency_s"] for f in rows]
+    forget_rounds = _forget_round_seconds(federation)
     figures: dict[str, Any] = {
         "round_s": _median(seconds),
         "round_s_all": [round(x, 3) for x in seconds],
+        "forget_round_s_all": forget_rounds,
         "node_rss_mb": rss,
         "forgets": rows,
         "loadavg_start": [round(x, 2) for x in load_start],
@@ -508,13 +520,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.legend(fontsize=8)
 
     sizes = sorted(results["rounds_by_nodes"], key=int)
-    labels = [f"{n} nodes" for n in sizes] + ["3 nodes,\none killed"]
-    values = [results["rounds_by_nodes"][n] for n in sizes] + [results["killed_node_round_s"]]
-    colors = ["#2a7f62"] * len(sizes) + ["#c0504d"]
+    labels, values, colors, points = [], [], [], []
+    for n in sizes:
+        labels += [f"{n} nodes,\ninitial", f"{n} nodes,\nforget"]
+        values += [results["rounds_by_nodes"][n], results["forget_round_s_by_nodes"][n]]
+        colors += ["#2a7f62", "#7fbf9f"]
+        points += [results["round_s_all_by_nodes"][n], []]
+    labels.append(f"{sizes[0]} nodes, forget,\none killed")
+    values.append(results["killed_node_round_s"])
+    colors.append("#c0504d")
+    points.append([])
     scale_bars = scale.bar(labels, values, color=colors, alpha=0.85)
-    for x, n in enumerate(sizes):
-        points = results["round_s_all_by_nodes"][n]
-        scale.scatter([x] * len(points), points, color="black", s=12, zorder=3)
+    for x, ys in enumerate(points):
+        scale.scatter([x] * len(ys), ys, color="black", s=12, zorder=3)
     for bar, value in zip(scale_bars, values, strict=True):
         scale.annotate(
             f"{value:.2f} s",
@@ -524,6 +542,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             xytext=(0, 3),
             textcoords="offset points",
         )
+    scale.tick_params(axis="x", labelsize=7)
     scale.axhline(
         TARGET_KILLED_ROUND_S, color="#c0504d", ls=":", lw=1.5, label="target: killed ≤ 5 s"
     )
@@ -617,11 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         records = pick_records(federation, args.forgets)
         forgets = forget_latency(federation, records)
-        forget_rounds = sorted(
-            float(r["seconds"])
-            for r in federation.db.list_rounds()  # type: ignore[union-attr]
-            if r["state"] == "finalized" and r.get("forget_requests")
-        )
+        forget_rounds = _forget_round_seconds(federation)
         coordinator_log = args.workdir / "coordinator" / "coordinator.log"
         rss_small = node_rss_mb(federation)
         killed = killed_node_round(federation, pick_records(federation, args.forgets + 3)[-3])
@@ -696,6 +711,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["rounds_by_nodes"] = {
         str(NODES): results["lethe_round_s"],
         **{str(n): f["round_s"] for n, f in scale.items()},
+    }
+    results["forget_round_s_by_nodes"] = {
+        str(NODES): _median(forget_rounds),
+        **{str(n): _median(f["forget_round_s_all"]) for n, f in scale.items()},
     }
     results["killed_node_round_s"] = killed["round_s"]
     results["killed_node"] = killed

@@ -415,15 +415,10 @@ def _forget_round_seconds(federation: LocalFederation) -> list[float]:
     )
 
 
-def scale_run(
-    workdir: Path, nodes: int, forgets: int, report: Any
-) -> tuple[dict[str, Any], LocalFederation]:
-    """A federation of ``nodes``: its initial rounds, ``forgets`` forgets, node memory.
-    Returns the figures and the (still running) federation."""
-    spec = FederationSpec(nodes=nodes, federation_id="lethe-bench")
-    federation = LocalFederation(workdir, spec, report=report)
-    load_start = os.getloadavg()
-    say(f"starting a federation of {nodes} nodes in {workdir}")
+def _scale_figures(
+    federation: LocalFederation, spec: FederationSpec, nodes: int, forgets: int
+) -> dict[str, Any]:
+    """Start ``federation``; its initial rounds, forgets and node memory."""
     federation.up()
     rounds = federation.wait_rounds(
         spec.slices,
@@ -442,8 +437,6 @@ def scale_run(
         "forget_round_s_all": forget_rounds,
         "node_rss_mb": rss,
         "forgets": rows,
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
     if latencies:
         figures["forget_latency"] = {
@@ -451,6 +444,25 @@ def scale_run(
             "p95_s": round(float(np.percentile(latencies, 95)), 3),
             "count": len(latencies),
         }
+    return figures
+
+
+def scale_run(
+    workdir: Path, nodes: int, forgets: int, report: Any
+) -> tuple[dict[str, Any], LocalFederation]:
+    """A federation of ``nodes``: its initial rounds, ``forgets`` forgets, node memory.
+    Returns the figures and the (still running) federation."""
+    spec = FederationSpec(nodes=nodes, federation_id="lethe-bench")
+    federation = LocalFederation(workdir, spec, report=report)
+    load_start = os.getloadavg()
+    say(f"starting a federation of {nodes} nodes in {workdir}")
+    try:
+        figures = _scale_figures(federation, spec, nodes, forgets)
+    except BaseException:
+        federation.stop()  # the caller gets no federation to stop
+        raise
+    figures["loadavg_start"] = [round(x, 2) for x in load_start]
+    figures["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return figures, federation
 
 

@@ -5,8 +5,8 @@ flwr 1.41 refuses a heartbeat interval under 10 s, and counts a node offline onl
 to 20 s (``train`` waits for it; later stages cut it off sooner, ``coordinator.deadline``).
 This entry point runs the unmodified ``flower-superlink`` command line with only that
 lower bound moved (``infra.flower.allow_short_heartbeats``); a killed node started with
-``LETHE_SUPERNODE_HEARTBEAT_S=1.5`` (what the local federation sets) is noticed within
-3 s. A stock SuperLink still works with Lethe's nodes at their default 10 s.
+``LETHE_SUPERNODE_HEARTBEAT_S=3`` (what the local federation sets) is noticed within
+6 s. A stock SuperLink still works with Lethe's nodes at their default 10 s.
 
 Usage: ``python -m coordinator.superlink [flower-superlink arguments]``.
 """

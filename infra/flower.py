@@ -101,10 +101,11 @@ SUPERNODE_HEARTBEAT_S = 10.0
 MIN_HEARTBEAT_S = 1.0
 """The shortest heartbeat a SuperLink patched by :func:`allow_short_heartbeats` accepts."""
 
-SHORT_HEARTBEAT_S = 1.5
+SHORT_HEARTBEAT_S = 3.0
 """The heartbeat of a local federation, whose SuperLink allows it: a killed node is counted
-offline within 3 s, and a node or SuperLink stalled for up to ~2.4 s is not (1 s, offline
-within 2 s, dropped live nodes of a 10-node federation on a loaded 2-core machine)."""
+offline within 6 s, and a node or SuperLink stalled for up to ~4.8 s is not. Shorter beats
+dropped live nodes of a 10-node federation on a 2-core machine at load 20–40 (1 s and
+1.5 s both did; docs/rounds.md "Stragglers")."""
 
 
 def shorten_supernode_heartbeat(interval_s: float = SUPERNODE_HEARTBEAT_S) -> None:
@@ -112,10 +113,10 @@ def shorten_supernode_heartbeat(interval_s: float = SUPERNODE_HEARTBEAT_S) -> No
 
     The SuperLink counts a node offline ``2 × interval`` after its last heartbeat and only
     then answers the node's pending messages with an error, so a killed node held a
-    round stage for 55–64 s; with 10 s it is noticed within 20 s, with 1.5 s within 3 s.
+    round stage for 55–64 s; with 10 s it is noticed within 20 s, with 3 s within 6 s.
     Flower's sender waits ``(interval − call timeout) × ~0.8`` between beats, so below
-    10 s the call timeout it subtracts is cut to half the interval (a beat every ~0.6 s
-    at 1.5 s: four missed beats in a row are tolerated before the node counts offline).
+    10 s the call timeout it subtracts is cut to half the interval (a beat every ~1.2 s
+    at 3 s: four missed beats in a row are tolerated before the node counts offline).
     """
     for name in (FLEET_CONNECTION, HEARTBEAT_SENDER):
         setattr(_module(name), "HEARTBEAT_DEFAULT_INTERVAL", interval_s)  # noqa: B010

@@ -8,7 +8,7 @@ line with only those waits shortened (``infra.flower.cap_supernode_waits``) and 
 heartbeat sent every 10 s instead of 30 s (``shorten_supernode_heartbeat``: a killed node is
 noticed by the SuperLink within 20 s, not 60 s); every other behaviour is Flower's own.
 Against a SuperLink that allows it (``coordinator.superlink``, what ``lethe up`` runs),
-``LETHE_SUPERNODE_HEARTBEAT_S=1.5`` has a killed node noticed within 3 s.
+``LETHE_SUPERNODE_HEARTBEAT_S=3`` has a killed node noticed within 6 s.
 
 Usage: ``python -m node.supernode [flower-supernode arguments]``; the poll interval is
 ``LETHE_SUPERNODE_POLL_S`` (default 0.1 s), the heartbeat ``LETHE_SUPERNODE_HEARTBEAT_S``

@@ -20,6 +20,17 @@ dataset's records, the coordinator API and ServerApp) and, in that one run, meas
   records of every node, each from ``POST /forget`` until ``GET /forget/<id>`` says
   ``completed`` (polled every 0.2 s).
 
+Then, at scale (``--nodes``, default ``3,10``; one federation per size, 3 being the one
+above):
+
+- ``rounds_by_nodes``: ``{"3": s, "10": s}``, the median initial secure round per size
+  (``lethe_round_s`` at 3); ``forget_latency_by_nodes``: p50/p95 of ``--scale-forgets``
+  requests at the larger sizes (the 12 above at 3); ``node_rss_mb_by_nodes``: resident
+  memory of each node's processes (its worker and its SuperNode) after those rounds;
+- ``killed_node_round_s``: at the smallest size, a forget round in which a node other than
+  the owner is SIGKILLed the moment the coordinator logs that the shares are in: the round
+  goes on without it (``killed_node`` says at which stage it was dropped).
+
 The SuperNodes are Lethe's (shortened idle poll, warm in-process ClientApp worker) for all
 three; only the ServerApp side differs. A profile is saved with the figures: Lethe's round
 per stage group (coordinator log), ClientApp compute per message type (node logs), the
@@ -57,8 +68,11 @@ BASELINE_APP = "lethe/lethe-baselines"
 WORKDIR = ROOT / ".lethe" / "bench-federation"
 BIN = Path(sys.executable).parent
 NODES = 3
+SCALE_NODES = (3, 10)
 REPEATS = 3
 FORGETS = 12
+SCALE_FORGETS = 4
+TARGET_KILLED_ROUND_S = 5.0
 MODES = ("secaggplus", "plaintext")
 TARGET_ROUND_RATIO = 0.5
 TARGET_FORGET_P50_S = 5.0
@@ -317,6 +331,141 @@ def forget_latency(federation: LocalFederation, records: Sequence[str]) -> list[
     return rows
 
 
+# -- scale ---------------------------------------------------------------------------------
+
+
+def node_rss_mb(federation: LocalFederation) -> dict[str, float]:
+    """Resident memory (MiB) of each node's processes: worker and SuperNode (Linux)."""
+    groups = {n.child.popen.pid: n.config.name for n in federation.nodes if n.child}
+    page = os.sysconf("SC_PAGE_SIZE")
+    rss: dict[str, float] = defaultdict(float)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        name = groups.get(int(fields[2]))
+        if name is not None:
+            rss[name] += int(fields[21]) * page / 2**20
+    return {name: round(mb, 1) for name, mb in sorted(rss.items())}
+
+
+def rss_summary(per_node: dict[str, float]) -> dict[str, float]:
+    """Median, max and total of the per-node RSS."""
+    values = list(per_node.values()) or [0.0]
+    return {
+        "median": round(float(statistics.median(values)), 1),
+        "max": round(max(values), 1),
+        "total": round(sum(values), 1),
+    }
+
+
+def _new_log_text(log: Path, offset: int) -> str:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def killed_node_round(federation: LocalFederation, record_id: str) -> dict[str, Any]:
+    """Forget ``record_id`` (not the last node's) and SIGKILL the last node the moment the
+    coordinator logs that the round's shares are in; the round goes on without it."""
+    assert federation.db is not None
+    log = federation.coordinator_config_path.with_name("coordinator.log")
+    offset = log.stat().st_size
+    victim = federation.nodes[-1]
+    assert victim.child is not None
+    federation.forget(record_id, request_id="bench-killed-node")
+    deadline = time.monotonic() + 300
+    while not (
+        found := re.search(r"round (\d+): \d+/\d+ nodes shared", _new_log_text(log, offset))
+    ):
+        if time.monotonic() > deadline:
+            raise ProcessError("no round shared within 300 s")
+        time.sleep(0.01)
+    victim.child.kill()
+    killed_at = time.perf_counter()
+    final = federation.follow("bench-killed-node", timeout=300)
+    if final["state"] != "completed":
+        raise ProcessError(f"the forget of the killed-node round ended {final['state']}")
+    info = federation.db.get_round(int(final["round"]))
+    if victim.address in info["dropped"]:
+        stage = "train.aggregate"
+    elif victim.address not in info["approvals"]:
+        stage = "query.approve"
+    else:
+        stage = "none: it answered every stage before the kill"
+    return {
+        "round": int(final["round"]),
+        "killed_in_round": int(found.group(1)),
+        "round_s": float(info["seconds"]),
+        "dropped_at": stage,
+        "kill_to_completed_s": round(time.perf_counter() - killed_at, 3),
+        "nodes": len(federation.nodes),
+        "approvals": len(info["approvals"]),
+    }
+
+
+def _forget_round_seconds(federation: LocalFederation) -> list[float]:
+    """Seconds of every finalized round that served a forget request, sorted."""
+    assert federation.db is not None
+    return sorted(
+        float(r["seconds"])
+        for r in federation.db.list_rounds()
+        if r["state"] == "finalized" and r.get("forget_requests")
+    )
+
+
+def _scale_figures(
+    federation: LocalFederation, spec: FederationSpec, nodes: int, forgets: int
+) -> dict[str, Any]:
+    """Start ``federation``; its initial rounds, forgets and node memory."""
+    federation.up()
+    rounds = federation.wait_rounds(
+        spec.slices,
+        timeout=2400,
+        on_round=lambda r: say(f"{nodes} nodes: round {r['round']} in {r['seconds']:.2f} s"),
+    )
+    initial = sorted(rounds, key=lambda r: r["round"])[: spec.slices]
+    seconds = [float(r["seconds"]) for r in initial]
+    rss = node_rss_mb(federation)
+    rows = forget_latency(federation, pick_records(federation, forgets)) if forgets else []
+    latencies = [f["latency_s"] for f in rows]
+    forget_rounds = _forget_round_seconds(federation)
+    figures: dict[str, Any] = {
+        "round_s": _median(seconds),
+        "round_s_all": [round(x, 3) for x in seconds],
+        "forget_round_s_all": forget_rounds,
+        "node_rss_mb": rss,
+        "forgets": rows,
+    }
+    if latencies:
+        figures["forget_latency"] = {
+            "p50_s": round(float(np.percentile(latencies, 50)), 3),
+            "p95_s": round(float(np.percentile(latencies, 95)), 3),
+            "count": len(latencies),
+        }
+    return figures
+
+
+def scale_run(
+    workdir: Path, nodes: int, forgets: int, report: Any
+) -> tuple[dict[str, Any], LocalFederation]:
+    """A federation of ``nodes``: its initial rounds, ``forgets`` forgets, node memory.
+    Returns the figures and the (still running) federation."""
+    spec = FederationSpec(nodes=nodes, federation_id="lethe-bench")
+    federation = LocalFederation(workdir, spec, report=report)
+    load_start = os.getloadavg()
+    say(f"starting a federation of {nodes} nodes in {workdir}")
+    try:
+        figures = _scale_figures(federation, spec, nodes, forgets)
+    except BaseException:
+        federation.stop()  # the caller gets no federation to stop
+        raise
+    figures["loadavg_start"] = [round(x, 2) for x in load_start]
+    figures["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return figures, federation
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -327,7 +476,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=(1.3, 1))
+    fig, (left, right, scale) = plt.subplots(1, 3, figsize=(17, 4.6), width_ratios=(1.3, 1, 1))
     bars_spec = [
         ("Lethe\nsecure round", "lethe_round_s", "#2a7f62", ""),
         ("Flower\nSecAgg+", "secaggplus_round_s", "#c0504d", ""),
@@ -381,6 +530,42 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.yaxis.get_major_locator().set_params(integer=True)
     right.set_title(f"Forget latency, {len(latencies)} sequential requests")
     right.legend(fontsize=8)
+
+    sizes = sorted(results["rounds_by_nodes"], key=int)
+    labels, values, colors, points = [], [], [], []
+    for n in sizes:
+        labels += [f"{n} nodes,\ninitial", f"{n} nodes,\nforget"]
+        values += [results["rounds_by_nodes"][n], results["forget_round_s_by_nodes"][n]]
+        colors += ["#2a7f62", "#7fbf9f"]
+        points += [results["round_s_all_by_nodes"][n], []]
+    labels.append(f"{sizes[0]} nodes, forget,\none killed")
+    values.append(results["killed_node_round_s"])
+    colors.append("#c0504d")
+    points.append([])
+    scale_bars = scale.bar(labels, values, color=colors, alpha=0.85)
+    for x, ys in enumerate(points):
+        scale.scatter([x] * len(ys), ys, color="black", s=12, zorder=3)
+    for bar, value in zip(scale_bars, values, strict=True):
+        scale.annotate(
+            f"{value:.2f} s",
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
+    scale.tick_params(axis="x", labelsize=7)
+    scale.axhline(
+        TARGET_KILLED_ROUND_S, color="#c0504d", ls=":", lw=1.5, label="target: killed ≤ 5 s"
+    )
+    rss = results["node_rss_mb_by_nodes"]
+    scale.set_title(
+        "Round by federation size; RSS/node "
+        + ", ".join(f"{n}: {rss[n]['median']:.0f} MiB" for n in sizes),
+        fontsize=9,
+    )
+    scale.set_ylabel("wall time of one round (s)")
+    scale.legend(fontsize=8)
     fig.text(0.01, 0.01, textwrap.fill(results["note"], 190), fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
@@ -395,6 +580,8 @@ def check_targets(results: dict[str, Any]) -> list[str]:
         missed.append(f"lethe_round_s is {ratio:.2f} × secaggplus_round_s (target ≤ 0.5)")
     if results["forget_latency_p50_s"] > TARGET_FORGET_P50_S:
         missed.append(f"forget_latency_p50_s {results['forget_latency_p50_s']:.2f} s (target ≤ 5)")
+    if results["killed_node_round_s"] > TARGET_KILLED_ROUND_S:
+        missed.append(f"killed_node_round_s {results['killed_node_round_s']:.2f} s (target ≤ 5)")
     return missed
 
 
@@ -405,9 +592,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--forgets", type=int, default=FORGETS, help="forget requests (≥ 10)")
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help="emptied first")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--nodes",
+        default=",".join(map(str, SCALE_NODES)),
+        help=f"federation sizes to time rounds at, comma-separated; must include {NODES}",
+    )
+    parser.add_argument(
+        "--scale-forgets", type=int, default=SCALE_FORGETS, help="forgets at the other sizes"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.forgets < 10:
         parser.error("--repeats must be ≥ 1 and --forgets ≥ 10")
+    try:
+        sizes = sorted({int(n) for n in args.nodes.split(",")})
+    except ValueError:
+        parser.error(f"--nodes must be comma-separated integers, got {args.nodes!r}")
+    if NODES not in sizes or sizes[0] < NODES:
+        parser.error(f"--nodes must include {NODES} (the baselines' size) and nothing smaller")
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     spec = FederationSpec(
@@ -447,12 +648,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         records = pick_records(federation, args.forgets)
         forgets = forget_latency(federation, records)
-        forget_rounds = sorted(
-            float(r["seconds"])
-            for r in federation.db.list_rounds()  # type: ignore[union-attr]
-            if r["state"] == "finalized" and r.get("forget_requests")
-        )
+        forget_rounds = _forget_round_seconds(federation)
         coordinator_log = args.workdir / "coordinator" / "coordinator.log"
+        rss_small = node_rss_mb(federation)
+        killed = killed_node_round(federation, pick_records(federation, args.forgets + 3)[-3])
+        say(
+            f"a node killed mid-round: round {killed['round']} took {killed['round_s']:.2f} s "
+            f"(dropped at {killed['dropped_at']})"
+        )
         profile = {
             "idle_cpu_cores": idle,
             "lethe_round_stages": lethe_stage_profile(
@@ -466,6 +669,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         say("stopping the federation")
         federation.stop()
+
+    scale: dict[int, dict[str, Any]] = {}
+    for n in sizes[1:]:
+        figures, big = None, None
+        try:
+            figures, big = scale_run(
+                args.workdir / f"nodes-{n}", n, args.scale_forgets, lambda line: say(f"  {line}")
+            )
+        finally:
+            say(f"stopping the federation of {n} nodes")
+            if big is not None:
+                big.stop()
+        scale[n] = figures
+        say(f"{n} nodes: median round {figures['round_s']:.2f} s")
 
     latencies = [f["latency_s"] for f in forgets]
     cores = os.cpu_count() or 0
@@ -502,6 +719,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ClientApp worker) for every round; the baselines use Flower's ServerApp side as "
             f"shipped (* control: replies pulled every {fast_poll_s} s, like Lethe's)"
         ),
+    }
+    results["rounds_by_nodes"] = {
+        str(NODES): results["lethe_round_s"],
+        **{str(n): f["round_s"] for n, f in scale.items()},
+    }
+    results["forget_round_s_by_nodes"] = {
+        str(NODES): _median(forget_rounds),
+        **{str(n): _median(f["forget_round_s_all"]) for n, f in scale.items()},
+    }
+    results["killed_node_round_s"] = killed["round_s"]
+    results["killed_node"] = killed
+    results["round_s_all_by_nodes"] = {
+        str(NODES): results["lethe_round_s_all"],
+        **{str(n): f["round_s_all"] for n, f in scale.items()},
+    }
+    results["forget_latency_by_nodes"] = {
+        str(NODES): {
+            "p50_s": results["forget_latency_p50_s"],
+            "p95_s": results["forget_latency_p95_s"],
+            "count": len(latencies),
+        },
+        **{str(n): f["forget_latency"] for n, f in scale.items() if "forget_latency" in f},
+    }
+    results["node_rss_mb_by_nodes"] = {
+        str(NODES): rss_summary(rss_small),
+        **{str(n): rss_summary(f["node_rss_mb"]) for n, f in scale.items()},
+    }
+    results["node_rss_mb_each"] = {
+        str(NODES): rss_small,
+        **{str(n): f["node_rss_mb"] for n, f in scale.items()},
+    }
+    results["scale_runs"] = {
+        str(n): {k: v for k, v in f.items() if k not in ("node_rss_mb",)} for n, f in scale.items()
     }
     results["lethe_over_secaggplus"] = round(
         results["lethe_round_s"] / results["secaggplus_round_s"], 3

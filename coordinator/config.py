@@ -41,6 +41,10 @@ class CoordinatorConfig(JsonConfig):
     deployment_block: int = 0
     train_timeout_s: float = 600.0
     stage_timeout_s: float = 30.0
+    straggler_floor_s: float = 1.5
+    straggler_factor: float = 3.0
+    """After ``train``, once a majority answered a stage, the rest get max(floor, factor ×
+    median latency) more (``coordinator.deadline``); a dead node costs ~the floor."""
     poll_s: float = 0.05
     forget_batch: int = 32
     owner_offline_s: float = 30.0
@@ -71,6 +75,11 @@ class CoordinatorConfig(JsonConfig):
         if self.slices < 1 or self.shards < 1 or self.min_nodes < 2:
             raise ConfigError(
                 "need slices ≥ 1, shards ≥ 1 and min_nodes ≥ 2 (one node alone has no secret)"
+            )
+        if self.straggler_floor_s <= 0 or self.straggler_factor < 1:
+            raise ConfigError(
+                "need straggler_floor_s > 0 and straggler_factor ≥ 1 (a node as fast as the "
+                f"median must be kept), got {self.straggler_floor_s}, {self.straggler_factor}"
             )
         if not 0 <= self.publish_noise <= 10:
             raise ConfigError(f"publish_noise must be within 0..10, got {self.publish_noise}")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from coordinator.deadline import StragglerRule
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.commitments import Update, recover_leaf_signer
 from protocol.errors import LedgerError, LetheError, ProtocolError
@@ -185,6 +186,8 @@ class Coordinator:
         self.retry_s = 5.0
         """First back-off after a futile forget round (doubles up to ``backoff_max_s``)."""
         self.error_pause_s = 1.0
+        self.stragglers = StragglerRule(config.straggler_floor_s, config.straggler_factor)
+        """When a stage after ``train`` stops waiting for nodes behind a majority."""
         self._retry_at = 0.0
         self._backoff_s = 0.0
         self._backoff_nodes: frozenset[int] = frozenset()
@@ -233,12 +236,19 @@ class Coordinator:
 
         A reply that is not exactly ``reply_type`` (missing, extra or ill-typed fields), or
         that names another address than ``answering_as`` expects of its node, is a dropout
-        like silence: logged, and the node is left out of the rest of the round.
+        like silence: logged, and the node is left out of the rest of the round. Every
+        stage but ``train`` stops waiting early for nodes far behind a majority
+        (:class:`~coordinator.deadline.StragglerRule`); at ``train`` a forget owner
+        retrains while the others only commit, so only the SuperLink's heartbeat (or the
+        train timeout) drops a node there.
         """
         stage = reply_type.STAGE
         records = {node: request.to_record() for node, request in requests.items()}
         replies: dict[int, R] = {}
-        for node, record in self.transport.exchange(stage, records, timeout).items():
+        stragglers = None if stage == TRAIN else self.stragglers
+        for node, record in self.transport.exchange(
+            stage, records, timeout, stragglers=stragglers
+        ).items():
             if node not in requests:
                 self._drop(stage, node, "answered unasked")
                 continue

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from coordinator.deadline import StragglerRule
 from protocol.errors import ProtocolError
 from protocol.messages import WireRecord, from_record_dict, to_record_dict
 
@@ -39,10 +40,20 @@ class Transport(Protocol):
         ...
 
     def exchange(
-        self, stage: str, records: Mapping[int, WireRecord], timeout: float
+        self,
+        stage: str,
+        records: Mapping[int, WireRecord],
+        timeout: float,
+        *,
+        stragglers: StragglerRule | None = None,
     ) -> dict[int, WireRecord]:
-        """Send one record per node; return the replies (not error replies) that came in time."""
+        """Send one record per node; return the replies (not error replies) that came in
+        time: within ``timeout``, and within ``stragglers``' margin once most answered."""
         ...
+
+
+class NoReply(Exception):
+    """Raised by an in-memory node that never answers (alive, silent)."""
 
 
 NodeEndpoint = Callable[[str, WireRecord], WireRecord]
@@ -60,20 +71,46 @@ class InMemoryTransport:
         return sorted(self.nodes)
 
     def exchange(
-        self, stage: str, records: Mapping[int, WireRecord], timeout: float
+        self,
+        stage: str,
+        records: Mapping[int, WireRecord],
+        timeout: float,
+        *,
+        stragglers: StragglerRule | None = None,
     ) -> dict[int, WireRecord]:
-        replies: dict[int, WireRecord] = {}
+        started = time.monotonic()
+        arrived: list[tuple[float, int, WireRecord]] = []
         self.errors = {}
         for node, record in records.items():
             endpoint = self.nodes.get(node)
             if endpoint is None:
                 logger.warning("%s: node %s is not connected", stage, node)
                 continue
+            called = time.monotonic()
             try:
-                replies[node] = dict(endpoint(stage, dict(record)))
+                reply = dict(endpoint(stage, dict(record)))
+            except NoReply:
+                continue
             except Exception as exc:  # what Flower turns into an error reply
                 self.errors[node] = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s: node %s failed: %s", stage, node, self.errors[node])
+                continue
+            arrived.append((time.monotonic() - called, node, reply))
+        # Replayed in arrival order, as if every node had worked in parallel.
+        stop, latencies = timeout, []
+        replies: dict[int, WireRecord] = {}
+        for latency, node, reply in sorted(arrived, key=lambda a: a[0]):
+            if latency > stop:
+                break
+            replies[node] = reply
+            latencies.append(latency)
+            if stragglers is not None:
+                stop = stragglers.stop_after(timeout, len(records), latencies)
+        answered = set(replies) | set(self.errors) | (set(records) - set(self.nodes))
+        for node in sorted(set(records) - answered):
+            logger.warning("%s: node %s did not answer within %.1f s", stage, node, stop)
+        if set(records) - answered:
+            time.sleep(max(0.0, stop - (time.monotonic() - started)))
         return replies
 
 
@@ -89,7 +126,12 @@ class FlowerTransport:
         return sorted(int(n) for n in self.grid.get_node_ids())
 
     def exchange(
-        self, stage: str, records: Mapping[int, WireRecord], timeout: float
+        self,
+        stage: str,
+        records: Mapping[int, WireRecord],
+        timeout: float,
+        *,
+        stragglers: StragglerRule | None = None,
     ) -> dict[int, WireRecord]:
         from flwr.app import Message
 
@@ -106,9 +148,11 @@ class FlowerTransport:
         }
         waiting = set(sent_to)
         replies: dict[int, WireRecord] = {}
+        latencies: list[float] = []
         self.errors = {}
-        deadline = time.monotonic() + timeout
-        while waiting and time.monotonic() < deadline:
+        started = time.monotonic()
+        stop = timeout
+        while waiting and time.monotonic() - started < stop:
             for reply in self.grid.pull_messages(list(waiting)):
                 asked = reply.metadata.reply_to_message_id
                 waiting.discard(asked)
@@ -117,14 +161,15 @@ class FlowerTransport:
                     self.errors[node] = str(reply.error.reason)
                     logger.warning("%s: node %s failed: %s", stage, node, reply.error.reason)
                     continue
+                latencies.append(time.monotonic() - started)
                 try:
                     replies[node] = from_record_dict(reply.content)
                 except ProtocolError as exc:
                     self.errors[node] = str(exc)
+            if stragglers is not None:
+                stop = stragglers.stop_after(timeout, len(sent_to), latencies)
             if waiting:
                 time.sleep(self.poll_s)
         for asked in waiting:
-            logger.warning(
-                "%s: node %s did not answer within %.0f s", stage, sent_to[asked], timeout
-            )
+            logger.warning("%s: node %s did not answer within %.1f s", stage, sent_to[asked], stop)
         return replies

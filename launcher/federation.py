@@ -25,13 +25,25 @@ import requests
 
 from coordinator.config import CoordinatorConfig
 from coordinator.queue import CoordinatorDB
+from infra.flower import SHORT_HEARTBEAT_S
 from infra.net import free_port, port_open
 from launcher.processes import Child, ProcessError, ProcessGroup
 from node.runtime import NodeRunConfig
+from node.supernode import DEFAULT_POLL_S
 from protocol.federation import DEFAULT_SLICES
 from protocol.files import write_secret
 
 APP_DIR = Path(__file__).resolve().parent.parent
+IDLE_PULLS_PER_S = 30.0
+"""Idle pulls per second the SuperLink serves from all nodes together (3 nodes at 0.1 s)."""
+
+
+def supernode_poll_s(nodes: int) -> float:
+    """Each SuperNode's idle poll in a federation of ``nodes``: 0.1 s up to 3 nodes, then
+    slower, so that idle pulls stay ~30 a second in all. Every pull is a SuperLink request
+    (an idle 3-node federation keeps 0.7 core busy); at 0.1 s, 10 nodes starved a 2-core
+    machine and their heartbeats arrived late."""
+    return round(max(DEFAULT_POLL_S, nodes / IDLE_PULLS_PER_S), 3)
 BIN = Path(sys.executable).parent
 
 
@@ -108,12 +120,16 @@ class LocalFederation:
     # -- set-up -------------------------------------------------------------------------
 
     def _chain(self) -> None:
-        from launcher.devnet import Devnet, dev_accounts
+        from launcher.devnet import DEV_ACCOUNT_COUNT, Devnet, dev_accounts
         from protocol.ledger import Deployment, Ledger, deploy
 
         chain_dir = self.workdir / "chain"
         chain_dir.mkdir(parents=True, exist_ok=True)
-        self.devnet = Devnet(chain_dir / "anvil-state.json", log_file=chain_dir / "anvil.log")
+        self.devnet = Devnet(
+            chain_dir / "anvil-state.json",
+            log_file=chain_dir / "anvil.log",
+            accounts=max(DEV_ACCOUNT_COUNT, self.spec.nodes + 2),  # owner, coordinator, nodes
+        )
         self.devnet.start()
         accounts = dev_accounts(self.spec.nodes + 2)
         owner, coordinator, node_accounts = accounts[0], accounts[1], accounts[2:]
@@ -333,7 +349,9 @@ class LocalFederation:
         child = self.group.start(
             "superlink",
             [
-                str(BIN / "flower-superlink"),
+                sys.executable,
+                "-m",
+                "coordinator.superlink",  # flower-superlink, allowing 1 s heartbeats
                 "--insecure",
                 "--disable-runtime-dependency-installation",
                 "--host",
@@ -363,7 +381,11 @@ class LocalFederation:
                 "--insecure",
                 *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
-            env=_env(FLWR_HOME=str(self.workdir / node.config.name / "flwr")),
+            env=_env(
+                FLWR_HOME=str(self.workdir / node.config.name / "flwr"),
+                LETHE_SUPERNODE_HEARTBEAT_S=str(SHORT_HEARTBEAT_S),
+                LETHE_SUPERNODE_POLL_S=str(supernode_poll_s(self.spec.nodes)),
+            ),
         )
 
     def _api(self) -> None:

@@ -5,6 +5,9 @@ Specifications:
 - after a forget, the finalized global model equals, byte for byte, the global model of a
   federation trained from scratch without that record (same seeds);
 - a node killed after the share stage does not stop the round while ≥ t nodes remain;
+- a node alive but silent after the share stage (its app hung, its SuperNode beating) costs
+  the round seconds, not the 30 s stage timeout: the stage stops waiting soon after the
+  others answered (docs/rounds.md "Stragglers");
 - a foreign app that calls itself ``lethe/lethe``, submitted with ``flwr run``, never runs
   on a node: its ClientApp reads nothing, nodes answer with their own ClientApp;
 - the chain holds RoundFinalized, ForgetCertified and ForgetCompleted for the request.
@@ -23,7 +26,7 @@ from node.sisa import SisaNode
 from protocol.certificate import Certificate
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
-from protocol.messages import SHARE
+from protocol.messages import AGGREGATE, SHARE
 from protocol.store import LocalStore
 
 pytestmark = pytest.mark.slow
@@ -226,6 +229,25 @@ def test_round_survives_a_node_killed_after_sharing(federation: LocalFederation)
     assert len(survived["responders"]["aggregate"]) == 2 >= survived["threshold"]
     assert not victim.child.alive()
     # Back as itself: later rounds need all three senders again (never a sum of two).
+    _restart(federation, 2)
+
+
+def test_a_node_silent_after_sharing_costs_seconds_not_the_stage_timeout(
+    federation: LocalFederation,
+) -> None:
+    victim = federation.nodes[2]
+    _restart(federation, 2, sys.executable, "-m", "tests.faulty_node", AGGREGATE, "hang")
+    federation.forget(_record_of(federation, 1, 4), request_id="e2e-forget-3")
+    final = federation.follow("e2e-forget-3", timeout=300)
+    assert final["state"] == "completed", final
+    survived = federation.db.get_round(final["round"])  # type: ignore[union-attr]
+    assert survived["state"] == "finalized"
+    assert victim.address in survived["responders"]["aggregate"]  # answered, then hung
+    assert victim.address not in survived["approvals"]
+    assert victim.child is not None and victim.child.alive()  # never noticed as dead
+    # approve waited ~1.5 s after the others, not stage_timeout_s (30 s); slack for load
+    assert survived["seconds"] < 20, survived["seconds"]
+    victim.child.kill()  # its worker sleeps through SIGTERM
     _restart(federation, 2)
 
 

@@ -5,11 +5,14 @@ Specifications:
 - another flwr version than the pinned one is refused with an actionable message;
 - the SuperNode's idle sleep is capped, and its loop really sleeps through the patched
   name; object pulls start sooner, and Flower really calls the patched pullers;
-- the warm worker survives a Runtime-API error: it logs it and serves the next task.
+- the warm worker survives a Runtime-API error: it logs it and serves the next task;
+- the SuperNode's heartbeat can be 3 s (a beat every ~1.2 s, not a busy loop), which only a
+  SuperLink that allows it (``coordinator.superlink``) accepts.
 """
 
 import importlib
 import inspect
+import itertools
 import logging
 import signal
 import time
@@ -119,5 +122,49 @@ def test_supernode_heartbeat_is_shortened(monkeypatch: pytest.MonkeyPatch) -> No
     for module in modules:
         monkeypatch.setattr(module, "HEARTBEAT_DEFAULT_INTERVAL", module.HEARTBEAT_DEFAULT_INTERVAL)
         assert "HEARTBEAT_DEFAULT_INTERVAL" in inspect.getsource(module)
+    monkeypatch.setattr(modules[1], "HEARTBEAT_CALL_TIMEOUT", modules[1].HEARTBEAT_CALL_TIMEOUT)
     flower.shorten_supernode_heartbeat()
     assert all(m.HEARTBEAT_DEFAULT_INTERVAL == 10.0 for m in modules)
+    assert modules[1].HEARTBEAT_CALL_TIMEOUT == 5  # Flower's own at the default
+
+
+def test_a_short_heartbeat_really_beats_about_every_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender = importlib.import_module(flower.HEARTBEAT_SENDER)
+    for name in flower.TARGETS[flower.HEARTBEAT_SENDER]:
+        monkeypatch.setattr(sender, name, getattr(sender, name))
+    monkeypatch.setattr(
+        importlib.import_module(flower.FLEET_CONNECTION), "HEARTBEAT_DEFAULT_INTERVAL", 10.0
+    )
+    flower.shorten_supernode_heartbeat(flower.SHORT_HEARTBEAT_S)
+    beats: list[float] = []
+
+    def beat() -> bool:
+        beats.append(time.monotonic())
+        return True
+
+    heartbeat = sender.HeartbeatSender(beat)
+    heartbeat.start()
+    time.sleep(2.9)
+    heartbeat.stop()
+    # (3 s − 1.5 s) × 0.7..0.9 between beats; unpatched, (3 − 5) < 0: a busy loop.
+    assert 3 <= len(beats) <= 4
+    assert all(0.95 <= b - a <= 1.5 for a, b in itertools.pairwise(beats))
+
+
+def test_superlink_accepts_short_heartbeats_only_when_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet = importlib.import_module(flower.SUPERLINK_FLEET)
+    monkeypatch.setattr(fleet, "HEARTBEAT_MIN_INTERVAL", fleet.HEARTBEAT_MIN_INTERVAL)
+    assert "HEARTBEAT_MIN_INTERVAL <= interval" in inspect.getsource(
+        fleet._validate_heartbeat_interval
+    )
+    with pytest.raises(Exception, match="out of bounds"):
+        fleet._validate_heartbeat_interval(flower.SHORT_HEARTBEAT_S)
+    flower.allow_short_heartbeats()
+    fleet._validate_heartbeat_interval(flower.SHORT_HEARTBEAT_S)
+    fleet._validate_heartbeat_interval(flower.MIN_HEARTBEAT_S)
+    with pytest.raises(Exception, match="out of bounds"):
+        fleet._validate_heartbeat_interval(0.5)

@@ -470,6 +470,7 @@ def mask_and_share(
     acc += masking.expand(self_seed, d)
     seeds = [self_seed]
     commitments = {}
+    subtracted = 0
     for peer in masked_with:
         if peer == me:
             continue
@@ -477,7 +478,11 @@ def mask_and_share(
             private_key, roster.member(peer).public_key, _pair_context(roster, me, peer)
         )
         mask = masking.expand(seed, d)
-        acc += mask if _pair_sign(me, peer) else P - mask
+        if _pair_sign(me, peer):
+            acc += mask
+        else:  # add p − mask: subtract now, add the p's once at the end
+            acc -= mask
+            subtracted += 1
         seeds.append(seed)
         commitments[peer] = masking.commitment(seed, _commit_context(roster, me, peer))
     masked = MaskedInput(
@@ -488,7 +493,7 @@ def mask_and_share(
         masked_with=masked_with,
         self_commitment=masking.commitment(self_seed, _commit_context(roster, me, None)),
         pair_commitments=commitments,
-        values=reduce(acc),  # at most n + 1 terms below 2^31: far from int64 overflow
+        values=reduce(acc + subtracted * P),  # n + 1 terms of |·| < 2^31: no overflow
     )
     secret = np.concatenate([masking.seed_to_field(s) for s in seeds])
     shares = shamir.split(secret, roster.xs, roster.threshold)
@@ -665,6 +670,7 @@ def reconstruct_sum(
     total = np.zeros(d, dtype=np.int64)
     for sender in senders:
         total += masked[sender].values
+    removed = 0
     for (owner, peer), digits in zip(reveal_layout(senders, masked_with), secrets, strict=True):
         seed = masking.field_to_seed(digits)
         committed = (
@@ -677,6 +683,10 @@ def reconstruct_sum(
                 "reveals does not match its commitment: a corrupt share or masked input"
             )
         mask = masking.expand(seed, d)
-        adds = peer is None or _pair_sign(owner, peer)
-        total += P - mask if adds else mask  # remove exactly what the owner added
-    return fixed_point.dequantize(reduce(total))
+        if peer is None or _pair_sign(owner, peer):  # remove exactly what the owner added
+            total -= mask
+            removed += 1
+        else:
+            total += mask
+    # Fewer than 2^31 terms of |·| < 2^31 each, plus p per subtraction: within int64.
+    return fixed_point.dequantize(reduce(total + removed * P))

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from numpy.typing import NDArray
 
 from protocol.errors import ProtocolError
 from protocol.field import IntVector, P
@@ -49,18 +50,24 @@ def expand(seed: bytes, length: int) -> IntVector:
     keystream read further, so the result is exactly uniform (no modular bias) and a
     deterministic function of the seed.
     """
+    out: IntVector = expand_words(seed, length).astype(np.int64)
+    return out
+
+
+def expand_words(seed: bytes, length: int) -> NDArray[np.uint32]:
+    """:func:`expand` as uint32, for adding straight into an int64 accumulator."""
     if len(seed) != SEED_BYTES:
         raise ProtocolError(f"a mask seed is {SEED_BYTES} bytes, got {len(seed)}")
     stream = Cipher(algorithms.ChaCha20(seed, _NONCE), mode=None).encryptor()
-    words = np.frombuffer(stream.update(bytes(4 * length)), dtype="<u4") & np.uint32(P)
+    words = np.frombuffer(bytearray(stream.update(bytes(4 * length))), dtype="<u4")
+    words &= np.uint32(P)
     if (words == P).any():  # about one vector in two thousand at d = 10^6
         kept = words[words != P]
         while kept.size < length:
             more = np.frombuffer(stream.update(bytes(4 * 16)), dtype="<u4") & np.uint32(P)
             kept = np.concatenate([kept, more[more != P]])
         words = kept[:length]
-    out: IntVector = words.astype(np.int64)
-    return out
+    return words
 
 
 def pair_seed(private_key: X25519PrivateKey, peer_public_key: bytes, context: bytes) -> bytes:

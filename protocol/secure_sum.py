@@ -467,7 +467,7 @@ def mask_and_share(
     d = arr.shape[0]
     self_seed = masking.new_seed()
     acc = fixed_point.quantize(weight * arr)
-    acc += masking.expand(self_seed, d)
+    acc += masking.expand_words(self_seed, d)
     seeds = [self_seed]
     commitments = {}
     subtracted = 0
@@ -477,7 +477,7 @@ def mask_and_share(
         seed = masking.pair_seed(
             private_key, roster.member(peer).public_key, _pair_context(roster, me, peer)
         )
-        mask = masking.expand(seed, d)
+        mask = masking.expand_words(seed, d)
         if _pair_sign(me, peer):
             acc += mask
         else:  # add p − mask: subtract now, add the p's once at the end
@@ -682,7 +682,7 @@ def reconstruct_sum(
                 f"{owner}{'' if peer is None else ' with ' + peer} reconstructed from the "
                 "reveals does not match its commitment: a corrupt share or masked input"
             )
-        mask = masking.expand(seed, d)
+        mask = masking.expand_words(seed, d)
         if peer is None or _pair_sign(owner, peer):  # remove exactly what the owner added
             total -= mask
             removed += 1

@@ -175,6 +175,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                     color=ax.lines[-1].get_color(),
                     label=f"plaintext sum, n={n}",
                 )
+        if key == "bytes_per_node":
+            dims = sorted({r["d"] for r in rows})
+            ax.plot(
+                dims,
+                [BYTES_TARGET * 4 * d for d in dims],
+                color="grey",
+                linestyle="--",
+                linewidth=0.8,
+                label=f"target {BYTES_TARGET}·4d",
+            )
         if key in TARGETS:
             ax.axhline(TARGETS[key], color="grey", linestyle="--", linewidth=0.8)
             ax.annotate("target at n=10, d=1e6", (1e4, TARGETS[key]), fontsize=7, color="grey")

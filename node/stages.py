@@ -6,10 +6,12 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
 
 - the roster must be exactly the chain's admitted nodes with their registered keys and
   x-coordinates, t comes from that count, and the round must be the chain's next one;
-- it signs one sender set and shares once per round, and sums once (``node.round_state``),
-  never over fewer than ``max(t, 3)`` senders, and only when shown every sender's
-  signature on the set it signed itself; before summing, it may move to a strict subset of
-  that set (a sender lost mid-share), reusing its shares, for a model new in the round;
+- it signs one sender set and masks and shares once per round, and reveals once
+  (``node.round_state``), never over fewer than ``max(t, 3)`` senders, and only when shown
+  every sender's signature on the set it signed itself; before revealing, it may move to
+  a strict subset of that set (a sender lost mid-share), reusing its masked vector and
+  shares, for a model new in the round; a reveal carries self-mask shares only for the
+  set's senders and pair-seed shares only for nodes outside it (docs/trust.md, rule 7);
 - an unchanged model is never summed into another sender set than last time;
 - it re-checks its own commitment before sharing and before approving, fetches the
   global model by CID to compare hashes, and approves only the proposal the chain holds;

@@ -3,9 +3,15 @@
 ``python -m bench.secagg`` (``make bench-secagg``) runs one complete round of
 ``protocol.secure_sum`` for every (n, d), with t = ⌊n/2⌋ + 1, and writes
 ``bench/results/secure_agg.json`` (one row per case) and ``secure_agg.png``.
-Per-node figures are means over the n nodes; reconstruction (median of three)
-uses all n summed shares, so it includes the consistency check of the n − t
-spare ones; the plaintext sum (median of three) is the baseline without privacy.
+Per-node figures are means over the n nodes; ``bytes_per_node`` is everything one
+node uploads in the round (masked vector, sealed envelopes, reveal), next to the
+information-theoretic optimum ``4d·(1 + 1/(U − T − 1))`` for U = n survivors and
+T = t − 1 colluders, and the ``n·4d`` of Shamir-sharing the whole vector. Unmasking
+(median of three) uses all n reveals, so it includes the consistency check of the
+n − t spare ones; ``unmask_one_lost_s`` is the same with one sender lost mid-share
+(its pair masks removed from seeds). The plaintext sum (median of three) is the
+baseline without privacy, and the cross-check: ``max_abs_error`` compares the
+unmasked sum with it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ NODES = (3, 10, 30)
 DIMS = (10**4, 10**5, 10**6)
 TARGETS = {"share_s": 1.0, "open_sum_s": 0.5, "reconstruct_s": 0.3}
 """Per-stage budgets at n = 10, d = 10^6 on the 2-core reference machine."""
+BYTES_TARGET = 1.5
+"""Bytes a node uploads at n = 10, d = 10^6, in units of its 4·d-byte vector."""
 
 
 def _median_time(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -63,31 +71,55 @@ def run_round(n: int, d: int, seed: int = 0) -> dict[str, Any]:
     models = {k: rng.normal(0.0, 0.5, d) for k in keys}
     counts = rng.integers(50, 1000, n)
     alphas = dict(zip(keys, (float(c) for c in counts / counts.sum()), strict=True))
+    senders = list(keys)
 
-    outboxes, share_s = {}, []
+    sent, share_s = {}, []
     for node in keys:
         start = time.perf_counter()
-        outboxes[node] = ss.make_shares(
-            roster, node, keys[node], models[node], weight=alphas[node], fixed_point=fp
+        sent[node] = ss.mask_and_share(
+            roster,
+            node,
+            keys[node],
+            models[node],
+            weight=alphas[node],
+            fixed_point=fp,
+            senders=senders,
         )
         share_s.append(time.perf_counter() - start)
-    bytes_per_node = sum(len(e) for e in outboxes["node-1"].values())
+    masked_bytes = len(sent["node-1"].masked.to_bytes())
+    envelope_bytes = sum(len(e) for e in sent["node-1"].envelopes.values())
+    masked = {node: ss.MaskedInput.from_bytes(c.masked.to_bytes()) for node, c in sent.items()}
 
-    summed, open_s = [], []
-    for node in keys:
-        inbox = {sender: outboxes[sender].pop(node) for sender in keys}
-        start = time.perf_counter()
-        summed.append(ss.open_and_sum(roster, node, keys[node], inbox, senders=list(keys)))
-        open_s.append(time.perf_counter() - start)
-        del inbox  # ciphertexts are dropped once consumed; all n^2 of them peak at ~n^2·4d bytes
+    def reveals(among: list[str]) -> tuple[list[ss.Reveal], list[float]]:
+        out, seconds = [], []
+        for node in among:
+            inbox = {sender: sent[sender].envelopes[node] for sender in among}
+            start = time.perf_counter()
+            answer = ss.reveal(roster, node, keys[node], inbox, senders=among, masked_with=senders)
+            seconds.append(time.perf_counter() - start)
+            out.append(ss.Reveal.from_bytes(answer.to_bytes()))
+        return out, seconds
+
+    revealed, open_s = reveals(senders)
+    reveal_bytes = len(revealed[0].to_bytes())
     gc.collect()
 
     # Single-shot stages on a shared 2-core machine are noisy: take the median of three.
-    reconstruct_s = _median_time(lambda: ss.reconstruct_sum(roster, summed, fp))
-    total = ss.reconstruct_sum(roster, summed, fp)
+    reconstruct_s = _median_time(lambda: ss.reconstruct_sum(roster, masked, revealed, fp))
+    total = ss.reconstruct_sum(roster, masked, revealed, fp)
     plaintext_sum_s = _median_time(lambda: _plaintext_sum(models, alphas, d))
     plain = _plaintext_sum(models, alphas, d)
 
+    survivors = senders[1:]
+    lost, _ = reveals(survivors)
+    lost_masked = {s: masked[s] for s in survivors}
+    unmask_one_lost_s = _median_time(lambda: ss.reconstruct_sum(roster, lost_masked, lost, fp))
+    without = ss.reconstruct_sum(roster, lost_masked, lost, fp)
+    plain_without = plain - alphas[senders[0]] * models[senders[0]]
+
+    u, colluders = n, t - 1
+    optimum = 4 * d * (1 + 1 / (u - colluders - 1)) if u - colluders > 1 else float("inf")
+    bytes_per_node = masked_bytes + envelope_bytes + reveal_bytes
     return {
         "n": n,
         "t": t,
@@ -95,9 +127,17 @@ def run_round(n: int, d: int, seed: int = 0) -> dict[str, Any]:
         "share_s": float(np.mean(share_s)),
         "open_sum_s": float(np.mean(open_s)),
         "reconstruct_s": reconstruct_s,
+        "unmask_one_lost_s": unmask_one_lost_s,
         "plaintext_sum_s": plaintext_sum_s,
         "bytes_per_node": bytes_per_node,
+        "masked_vector_bytes": masked_bytes,
+        "envelope_bytes": envelope_bytes,
+        "reveal_bytes": reveal_bytes,
+        "bytes_per_node_over_4d": bytes_per_node / (4 * d),
+        "optimum_bytes_per_node": optimum,
+        "shamir_vector_bytes_per_node": n * 4 * d,
         "max_abs_error": float(np.abs(total - plain).max()),
+        "max_abs_error_one_lost": float(np.abs(without - plain_without).max()),
     }
 
 
@@ -110,15 +150,23 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     panels = [
         ("share_s", "share + encrypt, s per node"),
-        ("open_sum_s", "open + sum, s per node"),
-        ("reconstruct_s", "reconstruct (coordinator), s"),
-        ("bytes_per_node", "bytes sent per node (stage 2)"),
+        ("open_sum_s", "open + reveal, s per node"),
+        ("reconstruct_s", "unmask (coordinator), s"),
+        ("bytes_per_node", "bytes uploaded per node"),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 4.2))
     for ax, (key, title) in zip(axes, panels, strict=True):
         for n in sorted({r["n"] for r in rows}):
             mine = sorted((r for r in rows if r["n"] == n), key=lambda r: r["d"])
             ax.plot([r["d"] for r in mine], [r[key] for r in mine], marker="o", label=f"n={n}")
+            if key == "bytes_per_node":
+                ax.plot(
+                    [r["d"] for r in mine],
+                    [r["shamir_vector_bytes_per_node"] for r in mine],
+                    linestyle=":",
+                    color=ax.lines[-1].get_color(),
+                    label=f"Shamir-shared vector, n={n}",
+                )
             if key == "reconstruct_s":
                 ax.plot(
                     [r["d"] for r in mine],
@@ -127,6 +175,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                     color=ax.lines[-1].get_color(),
                     label=f"plaintext sum, n={n}",
                 )
+        if key == "bytes_per_node":
+            dims = sorted({r["d"] for r in rows})
+            ax.plot(
+                dims,
+                [BYTES_TARGET * 4 * d for d in dims],
+                color="grey",
+                linestyle="--",
+                linewidth=0.8,
+                label=f"target {BYTES_TARGET}·4d",
+            )
         if key in TARGETS:
             ax.axhline(TARGETS[key], color="grey", linestyle="--", linewidth=0.8)
             ax.annotate("target at n=10, d=1e6", (1e4, TARGETS[key]), fontsize=7, color="grey")
@@ -136,7 +194,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", linewidth=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Lethe threshold secret-shared aggregation, t = ⌊n/2⌋+1, GF(2^31−1)")
+    fig.suptitle(
+        "Lethe masked aggregation (ChaCha20 masks, Shamir-shared seeds), t = ⌊n/2⌋+1, GF(2^31−1)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -167,6 +227,11 @@ def main() -> None:
                 for k, v in TARGETS.items()
             )
             print(f"n=10, d=10^6: {verdict}")
+            ratio = row["bytes_per_node"] / (4 * row["d"])
+            print(
+                f"n=10, d=10^6: {row['bytes_per_node']:,} bytes per node = {ratio:.4f}·4d "
+                f"{'≤' if ratio <= BYTES_TARGET else '>'} {BYTES_TARGET}·4d"
+            )
     print(f"wrote {args.out / 'secure_agg.json'} and {args.out / 'secure_agg.png'}")
 
 

@@ -1,12 +1,13 @@
 """The coordinator's work: secure rounds recorded on chain, and forget requests served.
 
 A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``train.share``
-(each committed node signs the sender set and seals Shamir shares to the chain's whole
-roster), ``train.aggregate`` (summed shares, shown every sender's signature on that set)
-and, after the coordinator has reconstructed the sum, stored model and manifest by CID and
-called ``proposeRound``, ``query.approve`` (each node checks and approves on chain with its
-own key). The coordinator sees commitments, envelopes, summed shares and the sum, never
-one node's model.
+(each committed node signs the sender set, uploads its masked model and seals Shamir
+shares of the mask seeds to the chain's whole roster), ``train.aggregate`` (the seed
+shares that unmask the sum, shown every sender's signature on that set) and, after the
+coordinator has unmasked the sum, stored model and manifest by CID and called
+``proposeRound``, ``query.approve`` (each node checks and approves on chain with its own
+key). The coordinator sees commitments, masked models, envelopes, the sum's mask seeds
+and the sum, never one node's model.
 
 Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
 dispatch to every node (only the owner retrains and certifies), a new round, and
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from coordinator.transport import Transport
     from protocol.field import FixedPoint
     from protocol.ledger import Ledger, TxResult
-    from protocol.secure_sum import Roster, SummedShare
+    from protocol.secure_sum import MaskedInput, Reveal, Roster
     from protocol.store import ContentStore
 
 logger = logging.getLogger("lethe.coordinator")
@@ -109,10 +110,13 @@ class RoundState:
     roster: Roster | None = None
     fixed_point: FixedPoint | None = None
     envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    """Sender → recipient → sealed share (stage 2)."""
+    """Sender → recipient → sealed seed shares (stage 2)."""
+    masked: dict[str, MaskedInput] = field(default_factory=dict)
+    """Sender → its masked vector, signed by it (stage 2)."""
     agreements: dict[str, str] = field(default_factory=dict)
     """Sender → its signature on the sender set (stage 2)."""
-    summed: list[SummedShare] = field(default_factory=list)
+    reveals: list[Reveal] = field(default_factory=list)
+    """The senders' seed shares, each signed by its node (stage 3)."""
     manifest: RoundManifest | None = None
     manifest_cid: str = ""
     proposal: TxResult | None = None
@@ -393,15 +397,19 @@ class Coordinator:
         return bool(nodes) and state.asked.get(req.request_id) == nodes[0]
 
     def share_stage(self, state: RoundState) -> None:
-        """Stage 2: every committed node signs the sender set (all of them) and seals Shamir
-        shares of α_i·w_i for every roster member; if some did not share but at least
-        max(t, 3) did, those are asked once to agree to themselves alone."""
+        """Stage 2: every committed node signs the sender set (all of them), uploads α_i·w_i
+        masked and signed, and seals Shamir shares of its mask seeds for every roster
+        member; if some did not share but at least max(t, 3) did, those are asked once to
+        agree to themselves alone (with the same masked vectors)."""
         from protocol.field import FixedPoint
         from protocol.secure_sum import (
             MIN_SENDERS,
+            MaskedInput,
             Member,
             Roster,
             default_threshold,
+            order,
+            roster_digest,
             sender_set_digest,
         )
 
@@ -420,6 +428,22 @@ class Coordinator:
         fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
         roster_bytes = roster.to_bytes()
         expected = {m.node_id for m in roster.members}
+        masked_with = order(state.committed)  # the first set each sender signs, and masks with
+
+        def masked_input(reply: ShareReply) -> MaskedInput:
+            """The reply's masked vector, if it is the sender's own, signed, for this round."""
+            signer = recover_leaf_signer(keccak256(reply.masked), reply.masked_signature)
+            masked = MaskedInput.from_bytes(reply.masked)
+            if signer.lower() != reply.address.lower() or masked.node_id != reply.address:
+                raise ProtocolError("the masked vector is not its own, signed by it")
+            if (masked.federation_id, masked.round, masked.roster, masked.masked_with) != (
+                self.fed,
+                state.round,
+                roster_digest(roster),
+                masked_with,
+            ):
+                raise ProtocolError("the masked vector is not masked for this round's senders")
+            return masked
 
         def ask(senders: list[str]) -> None:
             """Ask the senders to sign ``senders`` and share; keep well-formed replies."""
@@ -436,12 +460,13 @@ class Coordinator:
                 for a in senders
             }
             digest = sender_set_digest(roster, senders, state.n_total)
-            state.envelopes, state.agreements = {}, {}
+            state.envelopes, state.agreements, state.masked = {}, {}, {}
             for node, reply in self._exchange(
                 requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
             ).items():
                 try:
                     signer = recover_leaf_signer(digest, reply.signature)
+                    masked = masked_input(reply)
                 except ProtocolError as exc:
                     self._drop(SHARE, node, str(exc))
                     continue
@@ -452,6 +477,7 @@ class Coordinator:
                 else:
                     state.envelopes[reply.address] = reply.envelopes
                     state.agreements[reply.address] = reply.signature
+                    state.masked[reply.address] = masked
 
         senders = sorted(state.committed, key=str.lower)
         ask(senders)
@@ -479,9 +505,9 @@ class Coordinator:
         )
 
     def aggregate_stage(self, state: RoundState) -> None:
-        """Stage 3: each sender opens the envelopes addressed to it and signs their sum
-        (after checking every sender's signature on the set)."""
-        from protocol.secure_sum import SummedShare
+        """Stage 3: each sender opens the envelopes addressed to it and signs its shares of the
+        seeds that unmask the sum (after checking every sender's signature on the set)."""
+        from protocol.secure_sum import Reveal
 
         assert state.roster is not None
         senders = state.senders
@@ -504,19 +530,19 @@ class Coordinator:
         ).items():
             address = reply.address
             try:
-                signer = recover_leaf_signer(keccak256(reply.summed_share), reply.signature)
-                summed = SummedShare.from_bytes(reply.summed_share)
+                signer = recover_leaf_signer(keccak256(reply.reveal), reply.signature)
+                revealed = Reveal.from_bytes(reply.reveal)
             except ProtocolError as exc:
                 self._drop(AGGREGATE, node, str(exc))
                 continue
-            if signer.lower() != address.lower() or summed.node_id != address:
-                self._drop(AGGREGATE, node, "summed share is not its own, signed by it")
+            if signer.lower() != address.lower() or revealed.node_id != address:
+                self._drop(AGGREGATE, node, "reveal is not its own, signed by it")
             elif address not in seen:
                 seen.add(address)
-                state.summed.append(summed)
-        if len(state.summed) < state.roster.threshold:
+                state.reveals.append(revealed)
+        if len(state.reveals) < state.roster.threshold:
             raise RoundFailed(
-                f"round {state.round}: {len(state.summed)} summed shares, "
+                f"round {state.round}: {len(state.reveals)} reveals, "
                 f"threshold {state.roster.threshold}"
             )
 
@@ -530,10 +556,17 @@ class Coordinator:
         roster, senders = state.roster, state.senders
         n_senders = sum(state.committed[s].reply.n_samples for s in senders)
         total = published_model(
-            self._reconstruct(roster, state.summed, state.fixed_point, state.n_total, n_senders),
+            self._reconstruct(
+                roster,
+                {s: state.masked[s] for s in senders},
+                state.reveals,
+                state.fixed_point,
+                state.n_total,
+                n_senders,
+            ),
             self.config.publish_noise,
         )
-        responders = sorted((s.node_id for s in state.summed), key=str.lower)
+        responders = sorted((r.node_id for r in state.reveals), key=str.lower)
         global_bytes = model_bytes(total)
         model_cid = self.store.put(global_bytes)
         manifest = state.manifest = RoundManifest(
@@ -678,7 +711,8 @@ class Coordinator:
     @staticmethod
     def _reconstruct(
         roster: Roster,
-        summed: list[SummedShare],
+        masked: dict[str, MaskedInput],
+        reveals: list[Reveal],
         fixed_point: FixedPoint,
         n_total: int,
         n_senders: int,
@@ -686,7 +720,7 @@ class Coordinator:
         """Σ (n_i/N)·w_i over the senders, renormalised if some committed nodes never shared."""
         from protocol.secure_sum import reconstruct_sum
 
-        total = reconstruct_sum(roster, summed, fixed_point)
+        total = reconstruct_sum(roster, masked, reveals, fixed_point)
         if n_senders != n_total:
             total = total * (n_total / n_senders)
         return np.asarray(total, dtype=np.float32)

@@ -17,11 +17,11 @@ import click
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from protocol import masking, shamir
 from protocol import secure_sum as ss
-from protocol import shamir
 from protocol.envelope import generate_private_key, open_envelope, public_key_bytes
 from protocol.errors import ProtocolError
-from protocol.field import FixedPoint
+from protocol.field import FixedPoint, P
 
 HEAD_SIZE = 384 * 3 + 3
 """Parameters of the default model: a 3-class linear head on 384-d MiniLM embeddings."""
@@ -40,17 +40,25 @@ def _coalition_guess(
     keys: dict[str, X25519PrivateKey],
     coalition: list[str],
     victim: str,
-    envelopes: dict[str, bytes],
+    sent: ss.Contribution,
 ) -> np.ndarray:
-    """What ``coalition`` (t − 1 nodes) gets by pooling their shares of ``victim``'s model."""
+    """What ``coalition`` (t − 1 nodes) gets by pooling their shares of ``victim``'s self-mask
+    seed and stripping that "seed"'s mask from the victim's masked vector."""
     rows = []
     for node in coalition:
         context = ss.envelope_context(roster, victim, node)
         plain = open_envelope(
-            keys[node], roster.member(victim).public_key, envelopes[node], context=context
+            keys[node], roster.member(victim).public_key, sent.envelopes[node], context=context
         )
         rows.append(np.frombuffer(plain, dtype=ss.WIRE_DTYPE).astype(np.int64))
-    return shamir.reconstruct([roster.member(n).x for n in coalition], rows)
+    xs = [roster.member(n).x for n in coalition]
+    digits = shamir.reconstruct(xs, rows)[: masking.SEED_DIGITS]
+    try:
+        seed = masking.field_to_seed(digits)
+    except ProtocolError:  # the pooled digits do not even encode a seed
+        seed = bytes(masking.SEED_BYTES)
+    values = sent.masked.values
+    return np.asarray((values - masking.expand(seed, values.shape[0])) % P, dtype=np.int64)
 
 
 @click.command("secagg-demo")
@@ -134,82 +142,92 @@ def _run(n: int, t: int, d: int, drop: int, drop_early: int, clip: float, seed: 
         click.echo(f"  {m.node_id:<8} x={m.x:<3} key {m.public_key.hex()[:16]}…")
 
     click.echo(
-        "\nstage 2  each node quantises α_i·w_i, Shamir-shares it, seals one envelope per node"
+        "\nstage 2  each node masks α_i·w_i (a self mask and one pair mask per other sender), "
+        "uploads it, and seals its seeds' Shamir shares in one envelope per node"
     )
-    outboxes: dict[str, dict[str, bytes]] = {}
+    sent: dict[str, ss.Contribution] = {}
     share_times = []
     for node in keys:
         if node in early:
             click.echo(f"  {node:<8} dropped out before sharing")
             continue
-        outboxes[node], seconds = _timed(
+        sent[node], seconds = _timed(
             partial(
-                ss.make_shares,
+                ss.mask_and_share,
                 roster,
                 node,
                 keys[node],
                 models[node],
                 weight=alphas[node],
                 fixed_point=fp,
+                senders=senders,
             )
         )
         share_times.append(seconds)
-        size = sum(len(e) for e in outboxes[node].values())
+        masked = len(sent[node].masked.to_bytes())
+        sealed = sum(len(e) for e in sent[node].envelopes.values())
         click.echo(
-            f"  {node:<8} α={alphas[node]:.3f}  {len(outboxes[node])} envelopes, {size:,} B "
-            f"sent  ({seconds * 1e3:.1f} ms)"
+            f"  {node:<8} α={alphas[node]:.3f}  masked vector {masked:,} B + "
+            f"{len(sent[node].envelopes)} envelopes {sealed:,} B  ({seconds * 1e3:.1f} ms)"
         )
 
-    click.echo("\nstage 3  the coordinator routes envelopes; each node opens its own and sums")
-    summed: list[ss.SummedShare] = []
+    click.echo(
+        "\nstage 3  the coordinator routes envelopes; each node reveals its mask-seed shares"
+    )
+    reveals: list[ss.Reveal] = []
     open_times = []
     for node in senders:
         if node in late:
             click.echo(f"  {node:<8} dropped out after sharing (its model still counts)")
             continue
-        inbox = {sender: outboxes[sender][node] for sender in senders}
-        share, seconds = _timed(
-            partial(ss.open_and_sum, roster, node, keys[node], inbox, senders=senders)
+        inbox = {sender: sent[sender].envelopes[node] for sender in senders}
+        answer, seconds = _timed(
+            partial(
+                ss.reveal, roster, node, keys[node], inbox, senders=senders, masked_with=senders
+            )
         )
         open_times.append(seconds)
-        wire = share.to_bytes()
-        summed.append(ss.SummedShare.from_bytes(wire))
+        wire = answer.to_bytes()
+        reveals.append(ss.Reveal.from_bytes(wire))
         click.echo(
-            f"  {node:<8} opened {len(inbox)} envelopes → summed share of {len(wire):,} B  "
+            f"  {node:<8} opened {len(inbox)} envelopes → reveal of {len(wire):,} B  "
             f"({seconds * 1e3:.1f} ms)"
         )
 
     if len(senders) >= 2 and t >= 2:
         victim, coalition = senders[0], senders[1:t]
-        guess = _coalition_guess(roster, keys, coalition, victim, outboxes[victim])
+        guess = _coalition_guess(roster, keys, coalition, victim, sent[victim])
         error = np.abs(fp.dequantize(guess) - alphas[victim] * models[victim]).max()
         click.echo(
             f"\n{len(coalition)} colluding node(s), fewer than t ({', '.join(coalition)}), pool "
-            f"their shares of {victim}'s model: off by up to {error:.3g}, noise, not the model"
+            f"their shares of {victim}'s self mask: off by up to {error:.3g}, noise, not the model"
         )
 
-    click.echo("\nstage 4  the coordinator reconstructs from any t summed shares")
-    envelope_bytes = sum(len(e) for sent in outboxes.values() for e in sent.values())
-    summed_bytes = sum(len(s.to_bytes()) for s in summed)
-    click.echo(
-        f"  it saw {sum(len(v) for v in outboxes.values())} envelopes ({envelope_bytes:,} B of "
-        f"ciphertext) and {len(summed)} summed shares ({summed_bytes:,} B) — no model in the clear"
+    click.echo("\nstage 4  the coordinator unmasks the sum with the seeds from any t reveals")
+    upload_bytes = sum(
+        len(c.masked.to_bytes()) + sum(len(e) for e in c.envelopes.values()) for c in sent.values()
     )
-    total, seconds = _timed(lambda: ss.reconstruct_sum(roster, summed, fp))
+    reveal_bytes = sum(len(r.to_bytes()) for r in reveals)
+    click.echo(
+        f"  it saw {len(sent)} masked vectors and their envelopes ({upload_bytes:,} B) and "
+        f"{len(reveals)} reveals ({reveal_bytes:,} B) — no model in the clear"
+    )
+    masked_inputs = {node: c.masked for node, c in sent.items()}
+    total, seconds = _timed(lambda: ss.reconstruct_sum(roster, masked_inputs, reveals, fp))
     checked = (
-        f"checked that the other {len(summed) - t} lie on the same polynomial"
-        if len(summed) > t
-        else "no spare share to cross-check"
+        f"checked that the other {len(reveals) - t} lie on the same polynomial"
+        if len(reveals) > t
+        else "no spare reveal to cross-check; each seed is checked against its commitment"
     )
     plain, plain_seconds = _timed(lambda: sum(alphas[s] * models[s] for s in senders))
     error = float(np.abs(total - plain).max())
-    click.echo(f"  used {t} of {len(summed)} summed shares; {checked}")
+    click.echo(f"  used {t} of {len(reveals)} reveals; {checked}")
     click.echo(
         f"  Σ α_i·w_i over {len(senders)} senders: max |secure − plaintext| = {error:.2e} "
         f"(bound {fp.max_sum_error(len(senders)):.2e})"
     )
     click.echo(
-        f"\ntimings: share+encrypt {np.mean(share_times) * 1e3:.1f} ms/node, open+sum "
-        f"{np.mean(open_times) * 1e3:.1f} ms/node, reconstruct {seconds * 1e3:.1f} ms "
+        f"\ntimings: share+encrypt {np.mean(share_times) * 1e3:.1f} ms/node, open+reveal "
+        f"{np.mean(open_times) * 1e3:.1f} ms/node, unmask {seconds * 1e3:.1f} ms "
         f"(plaintext sum {plain_seconds * 1e3:.1f} ms)"
     )

@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS round_share_envelopes (
     scope TEXT NOT NULL, round INTEGER NOT NULL, recipient TEXT NOT NULL,
     envelope BLOB NOT NULL, PRIMARY KEY (scope, round, recipient)
 );
+CREATE TABLE IF NOT EXISTS round_share_masks (
+    scope TEXT NOT NULL, round INTEGER NOT NULL, masked_with TEXT NOT NULL,
+    signature TEXT NOT NULL, masked BLOB NOT NULL, PRIMARY KEY (scope, round)
+);
 CREATE TABLE IF NOT EXISTS round_agreements (
     scope TEXT NOT NULL, round INTEGER NOT NULL, senders TEXT NOT NULL,
     signature TEXT NOT NULL, PRIMARY KEY (scope, round)
@@ -58,12 +62,17 @@ def set_key(senders: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Sharing:
-    """The one sharing this node made in a round."""
+    """The one sharing this node made in a round: its masked vector (masked with the
+    pair masks of ``masked_with``, the first set it signed in the round) and signature,
+    and its envelopes of seed shares. Never the seeds themselves."""
 
     fingerprint: str
     model_hash: str
     n_total: int
     envelopes: dict[str, bytes]
+    masked_with: tuple[str, ...]
+    masked: bytes
+    masked_signature: str
 
 
 class RoundState:
@@ -106,7 +115,25 @@ class RoundState:
                     (self.scope, round_no),
                 ).fetchall()
             )
-        return Sharing(row[0], row[1], int(row[2]), {k: bytes(v) for k, v in envelopes.items()})
+            mask = db.execute(
+                "SELECT masked_with, signature, masked FROM round_share_masks "
+                "WHERE scope = ? AND round = ?",
+                (self.scope, round_no),
+            ).fetchone()
+        if mask is None:
+            raise ProtocolError(
+                f"this node shared in round {round_no} before masked aggregation: "
+                "it cannot answer that round again"
+            )
+        return Sharing(
+            row[0],
+            row[1],
+            int(row[2]),
+            {k: bytes(v) for k, v in envelopes.items()},
+            tuple(json.loads(mask[0])),
+            bytes(mask[2]),
+            str(mask[1]),
+        )
 
     def check_share(self, round_no: int, fingerprint: str) -> Sharing | None:
         """The earlier identical sharing of this round, None if none; refuse a different one."""
@@ -119,7 +146,8 @@ class RoundState:
         return earlier
 
     def record_share(self, round_no: int, sharing: Sharing) -> None:
-        """Keep the round's sharing, so a retried share stage gets the very same envelopes."""
+        """Keep the round's sharing, so a retried share stage gets the very same masked vector
+        and envelopes (a second masking would hand out two masked copies of one model)."""
         envelopes = sharing.envelopes
         with self._db() as db:
             db.execute(
@@ -131,6 +159,17 @@ class RoundState:
                 "INSERT INTO round_share_envelopes (scope, round, recipient, envelope) "
                 "VALUES (?, ?, ?, ?)",
                 [(self.scope, round_no, k, v) for k, v in envelopes.items()],
+            )
+            db.execute(
+                "INSERT INTO round_share_masks (scope, round, masked_with, signature, masked) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    self.scope,
+                    round_no,
+                    json.dumps(list(sharing.masked_with)),
+                    sharing.masked_signature,
+                    sharing.masked,
+                ),
             )
 
     # -- agree --------------------------------------------------------------------------
@@ -222,7 +261,9 @@ class RoundState:
     # -- aggregate ----------------------------------------------------------------------
 
     def check_sum(self, round_no: int, senders: Sequence[str]) -> tuple[str, bytes] | None:
-        """The (signature, summed share) already returned over this set; refuse another set."""
+        """The (signature, reveal) already returned over this set; refuse another set: a
+        second reveal over a smaller set would hand out pair seeds of a node whose self
+        mask it already revealed."""
         with self._db() as db:
             row = db.execute(
                 "SELECT senders, signature, summed FROM round_sums WHERE scope = ? AND round = ?",
@@ -239,7 +280,7 @@ class RoundState:
     def record_sum(
         self, round_no: int, senders: Sequence[str], signature: str, summed: bytes
     ) -> None:
-        """Keep the one sum of this round."""
+        """Keep the one reveal of this round (the column keeps its historical name)."""
         with self._db() as db:
             db.execute(
                 "INSERT INTO round_sums (scope, round, senders, signature, summed) "

@@ -6,10 +6,12 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
 
 - the roster must be exactly the chain's admitted nodes with their registered keys and
   x-coordinates, t comes from that count, and the round must be the chain's next one;
-- it signs one sender set and shares once per round, and sums once (``node.round_state``),
-  never over fewer than ``max(t, 3)`` senders, and only when shown every sender's
-  signature on the set it signed itself; before summing, it may move to a strict subset of
-  that set (a sender lost mid-share), reusing its shares, for a model new in the round;
+- it signs one sender set and masks and shares once per round, and reveals once
+  (``node.round_state``), never over fewer than ``max(t, 3)`` senders, and only when shown
+  every sender's signature on the set it signed itself; before revealing, it may move to
+  a strict subset of that set (a sender lost mid-share), reusing its masked vector and
+  shares, for a model new in the round; a reveal carries self-mask shares only for the
+  set's senders and pair-seed shares only for nodes outside it (docs/trust.md, rule 7);
 - an unchanged model is never summed into another sender set than last time;
 - it re-checks its own commitment before sharing and before approving, fetches the
   global model by CID to compare hashes, and approves only the proposal the chain holds;
@@ -52,6 +54,7 @@ from protocol.typed_data import Domain
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from node.round_state import Sharing
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.ledger import RoundProposal
@@ -156,13 +159,14 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
 
 
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
-    """Sign the round's sender set, then Shamir-share n_i/N · w_i to the roster, one sealed
-    envelope per recipient: once per round, and never, for a model unchanged since it was
-    last summed, into another sender set."""
+    """Sign the round's sender set, then mask n_i/N · w_i with a self mask and one pair mask
+    per sender, sign the masked vector, and Shamir-share the mask seeds to the roster, one
+    sealed envelope per recipient: once per round, and never, for a model unchanged since
+    it was last summed, into another sender set."""
     from node.round_state import Sharing
     from protocol.canonical import canonical_json
     from protocol.field import FixedPoint
-    from protocol.secure_sum import make_shares, roster_digest, sender_set_digest
+    from protocol.secure_sum import mask_and_share, roster_digest, sender_set_digest
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
@@ -188,12 +192,12 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     earlier = rt.rounds.check_share(request.round, fingerprint)
     signed = rt.rounds.check_agree(request.round, request.senders, request.model_hash)
     if earlier is not None and signed is not None:  # a retried stage: the very same answer
-        return ShareReply(address=rt.address, signature=signed, envelopes=earlier.envelopes)
+        return _share_reply(rt, signed, earlier)
     if earlier is not None:  # a sender was lost mid-share: agree to the smaller set only
         digest = sender_set_digest(roster, request.senders, request.n_total)
         signature = sign_leaf(digest, rt.eth_key)
         rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
-        return ShareReply(address=rt.address, signature=signature, envelopes=earlier.envelopes)
+        return _share_reply(rt, signature, earlier)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
     if model.hash_hex != request.model_hash:
@@ -202,28 +206,52 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         raise ProtocolError(
             f"n_total {request.n_total} cannot include this node's {model.n_samples}"
         )
-    envelopes = make_shares(
+    contribution = mask_and_share(
         roster,
         rt.address,
         rt.x25519_key,
         model.vector,
         weight=model.n_samples / request.n_total,
         fixed_point=fixed_point,
+        senders=request.senders,
+    )
+    masked = contribution.masked.to_bytes()
+    sharing = Sharing(
+        fingerprint,
+        request.model_hash,
+        request.n_total,
+        contribution.envelopes,
+        contribution.masked.masked_with,
+        masked,
+        sign_leaf(keccak256(masked), rt.eth_key),
     )
     digest = sender_set_digest(roster, request.senders, request.n_total)
     signature = sign_leaf(digest, rt.eth_key)
     rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
-    rt.rounds.record_share(
-        request.round, Sharing(fingerprint, request.model_hash, request.n_total, envelopes)
+    rt.rounds.record_share(request.round, sharing)
+    return _share_reply(rt, signature, sharing)
+
+
+def _share_reply(rt: NodeRuntime, signature: str, sharing: Sharing) -> ShareReply:
+    """The share stage's answer: always the round's one masked vector and envelopes."""
+    return ShareReply(
+        address=rt.address,
+        signature=signature,
+        masked_signature=sharing.masked_signature,
+        masked=sharing.masked,
+        envelopes=sharing.envelopes,
     )
-    return ShareReply(address=rt.address, signature=signature, envelopes=envelopes)
+
+
+
 
 
 def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateReply:
-    """Shown every sender's signature on the set (and weights) this node signed, sum, once."""
+    """Shown every sender's signature on the set (and weights) this node signed, reveal its
+    shares of the seeds that unmask the sum over that set, once per round."""
     from node.round_state import set_key
     from protocol.commitments import recover_leaf_signer
-    from protocol.secure_sum import open_and_sum, sender_set_digest
+    from protocol.secure_sum import reveal, sender_set_digest
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
@@ -245,14 +273,19 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
         )
     earlier = rt.rounds.check_sum(request.round, request.senders)
     if earlier is not None:  # a retried stage: the very same answer
-        return AggregateReply(address=rt.address, signature=earlier[0], summed_share=earlier[1])
-    summed = open_and_sum(
-        roster, rt.address, rt.x25519_key, request.envelopes, senders=request.senders
+        return AggregateReply(address=rt.address, signature=earlier[0], reveal=earlier[1])
+    answer = reveal(
+        roster,
+        rt.address,
+        rt.x25519_key,
+        request.envelopes,
+        senders=request.senders,
+        masked_with=sharing.masked_with,
     )
-    data = summed.to_bytes()
+    data = answer.to_bytes()
     signature = sign_leaf(keccak256(data), rt.eth_key)
     rt.rounds.record_sum(request.round, request.senders, signature, data)
-    return AggregateReply(address=rt.address, signature=signature, summed_share=data)
+    return AggregateReply(address=rt.address, signature=signature, reveal=data)
 
 
 def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal:

@@ -6,9 +6,9 @@ stage, roster digest, sender, recipient) goes into both the HKDF ``info`` and th
 AEAD associated data, so an envelope opens only for its recipient, only unmodified,
 and only in the context it was sealed for: a replay into another round, federation,
 stage or roster, or a swapped sender, fails authentication. The sender set a share
-is summed over does not exist yet when it is sealed; it is bound by the senders'
+is revealed for does not exist yet when it is sealed; it is bound by the senders'
 signed agreement on it (``protocol.secure_sum.sender_set_digest``) and by the
-summed share, which names it.
+reveal, which names it.
 
 Wire format::
 

@@ -13,10 +13,11 @@ Stages (Flower message type → what the node does):
 
 - ``train``            forget the requested records I hold (certify each on chain), train
                        through the requested slice; reply n_i, model hash, signed leaf
-- ``train.share``      sign the sender set (one per round), Shamir-share α_i·w_i to the
-                       roster, one envelope per recipient
+- ``train.share``      sign the sender set (one per round), upload α_i·w_i masked (signed),
+                       Shamir-share the mask seeds to the roster, one envelope per recipient
 - ``train.aggregate``  shown every sender's signature on the set I signed, open the
-                       envelopes addressed to me and reply the summed share
+                       envelopes addressed to me and reply my shares of the seeds that
+                       unmask the sum over that set (signed)
 - ``query.approve``    check my leaf is in the round's root and the model CID's bytes hash to
                        the proposed hash, evaluate it, send ``approveRound`` with my own key
 """
@@ -365,16 +366,20 @@ class ShareRequest(RoundRequest):
 
 @dataclass(frozen=True, kw_only=True)
 class ShareReply(NodeReply):
-    """Stage 2, node → coordinator: its signature on the sender set, and one sealed envelope
-    per roster member, by address."""
+    """Stage 2, node → coordinator: its signature on the sender set, its masked vector
+    (``protocol.secure_sum.MaskedInput``) signed by it, and one sealed envelope of mask-seed
+    shares per roster member, by address."""
 
     STAGE: ClassVar[str] = SHARE
     signature: str
+    masked_signature: str
+    masked: bytes
     envelopes: dict[str, bytes]
 
     def check(self) -> None:
         super().check()
         check_hex(self.signature, 65, "signature")
+        check_hex(self.masked_signature, 65, "masked_signature")
 
 
 def _check_senders(senders: list[str]) -> None:
@@ -419,11 +424,12 @@ class AggregateRequest(RoundRequest):
 
 @dataclass(frozen=True, kw_only=True)
 class AggregateReply(NodeReply):
-    """Stage 3, node → coordinator: the sum of its shares, signed by the node."""
+    """Stage 3, node → coordinator: its shares of the seeds that unmask the sum
+    (``protocol.secure_sum.Reveal``), signed by the node."""
 
     STAGE: ClassVar[str] = AGGREGATE
     signature: str
-    summed_share: bytes
+    reveal: bytes
 
     def check(self) -> None:
         super().check()

@@ -1,17 +1,23 @@
 """The secure-sum round as transport-free functions: bytes in, bytes out (docs/rounds.md).
 
-Stage 2, every node: :func:`make_shares` quantises ``α_i · w_i``, Shamir-shares
-it over the roster and seals one envelope per member (itself included).
-Stage 3, every node: :func:`open_and_sum` opens the envelopes the coordinator
-routed to it and adds them up; the :class:`SummedShare` names the senders it
-includes. Stage 4, coordinator: :func:`reconstruct_sum` interpolates the sum
-from any ``t`` summed shares, checks the rest, and decodes it.
+Masked aggregation (SecAgg, Bonawitz et al., CCS 2017) over the roster's Shamir
+threshold. Stage 2, every sender: :func:`mask_and_share` adds to its quantised
+``α_i · w_i`` a self mask and one pair mask per other sender (ChaCha20 expansions of
+256-bit seeds, ``protocol.masking``), and Shamir-shares the seeds, sealed, to every
+roster member. The coordinator receives one masked vector (``4·d`` bytes) and ``n``
+small envelopes per sender, instead of ``n`` shares of the whole vector.
+Stage 3, every sender: :func:`reveal` opens the envelopes routed to it and returns its
+shares of the self-mask seeds of the agreed senders and of the pair seeds between them
+and nodes lost mid-share. Stage 4, coordinator: :func:`reconstruct_sum` interpolates
+those seeds from any ``t`` reveals, checks them against the senders' commitments,
+and unmasks the sum.
 
-The coordinator only ever holds envelopes and summed shares. A summed share is a
-point on the polynomial of the *sum*, so ``t`` of them reveal the sum and
-nothing else; ``t − 1`` of them, or any ``t − 1`` nodes' decrypted shares, are
-uniformly random. Dropouts are handled by exclusion: the senders of stage 2 are
-the sum's terms, and every summed share must be over the same senders.
+The coordinator only ever holds masked vectors, envelopes and the seeds of the sum's
+masks. A masked vector is uniform without its self-mask seed, and a node reveals a
+self-mask share only for a sender of the set it agreed to sum, pair-seed shares only
+for nodes outside it: never both for one node. ``t − 1`` nodes' shares are uniformly
+random, and pair seeds come from the registered X25519 keys, so the coordinator cannot
+substitute a key of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
 
-from protocol import shamir
+from protocol import masking, shamir
 from protocol.canonical import canonical_json
 from protocol.envelope import (
     KEY_BYTES,
@@ -41,6 +47,7 @@ from protocol.envelope import (
 from protocol.errors import ProtocolError
 from protocol.field import FixedPoint, FloatVector, IntVector, P, reduce
 from protocol.hashing import keccak256
+from protocol.masking import SEED_DIGITS
 from protocol.messages import SHARE
 
 WIRE_DTYPE = np.dtype("<u4")
@@ -185,58 +192,6 @@ def sender_set_digest(roster: Roster, senders: Collection[str], n_total: int) ->
     )
 
 
-@dataclass(frozen=True, eq=False)
-class SummedShare:
-    """One node's stage-3 answer: its share of the sum over ``senders``, mod p.
-
-    ``senders`` (sorted) is part of the value: shares of sums over different
-    sender sets are points on different polynomials and must never be mixed.
-    """
-
-    federation_id: str
-    round: int
-    node_id: str
-    x: int
-    senders: tuple[str, ...]
-    values: IntVector = field(repr=False)
-
-    def to_bytes(self) -> bytes:
-        """Header length (4 bytes, big-endian), canonical JSON header, then ``<u4`` values."""
-        header = canonical_json(
-            {
-                "federation_id": self.federation_id,
-                "round": self.round,
-                "node_id": self.node_id,
-                "x": self.x,
-                "senders": list(self.senders),
-                "length": int(self.values.shape[0]),
-            }
-        )
-        return struct.pack(">I", len(header)) + header + self.values.astype(WIRE_DTYPE).tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SummedShare:
-        """Inverse of :meth:`to_bytes`; ``ProtocolError`` on a malformed or out-of-field share."""
-        try:
-            (length,) = struct.unpack_from(">I", data, 0)
-            head = json.loads(data[4 : 4 + length])
-            values = _decode_residues(memoryview(data)[4 + length :], "summed share")
-            if values.shape[0] != head["length"]:
-                raise ProtocolError(
-                    f"summed share declares {head['length']} values but carries {values.shape[0]}"
-                )
-            return cls(
-                federation_id=str(head["federation_id"]),
-                round=int(head["round"]),
-                node_id=str(head["node_id"]),
-                x=int(head["x"]),
-                senders=tuple(str(s) for s in head["senders"]),
-                values=values,
-            )
-        except (struct.error, ValueError, TypeError, KeyError) as exc:
-            raise ProtocolError(f"malformed summed share: {exc}") from exc
-
-
 def _decode_residues(data: bytes | memoryview, what: str) -> IntVector:
     """Little-endian uint32 bytes to int64 residues, refusing anything outside GF(p)."""
     if len(data) % WIRE_DTYPE.itemsize:
@@ -256,7 +211,216 @@ def _check_own_key(roster: Roster, me: str, private_key: X25519PrivateKey) -> No
         )
 
 
-def make_shares(
+def order(ids: Collection[str]) -> tuple[str, ...]:
+    """Node ids in the round's canonical order (case-insensitive, as sender sets are signed)."""
+    return tuple(sorted(ids, key=str.lower))
+
+
+def _pair_sign(me: str, peer: str) -> bool:
+    """Whether ``me`` adds (True) or subtracts its mask shared with ``peer``: one of each."""
+    return me.lower() < peer.lower()
+
+
+def _pair_context(roster: Roster, a: str, b: str) -> bytes:
+    """What a pair seed is derived for: this round, this roster, these two nodes."""
+    return canonical_json(
+        {
+            "federation_id": roster.federation_id,
+            "round": roster.round,
+            "roster": roster_digest(roster),
+            "pair": list(order((a, b))),
+        }
+    )
+
+
+def _commit_context(roster: Roster, owner: str, peer: str | None) -> bytes:
+    """What a seed commitment names: the round, the node that masked, and the peer (or self)."""
+    return canonical_json(
+        {
+            "federation_id": roster.federation_id,
+            "round": roster.round,
+            "roster": roster_digest(roster),
+            "owner": owner,
+            "peer": peer,
+        }
+    )
+
+
+def _secrets_of(sender: str, masked_with: Sequence[str]) -> list[str | None]:
+    """The seeds a sender shares, in envelope order: its self mask (None), then each pair."""
+    return [None, *(peer for peer in masked_with if peer != sender)]
+
+
+def _pack(header: dict[str, Any], values: IntVector) -> bytes:
+    """Header length (4 bytes, big-endian), canonical JSON header, then ``<u4`` values."""
+    head = canonical_json({**header, "length": int(values.shape[0])})
+    return struct.pack(">I", len(head)) + head + values.astype(WIRE_DTYPE).tobytes()
+
+
+def _unpack(data: bytes, what: str) -> tuple[dict[str, Any], IntVector]:
+    """Inverse of :func:`_pack`; ``ProtocolError`` on anything malformed or out of field."""
+    try:
+        (length,) = struct.unpack_from(">I", data, 0)
+        head = json.loads(data[4 : 4 + length])
+        values = _decode_residues(memoryview(data)[4 + length :], what)
+        if not isinstance(head, dict) or values.shape[0] != head["length"]:
+            raise ProtocolError(f"{what}: header and values disagree")
+    except (struct.error, ValueError, TypeError, KeyError) as exc:
+        raise ProtocolError(f"malformed {what}: {exc}") from exc
+    return head, values
+
+
+def _ids(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ProtocolError(f"{what} must be a list of node ids")
+    if list(value) != list(order(value)) or len({v.lower() for v in value}) != len(value):
+        raise ProtocolError(f"{what} must be distinct and in canonical order")
+    return tuple(value)
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedInput:
+    """One node's stage-2 upload to the coordinator: its weighted vector under masks.
+
+    ``values = q(α_i·w_i) + PRG(b_i) + Σ_j ±PRG(s_ij)`` mod p over the other nodes ``j``
+    of ``masked_with`` (the sender set it first signed this round). It is uniformly
+    random to anyone missing ``b_i``. The commitments let the coordinator check every
+    seed it reconstructs, so a corrupt share never silently yields a wrong model.
+    """
+
+    federation_id: str
+    round: int
+    roster: str
+    node_id: str
+    masked_with: tuple[str, ...]
+    self_commitment: str
+    pair_commitments: dict[str, str]
+    values: IntVector = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        """Header length, canonical JSON header, then ``<u4`` values (4 bytes each)."""
+        return _pack(
+            {
+                "federation_id": self.federation_id,
+                "round": self.round,
+                "roster": self.roster,
+                "node_id": self.node_id,
+                "masked_with": list(self.masked_with),
+                "self_commitment": self.self_commitment,
+                "pair_commitments": self.pair_commitments,
+            },
+            self.values,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaskedInput:
+        """Inverse of :meth:`to_bytes`; ``ProtocolError`` on a malformed masked input."""
+        head, values = _unpack(data, "masked input")
+        try:
+            masked = cls(
+                federation_id=str(head["federation_id"]),
+                round=int(head["round"]),
+                roster=str(head["roster"]),
+                node_id=str(head["node_id"]),
+                masked_with=_ids(head["masked_with"], "masked_with"),
+                self_commitment=str(head["self_commitment"]),
+                pair_commitments={str(k): str(v) for k, v in head["pair_commitments"].items()},
+                values=values,
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ProtocolError(f"malformed masked input: {exc}") from exc
+        peers = set(masked.masked_with) - {masked.node_id}
+        if masked.node_id not in masked.masked_with or set(masked.pair_commitments) != peers:
+            raise ProtocolError(
+                f"masked input of {masked.node_id}: must be masked with itself and commit to "
+                "exactly one seed per other node it masked with"
+            )
+        return masked
+
+
+@dataclass(frozen=True, eq=False)
+class Reveal:
+    """One node's stage-3 answer: its Shamir shares of the seeds that unmask the sum.
+
+    For every sender in ``senders`` (the set it agreed to sum), its share of that sender's
+    self-mask seed; for every pair of a sender and a node of ``masked_with`` *outside*
+    ``senders`` (lost mid-share), its share of their pair seed. Never both for one node:
+    the self mask of a node outside the sum stays hidden, so its masked vector does too.
+    ``values`` holds the shares in :func:`reveal_layout` order, ``SEED_DIGITS`` each.
+    """
+
+    federation_id: str
+    round: int
+    node_id: str
+    x: int
+    senders: tuple[str, ...]
+    masked_with: tuple[str, ...]
+    values: IntVector = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        """Header length, canonical JSON header, then ``<u4`` values."""
+        return _pack(
+            {
+                "federation_id": self.federation_id,
+                "round": self.round,
+                "node_id": self.node_id,
+                "x": self.x,
+                "senders": list(self.senders),
+                "masked_with": list(self.masked_with),
+            },
+            self.values,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Reveal:
+        """Inverse of :meth:`to_bytes`; ``ProtocolError`` on a malformed reveal."""
+        head, values = _unpack(data, "reveal")
+        try:
+            reveal = cls(
+                federation_id=str(head["federation_id"]),
+                round=int(head["round"]),
+                node_id=str(head["node_id"]),
+                x=int(head["x"]),
+                senders=_ids(head["senders"], "senders"),
+                masked_with=_ids(head["masked_with"], "masked_with"),
+                values=values,
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ProtocolError(f"malformed reveal: {exc}") from exc
+        expected = len(reveal_layout(reveal.senders, reveal.masked_with)) * SEED_DIGITS
+        if values.shape[0] != expected:
+            raise ProtocolError(
+                f"reveal of {reveal.node_id} carries {values.shape[0]} values, "
+                f"its sender sets need {expected}"
+            )
+        return reveal
+
+
+def reveal_layout(
+    senders: Sequence[str], masked_with: Sequence[str]
+) -> list[tuple[str, str | None]]:
+    """The seeds a reveal carries shares of, as (owner, peer or None for the self mask).
+
+    Self masks of the senders, then the pair seeds between each sender and each node it
+    masked with that is not a sender. ``ProtocolError`` unless senders ⊆ masked_with.
+    """
+    if not set(senders) <= set(masked_with):
+        raise ProtocolError(
+            f"senders {sorted(set(senders) - set(masked_with))} are not in the set they masked with"
+        )
+    lost = [j for j in masked_with if j not in set(senders)]
+    return [(i, None) for i in senders] + [(i, j) for i in senders for j in lost]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What ``mask_and_share`` produces: the masked input, and one envelope per roster member."""
+
+    masked: MaskedInput
+    envelopes: dict[str, bytes]
+
+
+def mask_and_share(
     roster: Roster,
     me: str,
     private_key: X25519PrivateKey,
@@ -264,8 +428,9 @@ def make_shares(
     *,
     weight: float,
     fixed_point: FixedPoint,
-) -> dict[str, bytes]:
-    """Stage 2: Shamir-share ``weight · vector`` and seal one envelope per roster member.
+    senders: Collection[str],
+) -> Contribution:
+    """Stage 2: mask ``weight · vector`` and Shamir-share the mask seeds to the roster.
 
     Parameters
     ----------
@@ -278,10 +443,14 @@ def make_shares(
         ``±fixed_point.clip``, then quantised.
     fixed_point
         The code every party of the round uses; it must fit ``roster.n`` values.
+    senders
+        The sender set this node signed: it masks with each of them, so the pair masks
+        cancel in their sum.
 
     Returns
     -------
-    ``{recipient node id: envelope}``, the node's own envelope included.
+    The masked vector (``4·d`` bytes on the wire, for the coordinator) and ``{recipient:
+    envelope}`` holding the recipient's shares of the seeds (``36`` bytes per seed).
     """
     _check_own_key(roster, me, private_key)
     fixed_point.check_parties(roster.n)
@@ -290,35 +459,74 @@ def make_shares(
     arr = np.asarray(vector, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"vector must be a non-empty 1-D array, got shape {arr.shape}")
-    shares = shamir.split(fixed_point.quantize(weight * arr), roster.xs, roster.threshold)
+    masked_with = order(senders)
+    if len({s.lower() for s in masked_with}) != len(masked_with) or me not in masked_with:
+        raise ProtocolError(f"{me} masks only with a set of distinct senders that includes it")
+    for sender in masked_with:
+        roster.member(sender)
+    d = arr.shape[0]
+    self_seed = masking.new_seed()
+    acc = fixed_point.quantize(weight * arr)
+    acc += masking.expand_words(self_seed, d)
+    seeds = [self_seed]
+    commitments = {}
+    subtracted = 0
+    for peer in masked_with:
+        if peer == me:
+            continue
+        seed = masking.pair_seed(
+            private_key, roster.member(peer).public_key, _pair_context(roster, me, peer)
+        )
+        mask = masking.expand_words(seed, d)
+        if _pair_sign(me, peer):
+            acc += mask
+        else:  # add p − mask: subtract now, add the p's once at the end
+            acc -= mask
+            subtracted += 1
+        seeds.append(seed)
+        commitments[peer] = masking.commitment(seed, _commit_context(roster, me, peer))
+    masked = MaskedInput(
+        federation_id=roster.federation_id,
+        round=roster.round,
+        roster=roster_digest(roster),
+        node_id=me,
+        masked_with=masked_with,
+        self_commitment=masking.commitment(self_seed, _commit_context(roster, me, None)),
+        pair_commitments=commitments,
+        values=reduce(acc + subtracted * P),  # n + 1 terms of |·| < 2^31: no overflow
+    )
+    secret = np.concatenate([masking.seed_to_field(s) for s in seeds])
+    shares = shamir.split(secret, roster.xs, roster.threshold)
     envelopes = {}
     for member, share in zip(roster.members, shares, strict=True):
         context = envelope_context(roster, me, member.node_id)
         envelopes[member.node_id] = seal(
             private_key, member.public_key, share.astype(WIRE_DTYPE).tobytes(), context=context
         )
-    return envelopes
+    return Contribution(masked, envelopes)
 
 
-def open_and_sum(
+def reveal(
     roster: Roster,
     me: str,
     private_key: X25519PrivateKey,
     envelopes: Mapping[str, bytes],
     *,
-    senders: Collection[str] | None = None,
-) -> SummedShare:
-    """Stage 3: open the envelopes addressed to ``me`` (keyed by sender) and add them mod p.
+    senders: Collection[str],
+    masked_with: Collection[str],
+) -> Reveal:
+    """Stage 3: open the envelopes addressed to ``me`` (keyed by sender), reveal the shares
+    that unmask the sum over ``senders``.
 
-    ``senders`` is the sender set the coordinator declared for this round (the
-    stage-2 responders); if given, the envelopes must come from exactly those
-    nodes, so a coordinator that routes different sets to different nodes is
-    caught here, and in any case at reconstruction. At least ``t`` senders are
-    required: a "sum" of fewer models could be a single node's model.
+    ``senders`` is the set this node agreed to sum; ``masked_with`` the set it masked with
+    (its first agreement of the round: the same or larger). The envelopes must come from
+    exactly ``senders``, at least ``t`` of them: a "sum" of fewer models could be a single
+    node's model. For a node of ``masked_with`` outside ``senders`` only pair seeds are
+    revealed, never its self mask.
     """
     _check_own_key(roster, me, private_key)
-    included = sorted(envelopes)
-    if senders is not None and set(senders) != set(included):
+    included = order(envelopes)
+    if set(senders) != set(included):
         missing = sorted(set(senders) - set(included))
         extra = sorted(set(included) - set(senders))
         raise ProtocolError(
@@ -330,89 +538,125 @@ def open_and_sum(
             f"{me} refuses to sum {len(included)} contributions: fewer than the threshold "
             f"t={roster.threshold}, the result could expose an individual model"
         )
-
-    def open_share(sender: str) -> IntVector:
+    masked = order(masked_with)
+    layout = reveal_layout(included, masked)
+    opened: dict[str, IntVector] = {}
+    for sender in included:
         context = envelope_context(roster, sender, me)
         plaintext = open_envelope(
             private_key, roster.member(sender).public_key, envelopes[sender], context=context
         )
-        return _decode_residues(plaintext, f"share from {sender}")
-
-    first, *rest = included
-    total = open_share(first)
-    for sender in rest:
-        share = open_share(sender)
-        if share.shape != total.shape:
+        share = _decode_residues(plaintext, f"share from {sender}")
+        peers = _secrets_of(sender, masked)
+        if share.shape[0] != len(peers) * SEED_DIGITS:
             raise ProtocolError(
-                f"share from {sender} has {share.shape[0]} values, {first} sent {total.shape[0]}"
+                f"share from {sender} holds {share.shape[0]} values, {len(peers)} seeds "
+                f"of {SEED_DIGITS} expected: it masked with another sender set"
             )
-        total += share  # at most n values below 2^31 each: far from int64 overflow
-    return SummedShare(
+        opened[sender] = share.reshape(len(peers), SEED_DIGITS)
+    rows = [opened[owner][_secrets_of(owner, masked).index(peer)] for owner, peer in layout]
+    return Reveal(
         federation_id=roster.federation_id,
         round=roster.round,
         node_id=me,
         x=roster.member(me).x,
-        senders=tuple(included),
-        values=reduce(total),
+        senders=included,
+        masked_with=masked,
+        values=np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
     )
 
 
-def _check_summed_shares(roster: Roster, summed_shares: Sequence[SummedShare]) -> None:
-    """Every summed share must belong to this round, to a roster member, over one sender set."""
-    if len(summed_shares) < roster.threshold:
+def _check_reveals(roster: Roster, reveals: Sequence[Reveal]) -> None:
+    """Every reveal must belong to this round, to a roster member, over one pair of sets."""
+    if len(reveals) < roster.threshold:
         raise ProtocolError(
-            f"round {roster.round} has {len(summed_shares)} summed shares, "
+            f"round {roster.round} has {len(reveals)} reveals, "
             f"reconstruction needs t={roster.threshold}"
         )
     seen: set[str] = set()
-    for s in summed_shares:
-        if (s.federation_id, s.round) != (roster.federation_id, roster.round):
+    for r in reveals:
+        if (r.federation_id, r.round) != (roster.federation_id, roster.round):
             raise ProtocolError(
-                f"summed share from {s.node_id} is for round {s.round} of {s.federation_id!r}, "
+                f"reveal from {r.node_id} is for round {r.round} of {r.federation_id!r}, "
                 f"not round {roster.round} of {roster.federation_id!r}"
             )
-        if s.node_id in seen:
-            raise ProtocolError(f"two summed shares from {s.node_id}")
-        seen.add(s.node_id)
-        if roster.member(s.node_id).x != s.x:
+        if r.node_id in seen:
+            raise ProtocolError(f"two reveals from {r.node_id}")
+        seen.add(r.node_id)
+        if roster.member(r.node_id).x != r.x:
             raise ProtocolError(
-                f"summed share from {s.node_id} claims x={s.x}, "
-                f"the roster says x={roster.member(s.node_id).x}"
+                f"reveal from {r.node_id} claims x={r.x}, "
+                f"the roster says x={roster.member(r.node_id).x}"
             )
-    sets: dict[tuple[str, ...], list[str]] = {}
-    for s in summed_shares:
-        sets.setdefault(s.senders, []).append(s.node_id)
+    sets: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
+    for r in reveals:
+        sets.setdefault((r.senders, r.masked_with), []).append(r.node_id)
     if len(sets) > 1:
-        detail = "; ".join(f"{nodes} summed {list(senders)}" for senders, nodes in sets.items())
-        raise ProtocolError(f"summed shares are over different sender sets: {detail}")
-    for sender in summed_shares[0].senders:
+        detail = "; ".join(f"{nodes} summed {list(s)}" for (s, _), nodes in sets.items())
+        raise ProtocolError(f"reveals are over different sender sets: {detail}")
+    for sender in reveals[0].masked_with:
         roster.member(sender)
-    if len({s.values.shape for s in summed_shares}) != 1:
-        raise ProtocolError("summed shares have different lengths")
+
+
+def _check_masked(
+    roster: Roster,
+    masked: Mapping[str, MaskedInput],
+    senders: Sequence[str],
+    masked_with: Sequence[str],
+) -> int:
+    """One masked input per sender, of this round and roster, masked with the same set;
+    returns their common length."""
+    if set(masked) != set(senders):
+        raise ProtocolError(
+            f"masked inputs from {sorted(masked)} but the reveals sum {list(senders)}"
+        )
+    lengths: set[int] = set()
+    for node, m in masked.items():
+        if (m.federation_id, m.round, m.roster, m.node_id) != (
+            roster.federation_id,
+            roster.round,
+            roster_digest(roster),
+            node,
+        ):
+            raise ProtocolError(f"the masked input of {node} is not its own for this round")
+        if m.masked_with != tuple(masked_with):
+            raise ProtocolError(
+                f"{node} masked with {list(m.masked_with)}, the others with {list(masked_with)}"
+            )
+        lengths.add(int(m.values.shape[0]))
+    if len(lengths) != 1:
+        raise ProtocolError("masked inputs have different lengths")
+    return lengths.pop()
 
 
 def reconstruct_sum(
-    roster: Roster, summed_shares: Sequence[SummedShare], fixed_point: FixedPoint
+    roster: Roster,
+    masked: Mapping[str, MaskedInput],
+    reveals: Sequence[Reveal],
+    fixed_point: FixedPoint,
 ) -> FloatVector:
-    """Stage 4: ``Σ α_i w_i`` over the shares' senders, from any ``t`` summed shares.
+    """Stage 4: ``Σ α_i w_i`` over the reveals' senders, from any ``t`` reveals.
 
-    With more than ``t`` shares all of them are checked to lie on one polynomial of
-    degree ``t − 1`` (:func:`protocol.shamir.check_consistency`), so a corrupt summed
-    share is detected and, when possible, its node named. If some stage-2 senders
-    dropped out, the result is the sum over the rest; divide by their ``Σ α_i`` to
-    get their weighted mean.
+    Interpolates every seed the reveals share (with more than ``t`` reveals, all are
+    checked to lie on one polynomial of degree ``t − 1`` and a corrupt one is named),
+    checks each seed against the commitment in its owner's masked input, then removes
+    the self masks and the pair masks shared with nodes lost mid-share from the sum of
+    the masked inputs; the pair masks between senders cancel. If some committed nodes
+    never shared, the result is the sum over the rest: divide by their ``Σ α_i``.
     """
-    _check_summed_shares(roster, summed_shares)
-    fixed_point.check_parties(len(summed_shares[0].senders))
-    ordered = sorted(summed_shares, key=lambda s: s.x)
-    xs = [s.x for s in ordered]
-    rows = [s.values for s in ordered]
+    _check_reveals(roster, reveals)
+    senders, masked_with = reveals[0].senders, reveals[0].masked_with
+    d = _check_masked(roster, masked, senders, masked_with)
+    fixed_point.check_parties(len(senders))
+    ordered = sorted(reveals, key=lambda r: r.x)
+    xs = [r.x for r in ordered]
+    rows = [r.values for r in ordered]
     try:
         shamir.check_consistency(xs, rows, roster.threshold)
     except shamir.InconsistentSharesError as exc:
-        by_x = {s.x: s.node_id for s in ordered}
+        by_x = {r.x: r.node_id for r in ordered}
         who = (
-            f"the summed share of {by_x[exc.suspect_x]} (x={exc.suspect_x}) is corrupt"
+            f"the reveal of {by_x[exc.suspect_x]} (x={exc.suspect_x}) is corrupt"
             if exc.suspect_x is not None
             else "the corrupt one cannot be singled out"
         )
@@ -422,4 +666,27 @@ def reconstruct_sum(
             bad_coordinates=exc.bad_coordinates,
         ) from exc
     t = roster.threshold
-    return fixed_point.dequantize(shamir.reconstruct(xs[:t], rows[:t]))
+    secrets = shamir.reconstruct(xs[:t], rows[:t]).reshape(-1, SEED_DIGITS)
+    total = np.zeros(d, dtype=np.int64)
+    for sender in senders:
+        total += masked[sender].values
+    removed = 0
+    for (owner, peer), digits in zip(reveal_layout(senders, masked_with), secrets, strict=True):
+        seed = masking.field_to_seed(digits)
+        committed = (
+            masked[owner].self_commitment if peer is None else masked[owner].pair_commitments[peer]
+        )
+        if masking.commitment(seed, _commit_context(roster, owner, peer)) != committed:
+            raise ProtocolError(
+                f"round {roster.round}: the {'self' if peer is None else 'pair'} mask seed of "
+                f"{owner}{'' if peer is None else ' with ' + peer} reconstructed from the "
+                "reveals does not match its commitment: a corrupt share or masked input"
+            )
+        mask = masking.expand_words(seed, d)
+        if peer is None or _pair_sign(owner, peer):  # remove exactly what the owner added
+            total -= mask
+            removed += 1
+        else:
+            total += mask
+    # Fewer than 2^31 terms of |·| < 2^31 each, plus p per subtraction: within int64.
+    return fixed_point.dequantize(reduce(total + removed * P))

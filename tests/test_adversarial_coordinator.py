@@ -15,7 +15,12 @@ Specifications (docs/trust.md, "What a node checks"):
 - different sender sets shown to different nodes: no two sums come out;
 - a weight of 1 for the victim and ~0 for everyone else: not summed;
 - a round that lost a node while the others' models are unchanged publishes nothing, so
-  two published global models never difference to one node's model.
+  two published global models never difference to one node's model;
+- a sender claimed lost after its masked vector arrived: the others reveal its pair
+  seeds, never its self mask, and the vector stays noise;
+- a roster with a swapped key (the coordinator's own): refused before any masking;
+- a masked vector altered in transit, or a node revealing a wrong share: the round
+  fails, no model is proposed.
 """
 
 from __future__ import annotations
@@ -29,14 +34,30 @@ import numpy as np
 import pytest
 
 from coordinator.rounds import RoundFailed
-from protocol.field import FixedPoint
+from node.stages import answer
+from protocol import masking, shamir
+from protocol.commitments import sign_leaf
+from protocol.envelope import generate_private_key, public_key_bytes
+from protocol.errors import ProtocolError
+from protocol.field import FixedPoint, P
+from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
-from protocol.messages import AGGREGATE, SHARE, TRAIN, TrainReply, TrainRequest
+from protocol.messages import AGGREGATE, SHARE, TRAIN, TrainReply, TrainRequest, WireRecord
 from protocol.model import vector_from_bytes
-from protocol.secure_sum import Member, Roster, SummedShare, default_threshold, reconstruct_sum
+from protocol.secure_sum import (
+    MaskedInput,
+    Member,
+    Reveal,
+    Roster,
+    default_threshold,
+    reconstruct_sum,
+    reveal_layout,
+)
 
 if TYPE_CHECKING:
-    from tests.round_fixtures import MemoryFederation, NodeHandle
+    from collections.abc import Callable
+
+    from tests.round_fixtures import MakeFederation, MemoryFederation, NodeHandle
 
 pytest_plugins = ["tests.chain_fixtures", "tests.round_fixtures"]
 
@@ -66,6 +87,8 @@ class RogueCoordinator:
     clip: float = 8.0
     frac_bits: int = FixedPoint.for_parties(3, 8.0).frac_bits
     refusals: list[tuple[str, str, str]] = field(default_factory=list)
+    masked: dict[str, MaskedInput] = field(default_factory=dict)
+    """Every masked vector a node uploaded to it, by sender."""
 
     def ask(self, node: NodeHandle, stage: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """One node's answer to a record, or None (its refusal is kept)."""
@@ -132,6 +155,7 @@ class RogueCoordinator:
                 record = {"header": json.dumps(variant), "blob:roster": roster.to_bytes()}
                 reply = self.ask(node, SHARE, record)
                 if reply is not None:
+                    self.masked[node.address] = MaskedInput.from_bytes(reply["blob:masked"])
                     envelopes[node.address] = {
                         k.removeprefix("blob:envelopes:"): v
                         for k, v in reply.items()
@@ -150,9 +174,9 @@ class RogueCoordinator:
         senders: list[str],
         envelopes: dict[str, dict[str, bytes]],
         agreements: dict[str, str],
-    ) -> SummedShare | None:
-        """Ask ``node`` to sum ``senders``' envelopes; with the agreements, or without them
-        for nodes that do not know that field."""
+    ) -> Reveal | None:
+        """Ask ``node`` to reveal for ``senders``' envelopes; with the agreements, or without
+        them for nodes that do not know that field."""
         header: dict[str, Any] = {
             "federation_id": self.fed.federation_id,
             "round": roster.round,
@@ -167,18 +191,23 @@ class RogueCoordinator:
             record = {"header": json.dumps(variant), "blob:roster": roster.to_bytes(), **blobs}
             reply = self.ask(node, AGGREGATE, record)
             if reply is not None:
-                return SummedShare.from_bytes(reply["blob:summed_share"])
+                return Reveal.from_bytes(reply["blob:reveal"])
         return None
 
     def reconstruct(
-        self, roster: Roster, summed: list[SummedShare | None]
+        self, roster: Roster, summed: list[Reveal | None]
     ) -> np.ndarray[Any, Any] | None:
-        """The weighted sum from the summed shares it got, if there are enough."""
-        shares = [s for s in summed if s is not None]
-        if len(shares) < roster.threshold:
+        """The weighted sum from the masked vectors and the reveals it got, if it can."""
+        reveals = [s for s in summed if s is not None]
+        if len(reveals) < roster.threshold:
             return None
         fixed_point = FixedPoint(self.clip, self.frac_bits)
-        return np.asarray(reconstruct_sum(roster, shares, fixed_point), dtype=np.float64)
+        masked = {s: self.masked[s] for s in reveals[0].senders if s in self.masked}
+        try:
+            total = reconstruct_sum(roster, masked, reveals, fixed_point)
+        except ProtocolError:
+            return None
+        return np.asarray(total, dtype=np.float64)
 
 
 @pytest.fixture
@@ -376,3 +405,147 @@ def test_a_round_that_lost_a_node_publishes_nothing_to_difference(
             ) / mine.n_samples
             assert not _is(estimate, model)
     assert len(_published(fed)) == 1
+
+
+# -- masked aggregation: the masked vector, the seeds and the keys --------------------------
+
+
+def test_a_sender_claimed_lost_after_uploading_stays_masked(
+    memory_federation_of: MakeFederation,
+) -> None:
+    """The coordinator keeps the victim's masked vector, tells the three others the victim
+    was lost mid-share (they may narrow: new models, nothing summed yet) and collects
+    their reveals, which carry the victim's pair seeds. It then asks every node to reveal
+    over the full set all signed first: the victim does (one share of its own self mask),
+    the peers refuse a second set. Without t − 1 colluders it never holds t shares of the
+    victim's self mask, so the masked vector stays noise."""
+    fed = memory_federation_of(4)  # t = 3
+    rogue = RogueCoordinator(fed, frac_bits=FixedPoint.for_parties(4, 8.0).frac_bits)
+    victim, *peers = fed.nodes
+    model, n_victim = _victim_model(victim)
+    round_no = rogue.next_round()
+    committed = rogue.commit(round_no)
+    n_total = sum(c.n_samples for c in committed.values())
+    roster = rogue.chain_roster(round_no)
+    everyone = sorted(committed, key=str.lower)
+    totals = {n.address: n_total for n in fed.nodes}
+    envelopes, signed_all = rogue.share(
+        fed.nodes, roster, committed, totals, {n.address: everyone for n in fed.nodes}
+    )
+    victim_masked = rogue.masked[victim.address]
+    without = sorted((p.address for p in peers), key=str.lower)
+    _, narrowed = rogue.share(peers, roster, committed, totals, {p.address: without for p in peers})
+    assert len(narrowed) == 3  # rule 6: an honest-looking loss mid-share
+    reveals = [rogue.aggregate(p, roster, without, envelopes, narrowed) for p in peers]
+    assert all(r is not None for r in reveals)
+    # Then it asks everyone to reveal over the full set they all signed first.
+    full = [rogue.aggregate(n, roster, everyone, envelopes, signed_all) for n in fed.nodes]
+    assert full[0] is not None and full[1:] == [None, None, None]
+    # What the peers revealed: shares of the victim's pair seeds, none of its self mask.
+    layout = reveal_layout(tuple(without), tuple(everyone))
+    assert (victim.address, None) not in layout
+    assert all(peer == victim.address for _, peer in layout if peer is not None)
+    # Every seed the coordinator can interpolate, applied to the victim's masked vector.
+    held = [r for r in reveals if r is not None]
+    seeds = shamir.reconstruct([r.x for r in held], [r.values for r in held])
+    d = victim_masked.values.shape[0]
+    estimate = victim_masked.values.copy()
+    for (owner, peer), digits in zip(layout, seeds.reshape(-1, masking.SEED_DIGITS), strict=True):
+        if peer == victim.address:
+            mask = masking.expand(masking.field_to_seed(digits), d)
+            added = (P - mask) % P if owner.lower() < victim.address.lower() else mask
+            estimate = (estimate - added) % P
+    # Shares of the victim's self mask: from the reveals over the full set it got, if t.
+    self_shares = []
+    for r in full:
+        if r is not None:
+            where = reveal_layout(r.senders, r.masked_with).index((victim.address, None))
+            self_shares.append((r.x, r.values[where * 9 : (where + 1) * 9]))
+    if len(self_shares) >= roster.threshold:
+        digits = shamir.reconstruct([x for x, _ in self_shares], [v for _, v in self_shares])
+        estimate = (estimate - masking.expand(masking.field_to_seed(digits), d)) % P
+    fixed_point = FixedPoint(rogue.clip, rogue.frac_bits)
+    assert not _is(fixed_point.dequantize(estimate) * n_total / n_victim, model)
+    # The honest sum over the three still comes out, weighted as agreed.
+    assert rogue.reconstruct(roster, list(reveals)) is not None
+
+
+def test_a_swapped_key_in_the_roster_is_refused_before_anything_is_masked(
+    rogue: RogueCoordinator,
+) -> None:
+    """Pair masks come from the keys the chain registered: a coordinator that announces
+    its own key for one node (to compute that node's pair seeds) gets no masked vector."""
+    fed = rogue.fed
+    _, peer, _ = fed.nodes
+    round_no = rogue.next_round()
+    committed = rogue.commit(round_no)
+    n_total = sum(c.n_samples for c in committed.values())
+    honest = rogue.chain_roster(round_no)
+    mine = public_key_bytes(generate_private_key())
+    swapped = Roster(
+        honest.federation_id,
+        honest.round,
+        honest.threshold,
+        tuple(
+            replace(m, public_key=mine) if m.node_id == peer.address else m for m in honest.members
+        ),
+    )
+    everyone = sorted(committed, key=str.lower)
+    envelopes, _ = rogue.share(
+        fed.nodes,
+        swapped,
+        committed,
+        {n.address: n_total for n in fed.nodes},
+        {n.address: everyone for n in fed.nodes},
+    )
+    assert envelopes == {} and rogue.masked == {}
+    assert sum("registered keys" in why for _, _, why in rogue.refusals) >= len(fed.nodes)
+
+
+def _tampering(blob: str) -> Callable[[NodeHandle, str, WireRecord], WireRecord]:
+    """A node endpoint whose ``blob`` field is altered on its way to the coordinator."""
+
+    def endpoint(node: NodeHandle, stage: str, record: WireRecord) -> WireRecord:
+        reply = answer(node.runtime, stage, record)
+        if f"blob:{blob}" in reply:
+            data = bytearray(reply[f"blob:{blob}"])  # type: ignore[arg-type]
+            data[-3] ^= 0x01
+            reply[f"blob:{blob}"] = bytes(data)
+        return reply
+
+    return endpoint
+
+
+def test_a_masked_vector_altered_in_transit_fails_the_round(
+    memory_federation: MemoryFederation, caplog: pytest.LogCaptureFixture
+) -> None:
+    fed = memory_federation
+    fed.replace(1, _tampering("masked"))
+    with pytest.raises(RoundFailed, match="2 nodes shared, need all 3"):
+        fed.coordinator.run_round(None)
+    assert "masked vector is not its own, signed by it" in caplog.text
+    assert fed.chain.owner.last_round() == 0, "no model built on an altered vector"
+
+
+def test_a_node_revealing_a_wrong_share_fails_the_round(
+    memory_federation: MemoryFederation,
+) -> None:
+    """A node that re-signs an altered reveal passes every signature check; the seeds'
+    consistency and commitments still catch it, and nothing is proposed."""
+    fed = memory_federation
+
+    def liar(node: NodeHandle, stage: str, record: WireRecord) -> WireRecord:
+        reply = answer(node.runtime, stage, record)
+        if stage == AGGREGATE:
+            revealed = Reveal.from_bytes(reply["blob:reveal"])  # type: ignore[arg-type]
+            revealed.values[0] = (revealed.values[0] + 1) % P
+            data = revealed.to_bytes()
+            header = json.loads(str(reply["header"]))
+            header["signature"] = sign_leaf(keccak256(data), node.runtime.eth_key)
+            reply = {**reply, "header": json.dumps(header), "blob:reveal": data}
+        return reply
+
+    fed.replace(2, liar)
+    with pytest.raises(ProtocolError, match=r"corrupt|commitment"):
+        fed.coordinator.run_round(None)
+    assert fed.chain.owner.last_round() == 0

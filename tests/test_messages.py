@@ -73,7 +73,13 @@ SAMPLES: list[StageMessage] = [
         senders=[ADDRESS, OTHER],
         roster=b"{}",
     ),
-    ShareReply(address=ADDRESS, signature=SIGNATURE, envelopes={ADDRESS: b"e1", OTHER: b"e2"}),
+    ShareReply(
+        address=ADDRESS,
+        signature=SIGNATURE,
+        masked_signature=SIGNATURE,
+        masked=b"\x00" * 8,
+        envelopes={ADDRESS: b"e1", OTHER: b"e2"},
+    ),
     AggregateRequest(
         **BASE,
         senders=[ADDRESS, OTHER],
@@ -81,7 +87,7 @@ SAMPLES: list[StageMessage] = [
         envelopes={ADDRESS: b"1", OTHER: b"2"},
         agreements=[Agreement(address=OTHER, signature=SIGNATURE)],
     ),
-    AggregateReply(address=ADDRESS, signature=SIGNATURE, summed_share=b"\x00" * 8),
+    AggregateReply(address=ADDRESS, signature=SIGNATURE, reveal=b"\x00" * 8),
     ApproveRequest(
         **BASE, model_cid="bafy1", model_hash=HASH, updates_root=HASH, manifest_cid="bafy2"
     ),

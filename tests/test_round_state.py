@@ -29,13 +29,20 @@ def path(tmp_path: Path) -> str:
     return str(tmp_path / "node.sqlite")
 
 
-def test_a_retried_share_gets_the_same_envelopes_and_another_is_refused(path: str) -> None:
+def test_a_retried_share_gets_the_same_masked_vector_and_another_is_refused(path: str) -> None:
     state = RoundState(path, CONTRACT)
     assert state.check_share(4, "fp") is None
-    state.record_share(4, Sharing("fp", MODEL, 90, {A: b"ea", B: b"eb"}))
+    state.record_share(
+        4, Sharing("fp", MODEL, 90, {A: b"ea", B: b"eb"}, (A, B), b"masked", "0xsig")
+    )
     again = RoundState(path, CONTRACT)  # after a restart
     earlier = again.check_share(4, "fp")
     assert earlier is not None and earlier.envelopes == {A: b"ea", B: b"eb"}
+    assert (earlier.masked_with, earlier.masked, earlier.masked_signature) == (
+        (A, B),
+        b"masked",
+        "0xsig",
+    )
     with pytest.raises(ProtocolError, match="already shared in round 4"):
         again.check_share(4, "other parameters")
     assert again.check_share(5, "other parameters") is None

@@ -136,7 +136,7 @@ GARBAGE = {
     "share: extra envelope": (SHARE, lambda r: {**r, "blob:envelopes:0x" + "ab" * 20: b"x"}),
     "aggregate: unsigned": (AGGREGATE, _edit_header(signature="DEL")),
     "aggregate: bad signature": (AGGREGATE, _edit_header(signature="0x" + "00" * 65)),
-    "aggregate: not a share": (AGGREGATE, lambda r: {**r, "blob:summed_share": b"junk"}),
+    "aggregate: not a reveal": (AGGREGATE, lambda r: {**r, "blob:reveal": b"junk"}),
     "approve: ill-typed accuracy": (APPROVE, _edit_header(accuracy="high")),
     "approve: impersonation": (APPROVE, _edit_header(address="0x" + "ab" * 20)),
 }

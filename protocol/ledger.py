@@ -10,7 +10,7 @@ import copy
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
@@ -477,6 +477,58 @@ class Ledger:
             _bytes32(updates_root, "updates root"),
             manifest_cid,
         )
+
+    def propose_round_signed(
+        self,
+        round_number: int,
+        global_model_hash: bytes,
+        global_model_cid: str,
+        updates_root: bytes,
+        manifest_cid: str,
+        signatures: Mapping[str, str],
+    ) -> TxResult:
+        """Coordinator: propose a round with the nodes' off-chain approvals, in one transaction.
+
+        ``signatures`` maps each approving node to its 65-byte EIP-712 ``RoundApproval``
+        signature (protocol.approvals); the contract reverts unless each is from that node,
+        admitted now. The call lists every node ever admitted (by id), which the contract
+        checks against its hash instead of reading storage per signer.
+        """
+        from protocol.approvals import compact
+
+        ids = self.node_ids()
+        index = {a.lower(): i + 1 for i, a in enumerate(ids)}
+        unknown = [a for a in signatures if a.lower() not in index]
+        if unknown:
+            raise LedgerError(f"never admitted, cannot approve: {', '.join(unknown)}")
+        ordered = sorted((index[a.lower()], s) for a, s in signatures.items())
+        return self._transact(
+            "proposeRoundSigned",
+            round_number,
+            _bytes32(global_model_hash, "global model hash"),
+            global_model_cid,
+            _bytes32(updates_root, "updates root"),
+            manifest_cid,
+            b"".join(bytes.fromhex(a[2:]) for a in ids),
+            b"".join(i.to_bytes(2, "big") + compact(s) for i, s in ordered),
+        )
+
+    def node_ids(self) -> list[str]:
+        """Every node ever admitted, in id order (the contract's ids 1, 2, …: first admissions).
+
+        Read from ``NodeAdmitted`` events and checked against the contract's count.
+        """
+        ids: list[str] = []
+        seen: set[str] = set()
+        for event in self.events(["NodeAdmitted"]):
+            node = str(event.args["node"])
+            if node.lower() not in seen:
+                seen.add(node.lower())
+                ids.append(node)
+        count = int(self._call("nodeIds"))
+        if len(ids) != count:
+            raise LedgerError(f"{len(ids)} nodes in NodeAdmitted events, the contract has {count}")
+        return ids
 
     def approve_round(
         self, round_number: int, global_model_hash: bytes, updates_root: bytes

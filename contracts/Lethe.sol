@@ -18,11 +18,10 @@ contract Lethe {
         Completed
     }
 
-    /// @dev Two slots. `quorum` is fixed when the round is proposed (so admitting or removing
+    /// @dev One slot. `quorum` is fixed when the round is proposed (so admitting or removing
     ///      nodes later cannot move the goalposts) and is never 0 for a proposed round.
     ///      `admissions` is the admission counter at proposal: only nodes admitted by then may
-    ///      approve. `proposal` binds the approvals to the proposed content:
-    ///      keccak256(abi.encode(globalModelHash, updatesRoot)).
+    ///      approve.
     ///      `reward` is what each node that approves the round earns once it is finalized, fixed
     ///      at proposal (the owner changing the policy later moves no goalposts either).
     ///      `approvers` holds the approval bits of node ids 1..56 (bit id - 1) in the slot the
@@ -35,7 +34,6 @@ contract Lethe {
         uint32 admissions;
         uint96 reward;
         uint56 approvers;
-        bytes32 proposal;
     }
 
     /// @dev One slot: an admitted node's place in `_roster` (plus one; 0 = not admitted), its
@@ -114,6 +112,11 @@ contract Lethe {
     mapping(address node => Member) private _members;
     mapping(address node => bytes32 x25519PublicKey) public nodeKey;
     mapping(uint64 round => Round) private _rounds;
+    /// @dev What `approveRound` checks a round proposed by `proposeRound` against:
+    ///      keccak256(abi.encode(globalModelHash, updatesRoot)). A round proposed with signed
+    ///      approvals stores none (one storage slot less per round): its signatures are the
+    ///      reference, see `approveRoundWitnessed`.
+    mapping(uint64 round => bytes32) private _proposals;
     /// @dev Approval bits of node ids above 56: word w holds ids 57 + 256w .. 312 + 256w.
     mapping(uint64 round => mapping(uint256 word => uint256 bits)) private _moreApprovers;
     /// @dev Bit id - 1 (word (id - 1) / 256) is set while node id is admitted.
@@ -327,6 +330,7 @@ contract Lethe {
         string calldata manifestCid
     ) external onlyCoordinator {
         _rounds[round] = _propose(round, globalModelHash, globalModelCid, updatesRoot, manifestCid);
+        _proposals[round] = keccak256(abi.encode(globalModelHash, updatesRoot));
     }
 
     /// @notice Propose round `round` and count, in the same transaction, the approvals the
@@ -365,13 +369,59 @@ contract Lethe {
     ///      Any node can always approve this way, whatever the coordinator does with its
     ///      off-chain signature.
     function approveRound(uint64 round, bytes32 globalModelHash, bytes32 updatesRoot) external {
+        if (_rounds[round].quorum == 0) revert UnknownRound(round);
+        if (_proposals[round] != keccak256(abi.encode(globalModelHash, updatesRoot))) revert ProposalMismatch(round);
+        _approveAsCaller(round);
+    }
+
+    /// @notice Approve round `round`, proposed with signed approvals, by naming its content and
+    ///         showing one counted approver's signature over exactly that content (any
+    ///         signature carried by its `proposeRoundSigned` transaction).
+    /// @dev The path of a node whose signature the coordinator left out. An approver signed
+    ///      this content for this round in this contract, so it is the proposed one.
+    function approveRoundWitnessed(
+        uint64 round,
+        bytes32 globalModelHash,
+        string calldata globalModelCid,
+        bytes32 updatesRoot,
+        string calldata manifestCid,
+        address witness,
+        bytes calldata witnessSignature
+    ) external {
+        if (_rounds[round].quorum == 0) revert UnknownRound(round);
+        _checkWitness(
+            round,
+            approvalDigest(round, globalModelHash, globalModelCid, updatesRoot, manifestCid),
+            witness,
+            witnessSignature
+        );
+        _approveAsCaller(round);
+    }
+
+    /// @dev Reverts unless `witness` approved `round` and signed `digest` (EIP-2098 form).
+    function _checkWitness(uint64 round, bytes32 digest, address witness, bytes calldata signature)
+        private
+        view
+    {
+        if (!_approved(round, _members[witness].id)) revert NotApprover(round, witness);
+        if (signature.length != 64) revert BadSignatures(signature.length);
+        bytes32 vs = bytes32(signature[32:64]);
+        address signer = ecrecover(
+            digest,
+            uint8(uint256(vs) >> 255) + 27,
+            bytes32(signature[0:32]),
+            vs & 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
+        );
+        if (signer != witness) revert InvalidSignature(0);
+    }
+
+    /// @dev Counts the caller's approval of proposed round `round` (content already checked).
+    function _approveAsCaller(uint64 round) private {
         Member memory m = _members[msg.sender];
         if (m.serial == 0) revert NotAdmittedNode(msg.sender);
         Round storage r = _rounds[round];
         uint32 required = r.quorum;
-        if (required == 0) revert UnknownRound(round);
         if (m.serial > r.admissions) revert AdmittedAfterProposal(round, msg.sender);
-        if (r.proposal != keccak256(abi.encode(globalModelHash, updatesRoot))) revert ProposalMismatch(round);
         if (m.id <= PACKED_IDS) {
             uint56 bit = uint56(1) << (m.id - 1);
             if (r.approvers & bit != 0) revert AlreadyApproved(round, msg.sender);
@@ -434,8 +484,7 @@ contract Lethe {
             finalized: false,
             admissions: admissions,
             reward: stakePolicy.rewardPerRound,
-            approvers: 0,
-            proposal: keccak256(abi.encode(globalModelHash, updatesRoot))
+            approvers: 0
         });
     }
 
@@ -744,9 +793,10 @@ contract Lethe {
         return _rounds[round].reward;
     }
 
-    /// @notice keccak256(abi.encode(globalModelHash, updatesRoot)) of a proposed round, or 0.
+    /// @notice keccak256(abi.encode(globalModelHash, updatesRoot)) of a round proposed by
+    ///         `proposeRound`; 0 for one proposed with signed approvals, or never proposed.
     function roundProposal(uint64 round) external view returns (bytes32) {
-        return _rounds[round].proposal;
+        return _proposals[round];
     }
 
     /// @notice Approvals a round proposed now would need.

@@ -513,6 +513,42 @@ class Ledger:
             b"".join(i.to_bytes(2, "big") + compact(s) for i, s in ordered),
         )
 
+    def approve_round_witnessed(self, proposal: RoundProposal) -> TxResult:
+        """Node: approve a round proposed with signed approvals (``proposeRoundSigned``), which
+        ``approve_round`` cannot (no stored hash to check): name its content and show one
+        counted approver's signature over it, taken from the proposal's transaction."""
+        witness = self.round_witness(proposal.round)
+        if witness is None:
+            raise LedgerError(f"round {proposal.round} carries no signed approval to show")
+        return self._transact(
+            "approveRoundWitnessed",
+            proposal.round,
+            _bytes32(proposal.global_model_hash, "global model hash"),
+            proposal.global_model_cid,
+            _bytes32(proposal.updates_root, "updates root"),
+            proposal.manifest_cid,
+            *witness,
+        )
+
+    def round_witness(self, round_number: int) -> tuple[str, bytes] | None:
+        """The first signed approval of a round (its node, the EIP-2098 signature), read from
+        the ``proposeRoundSigned`` transaction; ``None`` if the round carries none."""
+        found = self._indexed_events("RoundApprovedBy", round_number.to_bytes(32, "big"))
+        if not found or not found[0].args["nodes"]:
+            return None
+        tx = self._read(
+            lambda: self._w3.eth.get_transaction(found[0].tx_hash),  # type: ignore[arg-type]
+            "eth_getTransactionByHash",
+        )
+        _, args = self._contract.decode_function_input(tx["input"])
+        approvals = bytes(args["approvals"])
+        return str(found[0].args["nodes"][0]), approvals[2:66]
+
+    def round_proposal_hash(self, round_number: int) -> bytes:
+        """What ``approveRound`` checks (keccak256 of model hash and updates root); 32 zero
+        bytes for a round proposed with signed approvals (or never proposed)."""
+        return bytes(self._call("roundProposal", round_number))
+
     def node_ids(self) -> list[str]:
         """Every node ever admitted, in id order (the contract's ids 1, 2, …: first admissions).
 

@@ -192,15 +192,51 @@ def test_a_node_whose_signature_is_withheld_approves_by_itself_and_is_paid(
     with pytest.raises(ContractRevert) as excinfo:
         left_out.claim_rewards([1])
     assert revert_name(excinfo) == "NotApprover"
-    left_out.approve_round(1, c.global_model_hash, c.updates_root)
+    proposal = fed.owner.round_proposal(1)
+    assert proposal is not None
+    left_out.approve_round_witnessed(proposal)
     assert fed.owner.round_state(1).approvals == 3
-    with pytest.raises(ContractRevert) as excinfo:  # its approval counts once, either way
-        left_out.approve_round(1, c.global_model_hash, c.updates_root)
+    with pytest.raises(ContractRevert) as excinfo:  # its approval counts once
+        left_out.approve_round_witnessed(proposal)
     assert revert_name(excinfo) == "AlreadyApproved"
     before = fed.owner.reward_pool()
     left_out.claim_rewards([1])
     fed.nodes[0].claim_rewards([1])  # a signer is an approver too
     assert fed.owner.reward_pool() == before - 2 * reward
+
+
+@pytest.mark.parametrize("lie", ["other content", "witness did not approve", "outsider"])
+def test_a_late_approval_must_name_the_signed_content(
+    devnet: Devnet, federation: Federation, lie: str
+) -> None:
+    """The witnessed path counts an approval only for the content an approver signed."""
+    fed = federation
+    c = content(1)
+    signatures = sign_all(devnet, fed, c)
+    late = fed.node_addresses[2]
+    del signatures[late]
+    fed.coordinator.propose_round_signed(*fields(c), signatures)
+    witness, signature = fed.owner.round_witness(1) or ("", b"")
+    named, caller = c, fed.nodes[2]
+    if lie == "other content":
+        named = content(1, model=900)  # the real witness signature, shown for other content
+    elif lie == "witness did not approve":
+        witness = late
+        signature = compact(c.sign(Domain.of(fed.owner), keys(devnet, fed)[late]))
+    else:
+        caller = fed.outsider
+    with pytest.raises(ContractRevert) as excinfo:
+        caller._transact("approveRoundWitnessed", *fields(named), witness, signature)
+    assert revert_name(excinfo) == {
+        "other content": "InvalidSignature",
+        "witness did not approve": "NotApprover",
+        "outsider": "NotAdmittedNode",
+    }[lie]
+    assert fed.owner.round_state(1).approvals == 2
+    # A plain approval cannot slip in either: a signed round keeps no hash to match.
+    with pytest.raises(ContractRevert) as excinfo:
+        fed.nodes[2].approve_round(1, c.global_model_hash, c.updates_root)
+    assert revert_name(excinfo) == "ProposalMismatch"
 
 
 def test_an_honest_signed_history_passes_the_audit(

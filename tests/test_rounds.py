@@ -79,6 +79,18 @@ def test_round_with_every_node_finalizes(memory_federation: MemoryFederation) ->
     assert [stage for stage, _ in fed.nodes[0].seen] == STAGES
 
 
+def test_round_is_proposed_and_approved_in_one_transaction(
+    memory_federation: MemoryFederation,
+) -> None:
+    fed = memory_federation
+    outcome = fed.coordinator.run_round(None)
+    assert outcome.finalized
+    assert set(outcome.info["approvals"].values()) == {outcome.info["propose_tx"]}
+    events = fed.chain.owner.events(["RoundProposed", "RoundApprovedBy", "RoundApproved"])
+    assert [e.name for e in events] == ["RoundProposed", "RoundApprovedBy"]
+    assert {e.tx_hash for e in events} == {outcome.info["propose_tx"]}
+
+
 @pytest.mark.parametrize("stage", [AGGREGATE, APPROVE])
 def test_round_survives_one_dropout_after_every_sender_agreed(
     memory_federation: MemoryFederation, stage: str
@@ -139,6 +151,9 @@ GARBAGE = {
     "aggregate: not a share": (AGGREGATE, lambda r: {**r, "blob:summed_share": b"junk"}),
     "approve: ill-typed accuracy": (APPROVE, _edit_header(accuracy="high")),
     "approve: impersonation": (APPROVE, _edit_header(address="0x" + "ab" * 20)),
+    # A bad signature would revert the whole proposal: the coordinator drops it first.
+    "approve: forged signature": (APPROVE, _edit_header(signature="0x" + "1b" * 65)),
+    "approve: zero signature": (APPROVE, _edit_header(signature="0x" + "00" * 65)),
 }
 
 

@@ -587,6 +587,8 @@ class Coordinator:
         signatures: dict[str, str] = {}
         for reply in self._ask_approval(state, request):
             if reply.signature is None:
+                if reply.tx_hash is None:  # neither signed nor approved on chain: not counted
+                    del state.approvals[reply.address]
                 continue
             try:
                 signer = content.signer(Domain.of(self.ledger), reply.signature)

@@ -91,6 +91,35 @@ def test_round_is_proposed_and_approved_in_one_transaction(
     assert {e.tx_hash for e in events} == {outcome.info["propose_tx"]}
 
 
+def test_a_node_whose_signature_is_withheld_approves_the_round_by_itself(
+    memory_federation: MemoryFederation,
+) -> None:
+    """A coordinator leaving a signature out (here: never receiving it) silences nobody: the
+    node, asked again or on its own, finds the round on chain and approves it itself."""
+    fed = memory_federation
+    asked: list[WireRecord] = []
+
+    def unsigned(node: NodeHandle, stage: str, record: WireRecord) -> WireRecord:
+        reply = answer(node.runtime, stage, record)
+        if stage != APPROVE:
+            return reply
+        asked.append(record)
+        forged: WireRecord = _edit_header(signature=None)(reply)
+        return forged
+
+    fed.replace(2, unsigned)
+    outcome = fed.coordinator.run_round(None)
+    left_out = fed.nodes[2].address
+    assert outcome.finalized and left_out not in outcome.info["approvals"]
+    assert not fed.chain.owner.has_approved(outcome.round, left_out)
+
+    answer(fed.nodes[2].runtime, APPROVE, asked[0])
+    assert fed.chain.owner.has_approved(outcome.round, left_out)
+    assert fed.chain.owner.round_state(outcome.round).approvals == 3
+    approved = fed.chain.owner.events(["RoundApproved"])
+    assert [e.args["node"] for e in approved] == [left_out]
+
+
 @pytest.mark.parametrize("stage", [AGGREGATE, APPROVE])
 def test_round_survives_one_dropout_after_every_sender_agreed(
     memory_federation: MemoryFederation, stage: str

@@ -5,8 +5,8 @@
 dataset's records, the coordinator API and ServerApp) and, in that one run, measures:
 
 - ``lethe_round_s``: median wall time of Lethe's initial secure rounds (one per slice), from
-  each round's ``seconds`` — train, share, aggregate, then store + ``proposeRound`` on
-  chain and every node's ``approveRound``;
+  each round's ``seconds`` — train, share, aggregate, store, every node's signed approval,
+  then one ``proposeRoundSigned`` on chain carrying them;
 - ``secaggplus_round_s`` / ``plaintext_round_s``: medians over ``--repeats`` runs of the
   ``bench/baselines`` Flower app, submitted with ``flwr run`` to the same SuperLink and
   SuperNodes: one ``SecAggPlusWorkflow`` round (``secaggplus_mod`` on the nodes) and one
@@ -181,8 +181,8 @@ def lethe_stage_profile(log: Path, rounds: Sequence[int]) -> dict[str, Any]:
 
     ``train_share_s``: training line → shares collected (stages train + train.share);
     ``aggregate_propose_s``: → proposed (train.aggregate, reconstruction, store,
-    ``proposeRound`` mined); ``approve_s``: → finalized (query.approve: every node checks
-    and sends ``approveRound``, then the coordinator reads the round's state).
+    query.approve: every node checks and signs, then ``proposeRoundSigned`` mined with the
+    signatures); ``approve_s``: → finalized (the coordinator reads the round's state).
     """
     marks: dict[int, dict[str, datetime]] = defaultdict(dict)
     for line in log.read_text(errors="replace").splitlines():

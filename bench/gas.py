@@ -7,6 +7,11 @@ rounds and one forget request, lets a second request miss its deadline and slash
 has every node claim its rewards and one node leave, and writes ``bench/results/gas.json``
 (gas used per call; the most expensive occurrence of each, e.g. the approval that finalizes
 a round, the first node admitted) and ``gas.png``.
+
+It then prices a whole round at n = 3, 5 and 10 nodes, each on a fresh chain with the same
+stake policy: ``round_total_n{n}`` is one ``proposeRoundSigned`` carrying every node's
+EIP-712 approval (the coordinator's path), ``round_separate_n{n}`` is ``proposeRound`` plus
+n ``approveRound`` transactions (each node on its own, as before).
 Exits non-zero when a target is missed.
 """
 
@@ -20,10 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from launcher.devnet import Devnet
+from protocol.approvals import RoundApproval
 from protocol.ledger import Ledger, StakePolicy, TxResult, deploy
+from protocol.typed_data import Domain
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NODES = 5
+ROUND_SIZES = (3, 5, 10)
 KEYS = (
     "deploy",
     "admit_node",
@@ -41,6 +49,9 @@ KEYS = (
     "slash",
     "request_unstake",
     "withdraw_stake",
+    # One round, all of it (issue #20): proposal and every node's approval.
+    *(f"round_total_n{n}" for n in ROUND_SIZES),
+    *(f"round_separate_n{n}" for n in ROUND_SIZES),
 )
 ETHER = 10**18
 POLICY = StakePolicy(
@@ -54,6 +65,7 @@ TARGETS: dict[tuple[str, ...], int] = {
     ("propose_round",): 150_000,
     ("approve_round",): 60_000,
     ("request_forget", "certify_forget", "complete_forget"): 200_000,
+    ("round_total_n10",): 150_000,
 }
 # Realistic lengths: CIDv1 base32 of a raw sha2-256 block, as the content store makes them.
 MODEL_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -133,6 +145,50 @@ def measure(nodes: int = NODES) -> dict[str, int]:
     return worst
 
 
+def measure_round(nodes: int) -> tuple[int, int]:
+    """Gas of one round at ``nodes`` nodes: signed approvals in the proposal's transaction,
+    and proposal plus one approval transaction per node (each on a fresh chain)."""
+    rng = random.Random(nodes)
+    totals = []
+    for signed in (True, False):
+        with Devnet(accounts=2 + nodes) as chain:
+            owner_acct, coordinator_acct, *node_accts = chain.accounts[: 2 + nodes]
+            deployment = deploy(
+                chain.rpc_url, owner_acct.private_key, coordinator=coordinator_acct.address
+            )
+            owner = Ledger.from_deployment(deployment, private_key=owner_acct.private_key)
+            coordinator = owner.with_account(coordinator_acct.private_key)
+            owner.set_stake_policy(POLICY)
+            for acct in node_accts:
+                owner.with_account(acct.private_key).stake(POLICY.required_stake)
+                owner.admit_node(acct.address)
+            content = RoundApproval(
+                1, rng.randbytes(32), MODEL_CID, rng.randbytes(32), MANIFEST_CID
+            )
+            fields = (
+                content.round,
+                content.global_model_hash,
+                content.global_model_cid,
+                content.updates_root,
+                content.manifest_cid,
+            )
+            if signed:
+                domain = Domain.of(owner)
+                signatures = {a.address: content.sign(domain, a.private_key) for a in node_accts}
+                totals.append(coordinator.propose_round_signed(*fields, signatures).gas_used)
+            else:
+                total = coordinator.propose_round(*fields).gas_used
+                for acct in node_accts:
+                    node = owner.with_account(acct.private_key)
+                    total += node.approve_round(
+                        1, content.global_model_hash, content.updates_root
+                    ).gas_used
+                totals.append(total)
+            if not owner.round_state(1).finalized:
+                raise RuntimeError(f"the measured round at n = {nodes} did not finalize")
+    return totals[0], totals[1]
+
+
 def _mine(rpc_url: str, blocks: int) -> None:
     """Mine ``blocks`` empty blocks on anvil (to pass a deadline or a delay)."""
     from web3 import Web3
@@ -158,11 +214,11 @@ def plot(gas: dict[str, int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = [k for k in KEYS if k != "deploy"]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig, ax = plt.subplots(figsize=(12, 4))
     bars = ax.bar(keys, [gas[k] for k in keys], color="#4c72b0")
     ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
     ax.set_ylabel("gas used")
-    ax.set_title(f"Lethe contract calls (deploy: {gas['deploy']:,} gas)")
+    ax.set_title(f"Lethe contract calls and whole rounds (deploy: {gas['deploy']:,} gas)")
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -172,6 +228,8 @@ def plot(gas: dict[str, int], path: Path) -> None:
 def main() -> int:
     """Measure, write the results, report the targets."""
     gas = measure()
+    for n in ROUND_SIZES:
+        gas[f"round_total_n{n}"], gas[f"round_separate_n{n}"] = measure_round(n)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gas.json").write_text(json.dumps(gas, indent=2) + "\n", encoding="utf-8")
     plot(gas, RESULTS / "gas.png")

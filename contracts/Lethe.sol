@@ -18,27 +18,32 @@ contract Lethe {
         Completed
     }
 
-    /// @dev Two slots. `quorum` is fixed when the round is proposed (so admitting or removing
+    /// @dev One slot. `quorum` is fixed when the round is proposed (so admitting or removing
     ///      nodes later cannot move the goalposts) and is never 0 for a proposed round.
     ///      `admissions` is the admission counter at proposal: only nodes admitted by then may
-    ///      approve. `proposal` binds the approvals to the proposed content:
-    ///      keccak256(abi.encode(globalModelHash, updatesRoot)).
+    ///      approve.
     ///      `reward` is what each node that approves the round earns once it is finalized, fixed
     ///      at proposal (the owner changing the policy later moves no goalposts either).
+    ///      `approvers` holds the approval bits of node ids 1..56 (bit id - 1) in the slot the
+    ///      round writes anyway: a round of a small federation records who approved it for no
+    ///      extra storage slot; higher ids use `_moreApprovers`.
     struct Round {
         uint32 quorum;
         uint32 approvals;
         bool finalized;
-        uint64 admissions;
+        uint32 admissions;
         uint96 reward;
-        bytes32 proposal;
+        uint56 approvers;
     }
 
-    /// @dev One slot: an admitted node's place in `_roster` (plus one; 0 = not admitted) and
-    ///      its admission serial (a node removed and admitted again gets a new one).
+    /// @dev One slot: an admitted node's place in `_roster` (plus one; 0 = not admitted), its
+    ///      admission serial (a node removed and admitted again gets a new one; 0 once
+    ///      removed) and its id: given at its first admission and kept for ever, so the
+    ///      approval bits of a node's past rounds stay its own after removal.
     struct Member {
         uint128 positionPlusOne;
         uint64 serial;
+        uint32 id;
     }
 
     /// @dev `node` is the record's owner, named by the request; only it certifies.
@@ -74,6 +79,18 @@ contract Lethe {
         uint64 unstakeDelayBlocks;
     }
 
+    /// @notice EIP-712 type of a node's off-chain approval: exactly what `proposeRound` records.
+    bytes32 public constant ROUND_APPROVAL_TYPEHASH = keccak256(
+        "RoundApproval(uint64 round,bytes32 globalModelHash,string globalModelCid,bytes32 updatesRoot,string manifestCid)"
+    );
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    /// @dev The domain every Lethe signature uses (protocol/typed_data.py): name and version.
+    bytes32 private constant NAME_HASH = keccak256("Lethe");
+    bytes32 private constant VERSION_HASH = keccak256("1");
+    /// @dev Node ids 1..56 keep their approval bits in the round's own slot.
+    uint256 private constant PACKED_IDS = 56;
+
     address public immutable owner;
     uint256 public immutable deployedBlock;
 
@@ -83,13 +100,27 @@ contract Lethe {
     /// @notice Quorum set by the owner; 0 means the default ceil(2n/3) of admitted nodes.
     uint32 public configuredQuorum;
     /// @notice Nodes admitted so far (ever): the serial of the latest admission.
-    uint64 public admissions;
+    uint32 public admissions;
+    /// @notice Distinct nodes ever admitted: the id of the latest new node.
+    uint32 public nodeIds;
+    /// @notice Hash chain of every node by id: h(k) = keccak256(abi.encode(h(k - 1), node k)),
+    ///         h(0) = 0. `proposeRoundSigned` checks its list of nodes against it, one hash per
+    ///         id instead of one storage read per signer.
+    bytes32 public nodeIdsHash;
 
     address[] private _roster;
     mapping(address node => Member) private _members;
     mapping(address node => bytes32 x25519PublicKey) public nodeKey;
     mapping(uint64 round => Round) private _rounds;
-    mapping(uint64 round => mapping(address node => bool)) public hasApproved;
+    /// @dev What `approveRound` checks a round proposed by `proposeRound` against:
+    ///      keccak256(abi.encode(globalModelHash, updatesRoot)). A round proposed with signed
+    ///      approvals stores none (one storage slot less per round): its signatures are the
+    ///      reference, see `approveRoundWitnessed`.
+    mapping(uint64 round => bytes32) private _proposals;
+    /// @dev Approval bits of node ids above 56: word w holds ids 57 + 256w .. 312 + 256w.
+    mapping(uint64 round => mapping(uint256 word => uint256 bits)) private _moreApprovers;
+    /// @dev Bit id - 1 (word (id - 1) / 256) is set while node id is admitted.
+    mapping(uint256 word => uint256 bits) private _activeIds;
     mapping(bytes32 requestId => Forget) private _forgets;
 
     /// @notice Stake to join, slash amount, reward per round, forget deadline, unstake delay.
@@ -115,6 +146,8 @@ contract Lethe {
         uint256 nodeCount
     );
     event RoundApproved(uint64 indexed round, address indexed node, uint32 approvals);
+    /// @notice Approvals signed off chain and carried by one transaction, in the order counted.
+    event RoundApprovedBy(uint64 indexed round, address[] nodes, uint32 approvals);
     event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
     event ForgetRequested(
         bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator, address indexed node
@@ -154,6 +187,9 @@ contract Lethe {
     error QuorumUnreachable(uint256 quorum, uint256 nodeCount);
     error UnknownRound(uint64 round);
     error AlreadyApproved(uint64 round, address node);
+    error BadSignatures(uint256 length);
+    error InvalidSignature(uint256 index);
+    error BadNodeList(uint256 length, uint256 nodeIds);
     error ProposalMismatch(uint64 round);
     error AdmittedAfterProposal(uint64 round, address node);
     error RequestExists(bytes32 requestId);
@@ -229,9 +265,16 @@ contract Lethe {
         if (s.amount < required) revert StakeTooLow(node, s.amount, required);
         _roster.push(node);
         uint256 count = _roster.length;
-        uint64 serial = admissions + 1;
+        uint32 serial = admissions + 1;
         admissions = serial;
-        _members[node] = Member({positionPlusOne: uint128(count), serial: serial});
+        uint32 id = _members[node].id;
+        if (id == 0) {
+            id = nodeIds + 1;
+            nodeIds = id;
+            nodeIdsHash = keccak256(abi.encode(nodeIdsHash, node));
+        }
+        _members[node] = Member({positionPlusOne: uint128(count), serial: serial, id: id});
+        _activeIds[(id - 1) / 256] |= 1 << ((id - 1) % 256);
         emit NodeAdmitted(node, count);
     }
 
@@ -252,7 +295,10 @@ contract Lethe {
             _members[moved].positionPlusOne = uint128(position);
         }
         _roster.pop();
-        delete _members[node];
+        // The id stays: the node's past approvals (and their rewards) remain its own.
+        uint32 id = _members[node].id;
+        _members[node] = Member({positionPlusOne: 0, serial: 0, id: id});
+        _activeIds[(id - 1) / 256] &= ~(1 << ((id - 1) % 256));
         delete nodeKey[node];
         emit NodeRemoved(node, last - 1);
     }
@@ -283,22 +329,35 @@ contract Lethe {
         bytes32 updatesRoot,
         string calldata manifestCid
     ) external onlyCoordinator {
-        uint64 expected = lastRound + 1;
-        if (round != expected) revert RoundNotNext(round, expected);
-        uint256 count = _roster.length;
-        uint256 required = _quorumFor(count);
-        if (required == 0 || required > count) revert QuorumUnreachable(required, count);
-        lastRound = round;
-        _rounds[round] = Round({
-            quorum: uint32(required),
-            approvals: 0,
-            finalized: false,
-            admissions: admissions,
-            reward: stakePolicy.rewardPerRound,
-            proposal: keccak256(abi.encode(globalModelHash, updatesRoot))
-        });
-        emit RoundProposed(
-            round, msg.sender, globalModelHash, globalModelCid, updatesRoot, manifestCid, uint32(required), count
+        _rounds[round] = _propose(round, globalModelHash, globalModelCid, updatesRoot, manifestCid);
+        _proposals[round] = keccak256(abi.encode(globalModelHash, updatesRoot));
+    }
+
+    /// @notice Propose round `round` and count, in the same transaction, the approvals the
+    ///         nodes signed off chain (EIP-712 `RoundApproval` of exactly this proposal).
+    /// @param nodes Every node ever admitted, 20 bytes each in id order (ids 1..nodeIds): it
+    ///        must hash to `nodeIdsHash`, so no storage is read per signer.
+    /// @param approvals 66 bytes per approval, ids strictly increasing: the node's id (2
+    ///        bytes), then its signature in EIP-2098 form (r, then s with v - 27 in its top bit).
+    /// @dev The whole call reverts unless each signature recovers to the node with that id and
+    ///      that node is admitted now; content of another round, contract or chain recovers
+    ///      another address. The coordinator checks signatures before sending; a node left
+    ///      out approves by itself with `approveRound`.
+    function proposeRoundSigned(
+        uint64 round,
+        bytes32 globalModelHash,
+        string calldata globalModelCid,
+        bytes32 updatesRoot,
+        string calldata manifestCid,
+        bytes calldata nodes,
+        bytes calldata approvals
+    ) external onlyCoordinator {
+        _storeSigned(
+            round,
+            _propose(round, globalModelHash, globalModelCid, updatesRoot, manifestCid),
+            approvalDigest(round, globalModelHash, globalModelCid, updatesRoot, manifestCid),
+            nodes,
+            approvals
         );
     }
 
@@ -307,16 +366,69 @@ contract Lethe {
     ///         both, and counts only if they are the ones proposed.
     /// @dev Approvals after finalization are still recorded: every attestation is evidence.
     ///      Only nodes admitted when the round was proposed (and still admitted) approve.
+    ///      Any node can always approve this way, whatever the coordinator does with its
+    ///      off-chain signature.
     function approveRound(uint64 round, bytes32 globalModelHash, bytes32 updatesRoot) external {
-        uint64 serial = _members[msg.sender].serial;
-        if (serial == 0) revert NotAdmittedNode(msg.sender);
+        if (_rounds[round].quorum == 0) revert UnknownRound(round);
+        if (_proposals[round] != keccak256(abi.encode(globalModelHash, updatesRoot))) revert ProposalMismatch(round);
+        _approveAsCaller(round);
+    }
+
+    /// @notice Approve round `round`, proposed with signed approvals, by naming its content and
+    ///         showing one counted approver's signature over exactly that content (any
+    ///         signature carried by its `proposeRoundSigned` transaction).
+    /// @dev The path of a node whose signature the coordinator left out. An approver signed
+    ///      this content for this round in this contract, so it is the proposed one.
+    function approveRoundWitnessed(
+        uint64 round,
+        bytes32 globalModelHash,
+        string calldata globalModelCid,
+        bytes32 updatesRoot,
+        string calldata manifestCid,
+        address witness,
+        bytes calldata witnessSignature
+    ) external {
+        if (_rounds[round].quorum == 0) revert UnknownRound(round);
+        _checkWitness(
+            round,
+            approvalDigest(round, globalModelHash, globalModelCid, updatesRoot, manifestCid),
+            witness,
+            witnessSignature
+        );
+        _approveAsCaller(round);
+    }
+
+    /// @dev Reverts unless `witness` approved `round` and signed `digest` (EIP-2098 form).
+    function _checkWitness(uint64 round, bytes32 digest, address witness, bytes calldata signature)
+        private
+        view
+    {
+        if (!_approved(round, _members[witness].id)) revert NotApprover(round, witness);
+        if (signature.length != 64) revert BadSignatures(signature.length);
+        bytes32 vs = bytes32(signature[32:64]);
+        address signer = ecrecover(
+            digest,
+            uint8(uint256(vs) >> 255) + 27,
+            bytes32(signature[0:32]),
+            vs & 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
+        );
+        if (signer != witness) revert InvalidSignature(0);
+    }
+
+    /// @dev Counts the caller's approval of proposed round `round` (content already checked).
+    function _approveAsCaller(uint64 round) private {
+        Member memory m = _members[msg.sender];
+        if (m.serial == 0) revert NotAdmittedNode(msg.sender);
         Round storage r = _rounds[round];
         uint32 required = r.quorum;
-        if (required == 0) revert UnknownRound(round);
-        if (serial > r.admissions) revert AdmittedAfterProposal(round, msg.sender);
-        if (r.proposal != keccak256(abi.encode(globalModelHash, updatesRoot))) revert ProposalMismatch(round);
-        if (hasApproved[round][msg.sender]) revert AlreadyApproved(round, msg.sender);
-        hasApproved[round][msg.sender] = true;
+        if (m.serial > r.admissions) revert AdmittedAfterProposal(round, msg.sender);
+        if (m.id <= PACKED_IDS) {
+            uint56 bit = uint56(1) << (m.id - 1);
+            if (r.approvers & bit != 0) revert AlreadyApproved(round, msg.sender);
+            r.approvers |= bit;
+        } else {
+            _markMore(round, m.id, msg.sender);
+        }
         uint32 approvals = r.approvals + 1;
         r.approvals = approvals;
         emit RoundApproved(round, msg.sender, approvals);
@@ -324,6 +436,163 @@ contract Lethe {
             r.finalized = true;
             emit RoundFinalized(round, approvals, required);
         }
+    }
+
+    /// @notice The EIP-712 digest a node signs to approve this proposal of round `round` in
+    ///         this contract's domain (name "Lethe", version "1", this chain, this address).
+    function approvalDigest(
+        uint64 round,
+        bytes32 globalModelHash,
+        string calldata globalModelCid,
+        bytes32 updatesRoot,
+        string calldata manifestCid
+    ) public view returns (bytes32) {
+        bytes32 domain = keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+        bytes32 structHash = keccak256(
+            abi.encode(
+                ROUND_APPROVAL_TYPEHASH,
+                round,
+                globalModelHash,
+                keccak256(bytes(globalModelCid)),
+                updatesRoot,
+                keccak256(bytes(manifestCid))
+            )
+        );
+        return keccak256(abi.encodePacked("\x19\x01", domain, structHash));
+    }
+
+    /// @dev Checks and numbers the next round; emits its proposal; the caller stores it.
+    function _propose(
+        uint64 round,
+        bytes32 globalModelHash,
+        string calldata globalModelCid,
+        bytes32 updatesRoot,
+        string calldata manifestCid
+    ) private returns (Round memory) {
+        uint64 expected = lastRound + 1;
+        if (round != expected) revert RoundNotNext(round, expected);
+        uint256 count = _roster.length;
+        uint256 required = _quorumFor(count);
+        if (required == 0 || required > count) revert QuorumUnreachable(required, count);
+        lastRound = round;
+        emit RoundProposed(
+            round, msg.sender, globalModelHash, globalModelCid, updatesRoot, manifestCid, uint32(required), count
+        );
+        return Round({
+            quorum: uint32(required),
+            approvals: 0,
+            finalized: false,
+            admissions: admissions,
+            reward: stakePolicy.rewardPerRound,
+            approvers: 0
+        });
+    }
+
+    /// @dev Counts the signed approvals into the new round `r`, then stores and reports it.
+    function _storeSigned(
+        uint64 round,
+        Round memory r,
+        bytes32 digest,
+        bytes calldata nodes,
+        bytes calldata approvals
+    ) private {
+        _checkNodes(nodes);
+        address[] memory signers = _countSigned(round, r, digest, nodes, approvals);
+        _rounds[round] = r;
+        emit RoundApprovedBy(round, signers, r.approvals);
+        if (r.finalized) emit RoundFinalized(round, r.quorum, r.quorum);
+    }
+
+    /// @dev Reverts unless `nodes` lists every node ever admitted, in id order.
+    function _checkNodes(bytes calldata nodes) private view {
+        uint256 count = nodeIds;
+        if (nodes.length != 20 * count) revert BadNodeList(nodes.length, count);
+        bytes32 h;
+        assembly {
+            for { let k := 0 } lt(k, count) { k := add(k, 1) } {
+                mstore(0, h)
+                mstore(32, shr(96, calldataload(add(nodes.offset, mul(k, 20)))))
+                h := keccak256(0, 64)
+            }
+        }
+        if (h != nodeIdsHash) revert BadNodeList(nodes.length, count);
+    }
+
+    /// @dev Recovers each signer of `digest` and counts it into `r` (in memory); reverts on
+    ///      anything but distinct nodes admitted now (so by the round's proposal).
+    function _countSigned(
+        uint64 round,
+        Round memory r,
+        bytes32 digest,
+        bytes calldata nodes,
+        bytes calldata approvals
+    ) private returns (address[] memory signers) {
+        if (approvals.length % 66 != 0) revert BadSignatures(approvals.length);
+        signers = new address[](approvals.length / 66);
+        uint256 bits = r.approvers;
+        uint256 lastId;
+        for (uint256 i = 0; i < signers.length; ++i) {
+            (uint256 id, address signer) = _recover(digest, approvals, i);
+            // Strictly increasing ids: no node counted twice.
+            if (id <= lastId || signer != _nodeAt(nodes, id)) revert InvalidSignature(i);
+            lastId = id;
+            if ((_activeIds[(id - 1) / 256] >> ((id - 1) % 256)) & 1 == 0) revert NotAdmittedNode(signer);
+            if (id <= PACKED_IDS) bits |= 1 << (id - 1);
+            else _markMore(round, uint32(id), signer);
+            signers[i] = signer;
+        }
+        r.approvers = uint56(bits);
+        uint32 total = r.approvals + uint32(signers.length);
+        r.approvals = total;
+        if (!r.finalized && total >= r.quorum) r.finalized = true;
+    }
+
+    /// @dev Node id `id` in the (checked) list of every node; address 0 past its end.
+    function _nodeAt(bytes calldata nodes, uint256 id) private pure returns (address node) {
+        if (id == 0 || id > nodes.length / 20) return address(0);
+        assembly {
+            node := shr(96, calldataload(add(nodes.offset, mul(sub(id, 1), 20))))
+        }
+    }
+
+    /// @dev The id and recovered signer of approval `i` (address 0 if unrecoverable).
+    function _recover(bytes32 digest, bytes calldata approvals, uint256 i)
+        private
+        view
+        returns (uint256 id, address signer)
+    {
+        assembly {
+            // ecrecover precompile (address 1) on (digest, v, r, s) in scratch memory.
+            let at := add(approvals.offset, mul(i, 66))
+            id := shr(240, calldataload(at))
+            let vs := calldataload(add(at, 34))
+            let p := mload(0x40)
+            mstore(p, digest)
+            mstore(add(p, 32), add(shr(255, vs), 27))
+            mstore(add(p, 64), calldataload(add(at, 2)))
+            mstore(add(p, 96), and(vs, 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff))
+            mstore(0, 0)
+            if iszero(staticcall(gas(), 1, p, 128, 0, 32)) { revert(0, 0) }
+            signer := mload(0)
+        }
+    }
+
+    /// @dev Sets the approval bit of a node id above 56, refusing a second approval.
+    function _markMore(uint64 round, uint32 id, address node) private {
+        uint256 k = id - PACKED_IDS - 1;
+        uint256 bit = 1 << (k % 256);
+        mapping(uint256 => uint256) storage words = _moreApprovers[round];
+        uint256 word = words[k / 256];
+        if (word & bit != 0) revert AlreadyApproved(round, node);
+        words[k / 256] = word | bit;
+    }
+
+    /// @dev Whether node id `id` (0: never admitted) approved round `round`.
+    function _approved(uint64 round, uint32 id) private view returns (bool) {
+        if (id == 0) return false;
+        if (id <= PACKED_IDS) return (_rounds[round].approvers >> (id - 1)) & 1 == 1;
+        uint256 k = id - PACKED_IDS - 1;
+        return (_moreApprovers[round][k / 256] >> (k % 256)) & 1 == 1;
     }
 
     // ----- forgetting --------------------------------------------------------------------
@@ -446,11 +715,12 @@ contract Lethe {
     /// @dev Loops over the caller's own list of rounds, never over nodes.
     function claimRewards(uint64[] calldata rounds) external {
         uint256 owed;
+        uint32 id = _members[msg.sender].id;
         for (uint256 i = 0; i < rounds.length; ++i) {
             uint64 round = rounds[i];
             Round storage r = _rounds[round];
             if (!r.finalized) revert RoundNotFinalized(round);
-            if (!hasApproved[round][msg.sender]) revert NotApprover(round, msg.sender);
+            if (!_approved(round, id)) revert NotApprover(round, msg.sender);
             if (rewardClaimed[round][msg.sender]) revert RewardAlreadyClaimed(round, msg.sender);
             rewardClaimed[round][msg.sender] = true;
             owed += r.reward;
@@ -513,14 +783,20 @@ contract Lethe {
         return (f.deadline, f.slashed);
     }
 
+    /// @notice Whether `node` approved round `round` (by itself or by a signature it gave).
+    function hasApproved(uint64 round, address node) external view returns (bool) {
+        return _approved(round, _members[node].id);
+    }
+
     /// @notice What each approver of a round earns once it is finalized.
     function roundReward(uint64 round) external view returns (uint256) {
         return _rounds[round].reward;
     }
 
-    /// @notice keccak256(abi.encode(globalModelHash, updatesRoot)) of a proposed round, or 0.
+    /// @notice keccak256(abi.encode(globalModelHash, updatesRoot)) of a round proposed by
+    ///         `proposeRound`; 0 for one proposed with signed approvals, or never proposed.
     function roundProposal(uint64 round) external view returns (bytes32) {
-        return _rounds[round].proposal;
+        return _proposals[round];
     }
 
     /// @notice Approvals a round proposed now would need.

@@ -503,6 +503,7 @@ class _Replay:
             "KeyRegistered": self._key_registered,
             "RoundProposed": self._round_proposed,
             "RoundApproved": self._round_approved,
+            "RoundApprovedBy": self._round_approved_by,
             "RoundFinalized": self._round_finalized,
             "ForgetRequested": self._forget_requested,
             "ForgetCertified": self._forget_certified,
@@ -788,29 +789,43 @@ class _Replay:
             )
 
     def _round_approved(self, event: LedgerEvent) -> None:
+        self._count_approvals(event, [str(event.args["node"])])
+
+    def _round_approved_by(self, event: LedgerEvent) -> None:
+        """Approvals signed off chain, carried by one transaction (``proposeRoundSigned``)."""
+        self._count_approvals(event, [str(n) for n in event.args["nodes"]])
+
+    def _count_approvals(self, event: LedgerEvent, nodes: list[str]) -> None:
+        """Each node must be admitted by the round's proposal and approve it once; the event's
+        count must be the history's."""
         number = int(event.args["round"])
-        node = str(event.args["node"])
         item = self.rounds.get(number)
         if item is None:
-            raise self._round_failure(None, number, event, f"approval by {node}, never proposed")
-        count = self.approval_events.get(number, 0) + 1
+            raise self._round_failure(
+                None, number, event, f"approval by {', '.join(nodes)}, never proposed"
+            )
+        count = self.approval_events.get(number, 0) + len(nodes)
         self.approval_events[number] = count
-        approver = self._admitted(node)
-        if approver is None:
-            raise self._round_failure(
-                item,
-                number,
-                event,
-                f"approval from {node}, which is not an admitted node at block "
-                f"{event.block_number}",
-            )
-        if approver.serial > item.admissions:
-            raise self._round_failure(
-                item, number, event, f"approval from {node}, admitted after the round was proposed"
-            )
-        if any(a.node.lower() == node.lower() for a in item.approvals):
-            raise self._round_failure(item, number, event, f"{node} approved twice")
-        item.approvals.append(Approval(node, TxRef.of(event)))
+        for node in nodes:
+            approver = self._admitted(node)
+            if approver is None:
+                raise self._round_failure(
+                    item,
+                    number,
+                    event,
+                    f"approval from {node}, which is not an admitted node at block "
+                    f"{event.block_number}",
+                )
+            if approver.serial > item.admissions:
+                raise self._round_failure(
+                    item,
+                    number,
+                    event,
+                    f"approval from {node}, admitted after the round was proposed",
+                )
+            if any(a.node.lower() == node.lower() for a in item.approvals):
+                raise self._round_failure(item, number, event, f"{node} approved twice")
+            item.approvals.append(Approval(node, TxRef.of(event)))
         if int(event.args["approvals"]) != count:
             raise self._round_failure(
                 item,

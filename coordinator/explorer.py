@@ -314,7 +314,9 @@ class _Page:
         )
 
     def round_row(self, r: RoundAudit) -> str:
-        approvals_gas = sum(self.gas(a.tx) for a in r.approvals)
+        # Approvals signed off chain ride in the proposal's transaction: its gas, counted once.
+        approval_txs = {a.tx for a in r.approvals} - {r.proposed}
+        approvals_gas = sum(self.gas(tx) for tx in approval_txs)
         accuracy = self.accuracy.get(r.round)
         finalized = (
             f'<div class="sub">finalized in block {r.finalized.block_number}</div>'

@@ -4,10 +4,10 @@ A round (docs/rounds.md) is four message stages: ``train`` (commitments), ``trai
 (each committed node signs the sender set, uploads its masked model and seals Shamir
 shares of the mask seeds to the chain's whole roster), ``train.aggregate`` (the seed
 shares that unmask the sum, shown every sender's signature on that set) and, after the
-coordinator has unmasked the sum, stored model and manifest by CID and called
-``proposeRound``, ``query.approve`` (each node checks and approves on chain with its own
-key). The coordinator sees commitments, masked models, envelopes, the sum's mask seeds
-and the sum, never one node's model.
+coordinator has unmasked the sum and stored model and manifest by CID, ``query.approve``
+(each node checks the content and signs an EIP-712 approval; one ``proposeRoundSigned``
+proposes the round with every signature). The coordinator sees commitments, masked
+models, envelopes, the sum's mask seeds and the sum, never one node's model.
 
 Forget requests (docs/rounds.md) move through the durable queue: ``requestForget`` on chain,
 dispatch to every node (only the owner retrains and certifies), a new round, and
@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -600,19 +600,17 @@ class Coordinator:
             forget_requests=[r.request_id for r in state.forgets],
         )
         state.manifest_cid = self.store.put(manifest.to_bytes())
-        proposal = state.proposal = self.ledger.propose_round(
-            state.round,
-            keccak256(global_bytes),
-            model_cid,
-            manifest.updates_root(),
-            state.manifest_cid,
-        )
-        self.report(
-            f"round {state.round}: proposed (tx {proposal.tx_hash}, gas {proposal.gas_used})"
-        )
 
     def approve_stage(self, state: RoundState) -> None:
-        """Stage 4: the nodes that aggregated check the proposal and approve it on chain."""
+        """Stage 4: the nodes that aggregated check the round's content and sign its approval;
+        one ``proposeRoundSigned`` proposes it with every valid signature (docs/rounds.md).
+
+        A signature that does not recover to its replying node is dropped here (it would
+        revert the whole call). If the call still fails, the round is proposed alone and the
+        nodes are asked again: seeing it on chain, each approves with its own transaction.
+        """
+        from protocol.approvals import RoundApproval
+
         manifest = state.manifest
         assert manifest is not None
         request = ApproveRequest(
@@ -622,13 +620,70 @@ class Coordinator:
             updates_root=_hex(manifest.updates_root()),
             manifest_cid=state.manifest_cid,
         )
+        content = RoundApproval(
+            state.round,
+            bytes.fromhex(manifest.global_model_hash[2:]),
+            manifest.global_model_cid,
+            manifest.updates_root(),
+            state.manifest_cid,
+        )
+        signatures: dict[str, str] = {}
+        for reply in self._ask_approval(state, request):
+            if reply.signature is None:
+                if reply.tx_hash is None:  # neither signed nor approved on chain: not counted
+                    del state.approvals[reply.address]
+                continue
+            try:
+                signer = content.signer(Domain.of(self.ledger), reply.signature)
+            except ProtocolError:
+                signer = ""
+            if signer.lower() == reply.address.lower():
+                signatures[reply.address] = reply.signature
+            else:
+                logger.warning(
+                    "round %d: %s sent a bad approval signature", state.round, reply.address
+                )
+                del state.approvals[reply.address]
+        fields = (
+            content.round,
+            content.global_model_hash,
+            content.global_model_cid,
+            content.updates_root,
+            content.manifest_cid,
+        )
+        try:
+            proposal = self.ledger.propose_round_signed(*fields, signatures)
+        except LedgerError as exc:
+            self.report(f"round {state.round}: signed proposal refused ({exc}); proposing alone")
+            proposal = self.ledger.propose_round(*fields)
+            state.proposal = proposal
+            state.approvals.clear()
+            self._ask_approval(state, request)
+        else:
+            state.proposal = proposal
+            for address in signatures:
+                state.approvals[address] = replace(
+                    state.approvals[address], tx_hash=proposal.tx_hash
+                )
+        self.report(
+            f"round {state.round}: proposed with {len(signatures)} signed approvals "
+            f"(tx {proposal.tx_hash}, gas {proposal.gas_used})"
+        )
+
+    def _ask_approval(self, state: RoundState, request: ApproveRequest) -> list[ApproveReply]:
+        manifest = state.manifest
+        assert manifest is not None
         requests: dict[int, StageMessage] = {
             state.committed[a].node: request for a in manifest.responders["aggregate"]
         }
-        for reply in self._exchange(
-            requests, ApproveReply, self.config.stage_timeout_s, answering_as=state.addresses()
-        ).values():
+        replies = list(
+            self._exchange(
+                requests, ApproveReply, self.config.stage_timeout_s, answering_as=state.addresses()
+            ).values()
+        )
+        for reply in replies:
             state.approvals[reply.address] = reply
+        return replies
 
     def record(self, state: RoundState) -> RoundOutcome:
         """Read the round's fate from the chain and save it in the database."""

@@ -14,7 +14,9 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
   set's senders and pair-seed shares only for nodes outside it (docs/trust.md, rule 7);
 - an unchanged model is never summed into another sender set than last time;
 - it re-checks its own commitment before sharing and before approving, fetches the
-  global model by CID to compare hashes, and approves only the proposal the chain holds;
+  global model by CID to compare hashes, and approves only the proposal the chain holds
+  (or, for the chain's next round, signs an EIP-712 approval of exactly the content shown,
+  which the contract counts only with a proposal of that content);
 - it deletes nothing unless the chain holds the forget request, open, naming it as the
   owner of exactly that record.
 """
@@ -288,16 +290,19 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
     return AggregateReply(address=rt.address, signature=signature, reveal=data)
 
 
-def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal:
-    """The round's proposal as recorded on chain, which the request must repeat exactly.
+def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal | None:
+    """The round's proposal as recorded on chain, which the request must repeat exactly;
+    ``None`` if the round is the chain's next, not yet proposed (the node then signs).
 
     The node approves what the chain holds, never what the coordinator says it proposed: a
     coordinator showing nodes one model and proposing another is caught here, and the
-    approval names the checked hash and root, so the contract would refuse it anyway.
+    approval names the checked content, so the contract would refuse it anyway.
     """
     proposal = rt.ledger.round_proposal(request.round)
     if proposal is None:
-        raise ProtocolError(f"round {request.round} was never proposed on chain")
+        if request.round != rt.ledger.last_round() + 1:
+            raise ProtocolError(f"round {request.round} is not the chain's next round")
+        return None
     shown = (request.model_hash, request.model_cid, request.updates_root, request.manifest_cid)
     on_chain = (
         _hex(proposal.global_model_hash),
@@ -314,8 +319,10 @@ def _checked_proposal(rt: NodeRuntime, request: ApproveRequest) -> RoundProposal
 
 
 def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
-    """Check the on-chain proposal against this node's own commitment and the stored bytes;
-    approve exactly that model hash and updates root."""
+    """Check the proposal against this node's own commitment and the stored bytes; approve
+    exactly that content: by an EIP-712 signature the coordinator carries in the proposal's
+    transaction (round not yet on chain), or by itself (round already proposed)."""
+    from protocol.approvals import RoundApproval
     from protocol.manifest import RoundManifest
     from protocol.model import vector_from_bytes
 
@@ -326,6 +333,8 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
         raise ProtocolError("manifest is for another federation or round")
     if _hex(manifest.updates_root()) != request.updates_root:
         raise ProtocolError("updates root does not match the manifest's updates")
+    if manifest.global_model_cid != request.model_cid:
+        raise ProtocolError("the manifest names another global model CID")
     mine = manifest.update_of(rt.address)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
@@ -345,15 +354,42 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
             if node.store.counts().get("test_records")
             else None
         )
+    if proposal is None:
+        approval = RoundApproval(
+            request.round,
+            bytes.fromhex(request.model_hash[2:]),
+            request.model_cid,
+            bytes.fromhex(request.updates_root[2:]),
+            request.manifest_cid,
+        )
+        signature = approval.sign(Domain.of(rt.ledger), rt.eth_key)
+        return ApproveReply(
+            address=rt.address, approved=True, tx_hash=None, accuracy=accuracy, signature=signature
+        )
+    return ApproveReply(
+        address=rt.address,
+        approved=True,
+        tx_hash=_approve_on_chain(rt, proposal),
+        accuracy=accuracy,
+        signature=None,
+    )
+
+
+def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
+    """Approve a proposed round with the node's own key; ``None`` if it already approved
+    (its signature was carried, or a retried request)."""
+    if rt.ledger.has_approved(proposal.round, rt.address):
+        return None
     try:
-        tx = rt.ledger.approve_round(
-            request.round, proposal.global_model_hash, proposal.updates_root
-        ).tx_hash
+        if any(rt.ledger.round_proposal_hash(proposal.round)):
+            return rt.ledger.approve_round(
+                proposal.round, proposal.global_model_hash, proposal.updates_root
+            ).tx_hash
+        return rt.ledger.approve_round_witnessed(proposal).tx_hash
     except LedgerError as exc:
         if getattr(exc, "error_name", None) != "AlreadyApproved":
             raise
-        tx = None
-    return ApproveReply(address=rt.address, approved=True, tx_hash=tx, accuracy=accuracy)
+        return None
 
 
 def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list[ForgetResult]:

@@ -10,7 +10,7 @@ import copy
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -471,6 +471,94 @@ class Ledger:
             _bytes32(updates_root, "updates root"),
             manifest_cid,
         )
+
+    def propose_round_signed(
+        self,
+        round_number: int,
+        global_model_hash: bytes,
+        global_model_cid: str,
+        updates_root: bytes,
+        manifest_cid: str,
+        signatures: Mapping[str, str],
+    ) -> TxResult:
+        """Coordinator: propose a round with the nodes' off-chain approvals, in one transaction.
+
+        ``signatures`` maps each approving node to its 65-byte EIP-712 ``RoundApproval``
+        signature (protocol.approvals); the contract reverts unless each is from that node,
+        admitted now. The call lists every node ever admitted (by id), which the contract
+        checks against its hash instead of reading storage per signer.
+        """
+        from protocol.approvals import compact
+
+        ids = self.node_ids()
+        index = {a.lower(): i + 1 for i, a in enumerate(ids)}
+        unknown = [a for a in signatures if a.lower() not in index]
+        if unknown:
+            raise LedgerError(f"never admitted, cannot approve: {', '.join(unknown)}")
+        ordered = sorted((index[a.lower()], s) for a, s in signatures.items())
+        return self._transact(
+            "proposeRoundSigned",
+            round_number,
+            _bytes32(global_model_hash, "global model hash"),
+            global_model_cid,
+            _bytes32(updates_root, "updates root"),
+            manifest_cid,
+            b"".join(bytes.fromhex(a[2:]) for a in ids),
+            b"".join(i.to_bytes(2, "big") + compact(s) for i, s in ordered),
+        )
+
+    def approve_round_witnessed(self, proposal: RoundProposal) -> TxResult:
+        """Node: approve a round proposed with signed approvals (``proposeRoundSigned``), which
+        ``approve_round`` cannot (no stored hash to check): name its content and show one
+        counted approver's signature over it, taken from the proposal's transaction."""
+        witness = self.round_witness(proposal.round)
+        if witness is None:
+            raise LedgerError(f"round {proposal.round} carries no signed approval to show")
+        return self._transact(
+            "approveRoundWitnessed",
+            proposal.round,
+            _bytes32(proposal.global_model_hash, "global model hash"),
+            proposal.global_model_cid,
+            _bytes32(proposal.updates_root, "updates root"),
+            proposal.manifest_cid,
+            *witness,
+        )
+
+    def round_witness(self, round_number: int) -> tuple[str, bytes] | None:
+        """The first signed approval of a round (its node, the EIP-2098 signature), read from
+        the ``proposeRoundSigned`` transaction; ``None`` if the round carries none."""
+        found = self._indexed_events("RoundApprovedBy", round_number.to_bytes(32, "big"))
+        if not found or not found[0].args["nodes"]:
+            return None
+        tx = self._read(
+            lambda: self._w3.eth.get_transaction(found[0].tx_hash),  # type: ignore[arg-type]
+            "eth_getTransactionByHash",
+        )
+        _, args = self._contract.decode_function_input(tx["input"])
+        approvals = bytes(args["approvals"])
+        return str(found[0].args["nodes"][0]), approvals[2:66]
+
+    def round_proposal_hash(self, round_number: int) -> bytes:
+        """What ``approveRound`` checks (keccak256 of model hash and updates root); 32 zero
+        bytes for a round proposed with signed approvals (or never proposed)."""
+        return bytes(self._call("roundProposal", round_number))
+
+    def node_ids(self) -> list[str]:
+        """Every node ever admitted, in id order (the contract's ids 1, 2, …: first admissions).
+
+        Read from ``NodeAdmitted`` events and checked against the contract's count.
+        """
+        ids: list[str] = []
+        seen: set[str] = set()
+        for event in self.events(["NodeAdmitted"]):
+            node = str(event.args["node"])
+            if node.lower() not in seen:
+                seen.add(node.lower())
+                ids.append(node)
+        count = int(self._call("nodeIds"))
+        if len(ids) != count:
+            raise LedgerError(f"{len(ids)} nodes in NodeAdmitted events, the contract has {count}")
+        return ids
 
     def approve_round(
         self, round_number: int, global_model_hash: bytes, updates_root: bytes

@@ -456,17 +456,22 @@ class ApproveRequest(RoundRequest):
 
 @dataclass(frozen=True, kw_only=True)
 class ApproveReply(NodeReply):
-    """Stage 4, node → coordinator: approved (and the tx), with the model's test accuracy."""
+    """Stage 4, node → coordinator: approved, with the model's test accuracy, and either its
+    EIP-712 ``RoundApproval`` signature (round not yet proposed: the coordinator carries it in
+    the proposal's transaction) or the tx of its own approval (round already on chain)."""
 
     STAGE: ClassVar[str] = APPROVE
     approved: bool
     tx_hash: str | None
     accuracy: float | None
+    signature: str | None
 
     def check(self) -> None:
         super().check()
         if self.tx_hash is not None:
             check_hex(self.tx_hash, 32, "tx_hash")
+        if self.signature is not None:
+            check_hex(self.signature, 65, "signature")
         check_range(self.accuracy, "accuracy", 0.0, 1.0)
 
 

@@ -28,6 +28,7 @@ STAKE_EVENTS = (
 CONTEXT_EVENTS = (
     "RoundProposed",
     "RoundApproved",
+    "RoundApprovedBy",
     "RoundFinalized",
     "ForgetRequested",
     "ForgetCertified",
@@ -233,6 +234,9 @@ class StakeLedger:
 
     def _on_RoundApproved(self, a: dict[str, Any]) -> None:
         self._approvers.setdefault(int(a["round"]), []).append(str(a["node"]))
+
+    def _on_RoundApprovedBy(self, a: dict[str, Any]) -> None:
+        self._approvers.setdefault(int(a["round"]), []).extend(str(n) for n in a["nodes"])
 
     def _on_RoundFinalized(self, a: dict[str, Any]) -> None:
         self._finalized.add(int(a["round"]))

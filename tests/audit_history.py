@@ -24,6 +24,7 @@ from eth_account import Account
 
 from node.sisa import NodeModel, SisaNode, assign, average, evaluate
 from node.store import NodeConfig, Record
+from protocol.approvals import RoundApproval
 from protocol.certificate import Certificate
 from protocol.commitments import RecordKey, Update
 from protocol.hashing import keccak256
@@ -197,9 +198,11 @@ class History:
         stale: Collection[int] = (),
         approvers: Sequence[int] | None = None,
         edit: Callable[[RoundManifest], RoundManifest] | None = None,
+        signed: bool = False,
     ) -> PublishedRound:
         """One round: ``grow`` ingests new records first, ``stale`` nodes commit their last
-        round's model, ``approvers`` (default all) approve."""
+        round's model, ``approvers`` (default all) approve: each in its own transaction, or
+        with ``signed`` by EIP-712 signatures carried in the proposal's transaction."""
         round_no = len(self.rounds) + 1
         contributions = []
         for i, node in enumerate(self.nodes):
@@ -219,15 +222,26 @@ class History:
         published = publish_round(
             self.store, round_no, contributions, domain=Domain.of(self.fed.owner), edit=edit
         )
-        self.fed.coordinator.propose_round(
+        content = (
             round_no,
             published.model_hash,
             published.model_cid,
             published.updates_root,
             published.manifest_cid,
         )
-        for i in range(len(self.nodes)) if approvers is None else approvers:
-            self.fed.nodes[i].approve_round(round_no, published.model_hash, published.updates_root)
+        chosen = range(len(self.nodes)) if approvers is None else approvers
+        if signed:
+            approval = RoundApproval(*content)
+            domain = Domain.of(self.fed.owner)
+            self.fed.coordinator.propose_round_signed(
+                *content, {self.addresses[i]: approval.sign(domain, self.keys[i]) for i in chosen}
+            )
+        else:
+            self.fed.coordinator.propose_round(*content)
+            for i in chosen:
+                self.fed.nodes[i].approve_round(
+                    round_no, published.model_hash, published.updates_root
+                )
         self.rounds.append(published)
         self.accuracy[round_no] = evaluate(published.global_vector, self.test_x, self.test_y)
         return published

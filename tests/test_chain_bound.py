@@ -4,7 +4,8 @@ Real chain, real node stage handlers, the in-memory transport; the coordinator m
 
 Specifications:
 - a node approves only the proposal on chain: a coordinator that shows the nodes one model
-  and proposes another gets no approval, so the round never finalizes;
+  and proposes another gets no approval (their signatures of the shown model revert the
+  signed proposal; asked again, they refuse the other one), so the round never finalizes;
 - a node deletes nothing for a forget request that is not on chain, still open, naming it
   as the owner, with the commitment of the record it holds;
 - record ids of a forget request go to the owner node only, never to the others.
@@ -32,6 +33,7 @@ class SwappingLedger:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self.signed_attempts = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
@@ -43,13 +45,32 @@ class SwappingLedger:
             round_number, keccak256(b"another model"), model_cid, root, manifest
         )
 
+    def propose_round_signed(
+        self,
+        round_number: int,
+        _hash: bytes,
+        model_cid: str,
+        root: bytes,
+        manifest: str,
+        signatures: dict[str, str],
+    ) -> TxResult:
+        """The nodes' signatures of the model shown, carried with another model's proposal."""
+        self.signed_attempts += 1
+        return self._ledger.propose_round_signed(
+            round_number, keccak256(b"another model"), model_cid, root, manifest, signatures
+        )
+
 
 def test_nodes_do_not_approve_a_model_other_than_the_one_on_chain(
     memory_federation: MemoryFederation,
 ) -> None:
     fed = memory_federation
-    fed.coordinator.ledger = SwappingLedger(fed.chain.coordinator)  # type: ignore[assignment]
+    swapping = SwappingLedger(fed.chain.coordinator)
+    fed.coordinator.ledger = swapping  # type: ignore[assignment]
     outcome = fed.coordinator.run_round(None)
+    # The signatures of the shown model made the swapped signed proposal revert; proposed
+    # alone, the swapped model is then refused by every node it asks again.
+    assert swapping.signed_attempts == 1
     assert not outcome.finalized
     assert fed.chain.owner.round_state(outcome.round).approvals == 0
     refusals = list(fed.transport.errors.values())

@@ -91,7 +91,7 @@ SAMPLES: list[StageMessage] = [
     ApproveRequest(
         **BASE, model_cid="bafy1", model_hash=HASH, updates_root=HASH, manifest_cid="bafy2"
     ),
-    ApproveReply(address=ADDRESS, approved=True, tx_hash=HASH, accuracy=0.75),
+    ApproveReply(address=ADDRESS, approved=True, tx_hash=HASH, accuracy=0.75, signature=None),
 ]
 IDS = [type(m).__name__ for m in SAMPLES]
 

@@ -79,6 +79,47 @@ def test_round_with_every_node_finalizes(memory_federation: MemoryFederation) ->
     assert [stage for stage, _ in fed.nodes[0].seen] == STAGES
 
 
+def test_round_is_proposed_and_approved_in_one_transaction(
+    memory_federation: MemoryFederation,
+) -> None:
+    fed = memory_federation
+    outcome = fed.coordinator.run_round(None)
+    assert outcome.finalized
+    assert set(outcome.info["approvals"].values()) == {outcome.info["propose_tx"]}
+    events = fed.chain.owner.events(["RoundProposed", "RoundApprovedBy", "RoundApproved"])
+    assert [e.name for e in events] == ["RoundProposed", "RoundApprovedBy"]
+    assert {e.tx_hash for e in events} == {outcome.info["propose_tx"]}
+
+
+def test_a_node_whose_signature_is_withheld_approves_the_round_by_itself(
+    memory_federation: MemoryFederation,
+) -> None:
+    """A coordinator leaving a signature out (here: never receiving it) silences nobody: the
+    node, asked again or on its own, finds the round on chain and approves it itself."""
+    fed = memory_federation
+    asked: list[WireRecord] = []
+
+    def unsigned(node: NodeHandle, stage: str, record: WireRecord) -> WireRecord:
+        reply = answer(node.runtime, stage, record)
+        if stage != APPROVE:
+            return reply
+        asked.append(record)
+        forged: WireRecord = _edit_header(signature=None)(reply)
+        return forged
+
+    fed.replace(2, unsigned)
+    outcome = fed.coordinator.run_round(None)
+    left_out = fed.nodes[2].address
+    assert outcome.finalized and left_out not in outcome.info["approvals"]
+    assert not fed.chain.owner.has_approved(outcome.round, left_out)
+
+    answer(fed.nodes[2].runtime, APPROVE, asked[0])
+    assert fed.chain.owner.has_approved(outcome.round, left_out)
+    assert fed.chain.owner.round_state(outcome.round).approvals == 3
+    approved = fed.chain.owner.events(["RoundApproved"])
+    assert [e.args["node"] for e in approved] == [left_out]
+
+
 @pytest.mark.parametrize("stage", [AGGREGATE, APPROVE])
 def test_round_survives_one_dropout_after_every_sender_agreed(
     memory_federation: MemoryFederation, stage: str
@@ -139,6 +180,9 @@ GARBAGE = {
     "aggregate: not a reveal": (AGGREGATE, lambda r: {**r, "blob:reveal": b"junk"}),
     "approve: ill-typed accuracy": (APPROVE, _edit_header(accuracy="high")),
     "approve: impersonation": (APPROVE, _edit_header(address="0x" + "ab" * 20)),
+    # A bad signature would revert the whole proposal: the coordinator drops it first.
+    "approve: forged signature": (APPROVE, _edit_header(signature="0x" + "1b" * 65)),
+    "approve: zero signature": (APPROVE, _edit_header(signature="0x" + "00" * 65)),
 }
 
 

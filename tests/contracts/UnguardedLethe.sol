@@ -25,6 +25,7 @@ contract Lethe {
         uint256 nodeCount
     );
     event RoundApproved(uint64 indexed round, address indexed node, uint32 approvals);
+    event RoundApprovedBy(uint64 indexed round, address[] nodes, uint32 approvals);
     event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
     event ForgetRequested(
         bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator, address indexed node
@@ -86,6 +87,10 @@ contract Lethe {
 
     function roundApproved(uint64 round, address node, uint32 approvals) external {
         emit RoundApproved(round, node, approvals);
+    }
+
+    function roundApprovedBy(uint64 round, address[] calldata nodes, uint32 approvals) external {
+        emit RoundApprovedBy(round, nodes, approvals);
     }
 
     function roundFinalized(uint64 round, uint32 approvals, uint32 quorum) external {

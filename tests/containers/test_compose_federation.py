@@ -339,8 +339,8 @@ def test_a_fourth_participant_joins_the_running_federation(
     with csv_path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["id", "text", "label"])
-        for n, record in enumerate(load_default((4, 4), limit=120).train, start=1):
-            writer.writerow([f"org4-{n:04d}", record.text, record.label])
+        for n, row in enumerate(load_default((4, 4), limit=120).train, start=1):
+            writer.writerow([f"org4-{n:04d}", row.text, row.label])
     container = project.join("node-4", csv_path)
     address = project.admit_and_register("node-4")
     # Keys made in its own container: the secrets never left its volume.

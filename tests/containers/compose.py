@@ -65,12 +65,16 @@ class ComposeProject:
 
     # -- commands ---------------------------------------------------------------------
 
-    def run(self, argv: Sequence[str], *, timeout: float = 120, check: bool = True) -> str:
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 120, check: bool = True, merge: bool = False
+    ) -> str:
+        """Run a command; its stdout (``merge``: with its stderr, e.g. a container's log)."""
         result = subprocess.run(
             list(argv),
             cwd=REPO_ROOT,
             env=self.env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             text=True,
             timeout=timeout,
             check=False,
@@ -104,6 +108,23 @@ class ComposeProject:
             raise ComposeError(f"service {service}: containers {names}")
         return names[0]
 
+    def log(self, container: str, *args: str) -> str:
+        """A container's whole log: Flower writes its lines to stderr."""
+        return self.run(["podman", "logs", *args, container], merge=True)
+
+    @classmethod
+    def attach(cls, name: str) -> ComposeProject:
+        """A project already up (a rerun while developing), its host ports read back."""
+        project = cls(name)
+        for service, port, attr in (
+            ("coordinator", "8080", "api_port"),
+            ("chain", "8545", "chain_port"),
+            ("ipfs", "5001", "store_port"),
+        ):
+            bound = project.podman("port", project.container(service), port).split()[0]
+            setattr(project, attr, int(bound.rsplit(":", 1)[1]))
+        return project
+
     def exec(self, service: str, *argv: str, timeout: float = 120, check: bool = True) -> str:
         return self.podman("exec", self.container(service), *argv, timeout=timeout, check=check)
 
@@ -123,14 +144,14 @@ class ComposeProject:
         out = []
         for service in ("owner", "coordinator", "node-1", "node-2", "node-3", "ipfs", "chain"):
             try:
-                tail = self.podman("logs", "--tail", "60", self.container(service), check=False)
+                tail = self.log(self.container(service), "--tail", "60")
             except ComposeError as exc:
                 tail = str(exc)
             out.append(f"----- {service}\n{tail}")
         log = self.exec("coordinator", "tail", "-n", "40", "/state/coordinator.log", check=False)
         out.append(f"----- coordinator.log\n{log}")
         for name in self.joined:
-            tail = self.podman("logs", "--tail", "60", self.joined[name], check=False)
+            tail = self.log(self.joined[name], "--tail", "60")
             out.append(f"----- {name} (joined)\n{tail}")
         return "\n".join(out)
 

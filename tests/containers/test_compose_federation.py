@@ -36,9 +36,13 @@ LETHE = Path(sys.executable).parent / "lethe"
 
 @pytest.fixture(scope="module")
 def project() -> Iterator[ComposeProject]:
-    project = ComposeProject(f"lethe-test-{os.getpid()}")
+    running = os.environ.get("LETHE_CONTAINERS_PROJECT")  # reuse one that is up
+    project = (
+        ComposeProject.attach(running) if running else ComposeProject(f"lethe-test-{os.getpid()}")
+    )
     try:
-        project.up()
+        if not running:
+            project.up()
         yield project
     finally:
         try:
@@ -145,7 +149,7 @@ def test_control_and_runtime_apis_are_unreachable_from_a_node(
 def test_supernodes_authenticate_and_an_unregistered_key_is_refused(
     project: ComposeProject, initial_rounds: list[dict[str, Any]]
 ) -> None:
-    logs = project.podman("logs", project.container("coordinator"))
+    logs = project.log(project.container("coordinator"))
     for node in NODES:
         assert f"SuperNode key of {node} registered" in logs
     # A SuperNode with a key the SuperLink never registered cannot join.
@@ -195,7 +199,7 @@ def test_initial_rounds_are_finalized(
 
 def _joined(project: ComposeProject, node: str) -> bool:
     """Its SuperNode is connected: Flower logs the first successful connection."""
-    return "Connection successful" in project.podman("logs", project.container(node))
+    return "Connection successful" in project.log(project.container(node))
 
 
 def test_forget_from_the_host_completes(project: ComposeProject, initial_rounds: Any) -> None:
@@ -294,12 +298,13 @@ def test_a_node_killed_mid_round_does_not_stop_the_round(
     assert len(finished) >= survived["threshold"]
 
     # Started again, it keeps its identity and data and answers the next round.
+    restarted = str(int(time.time()))
     project.podman("start", project.container("node-3"))
     project.wait_for(
         "node-3 back",
         lambda: (
             "Connection successful"
-            in project.podman("logs", "--since", "5m", project.container("node-3"))
+            in project.log(project.container("node-3"), "--since", restarted)
         ),
         timeout=300,
     )
@@ -348,7 +353,7 @@ def test_a_fourth_participant_joins_the_running_federation(
     assert {"eth.key", "auth.key"} <= keys
     project.wait_for(
         "node-4 connected",
-        lambda: "Connection successful" in project.podman("logs", container),
+        lambda: "Connection successful" in project.log(container),
         timeout=600,
     )
     ingested = project.podman(

@@ -139,6 +139,10 @@ class ComposeProject:
 
     def down(self) -> None:
         self.compose("down", "-v", "-t", "5", timeout=300)
+        # podman-compose 1.x leaves the volumes named like a service (node-1, …) behind.
+        for volume in self.podman("volume", "ls", "--format", "{{.Name}}").split():
+            if volume.startswith(f"{self.name}_"):
+                self.podman("volume", "rm", "-f", volume, check=False)
 
     def logs(self) -> str:
         out = []

@@ -66,15 +66,23 @@ register_keys() {
 }
 ( while true; do register_keys; sleep 1; done ) &
 
-# The ServerApp starts once every participant that asked to join has its records in
-# (at most LETHE_READY_WAIT_S): started earlier, it competes with their embedding.
+# The ServerApp starts once every participant that asked to join has its records in and
+# its SuperNode online (at most LETHE_READY_WAIT_S): started earlier, it competes with
+# their embedding, and an initial round that starts without a node fails for good (three
+# nodes: every one must commit).
 count() { local n=0 f; for f in "$@"; do [ -e "$f" ] && n=$((n + 1)); done; echo "$n"; }
+online() {
+  flwr supernode list lethe --format json 2>/dev/null | python -c "
+import json, sys; print(sum(n['status'] == 'online' for n in json.load(sys.stdin)['nodes']))
+" 2>/dev/null || echo 0
+}
 deadline=$(( $(date +%s) + ${LETHE_READY_WAIT_S:-900} ))
 until [ "$(date +%s)" -ge "$deadline" ]; do
   asked=$(count /requests/*/address); ready=$(count /requests/*/ready)
-  [ "$asked" -gt 0 ] && [ "$ready" -ge "$asked" ] && break
+  [ "$asked" -gt 0 ] && [ "$ready" -ge "$asked" ] && [ "$(online)" -ge "$asked" ] && break
   sleep 2
 done
+echo "coordinator: $(count /requests/*/ready) participants ready; starting the ServerApp"
 flwr run /app lethe --run-config 'coordinator-config="/state/coordinator.json"'
 lethe api --config /state/coordinator.json --host 0.0.0.0 --port 8080 &
 # The container ends (and compose restarts it) when any of its processes ends.

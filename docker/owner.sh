@@ -42,12 +42,7 @@ while true; do
   for request in /requests/*/address; do
     name=$(basename "$(dirname "$request")")
     [ "$name" = coordinator ] || [ ! -s "$request" ] || [ -f "/owner/admitted/$name" ] && continue
-    address=$(cat "$request")
-    python /app/docker/fund.py "$address"
-    lethe admit --rpc "$LETHE_RPC_URL" --dev-account 0 --deployment /owner/deployment.json \
-      --node "$address"
-    mkdir -p /owner/admitted && echo "$address" > "/owner/admitted/$name"
-    echo "owner: $name admitted ($address)"
+    /app/docker/admit.sh "$name" "$(cat "$request")"
   done
   sleep 1
 done

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import click
 
 from infra.net import free_port
 from infra.options import chain_options, store_option
+from node.keeper import SuperNodeKeeper
 from node.runtime import CONFIG_KEY, NodeRunConfig
 
 
@@ -91,15 +91,14 @@ def run(
     logging.basicConfig(level=logging.INFO, format=f"[{config.name}] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     click.echo(f"{config.name}: SuperNode → {superlink}, Runtime API 127.0.0.1:{port}")
-    supernode = subprocess.Popen(argv, env={**os.environ})
+    # Started again whenever it ends (e.g. its auth key was not registered yet).
+    supernode = SuperNodeKeeper(
+        argv, env={**os.environ}, log=lambda line: click.echo(f"{config.name}: {line}")
+    ).start()
     try:
         serve(WorkerConfig(f"127.0.0.1:{port}", extra_apps=apps))
     finally:
-        supernode.terminate()
-        try:
-            supernode.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            supernode.kill()
+        supernode.stop()
 
 
 @click.command()

@@ -39,6 +39,7 @@ class ComposeProject:
     api_port: int = field(default_factory=free_port)
     chain_port: int = field(default_factory=free_port)
     store_port: int = field(default_factory=free_port)
+    joined: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -64,12 +65,16 @@ class ComposeProject:
 
     # -- commands ---------------------------------------------------------------------
 
-    def run(self, argv: Sequence[str], *, timeout: float = 120, check: bool = True) -> str:
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 120, check: bool = True, merge: bool = False
+    ) -> str:
+        """Run a command; its stdout (``merge``: with its stderr, e.g. a container's log)."""
         result = subprocess.run(
             list(argv),
             cwd=REPO_ROOT,
             env=self.env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             text=True,
             timeout=timeout,
             check=False,
@@ -103,6 +108,23 @@ class ComposeProject:
             raise ComposeError(f"service {service}: containers {names}")
         return names[0]
 
+    def log(self, container: str, *args: str) -> str:
+        """A container's whole log: Flower writes its lines to stderr."""
+        return self.run(["podman", "logs", *args, container], merge=True)
+
+    @classmethod
+    def attach(cls, name: str) -> ComposeProject:
+        """A project already up (a rerun while developing), its host ports read back."""
+        project = cls(name)
+        for service, port, attr in (
+            ("coordinator", "8080", "api_port"),
+            ("chain", "8545", "chain_port"),
+            ("ipfs", "5001", "store_port"),
+        ):
+            bound = project.podman("port", project.container(service), port).split()[0]
+            setattr(project, attr, int(bound.rsplit(":", 1)[1]))
+        return project
+
     def exec(self, service: str, *argv: str, timeout: float = 120, check: bool = True) -> str:
         return self.podman("exec", self.container(service), *argv, timeout=timeout, check=check)
 
@@ -117,16 +139,77 @@ class ComposeProject:
 
     def down(self) -> None:
         self.compose("down", "-v", "-t", "5", timeout=300)
+        # podman-compose 1.x leaves the volumes named like a service (node-1, …) behind.
+        for volume in self.podman("volume", "ls", "--format", "{{.Name}}").split():
+            if volume.startswith(f"{self.name}_"):
+                self.podman("volume", "rm", "-f", volume, check=False)
 
     def logs(self) -> str:
         out = []
         for service in ("owner", "coordinator", "node-1", "node-2", "node-3", "ipfs", "chain"):
             try:
-                tail = self.podman("logs", "--tail", "60", self.container(service), check=False)
+                tail = self.log(self.container(service), "--tail", "60")
             except ComposeError as exc:
                 tail = str(exc)
             out.append(f"----- {service}\n{tail}")
+        log = self.exec("coordinator", "tail", "-n", "40", "/state/coordinator.log", check=False)
+        out.append(f"----- coordinator.log\n{log}")
+        for name in self.joined:
+            tail = self.log(self.joined[name], "--tail", "60")
+            out.append(f"----- {name} (joined)\n{tail}")
         return "\n".join(out)
+
+    # -- a participant joining the running federation (README, "A new participant") ----
+
+    def join(self, name: str, csv: Path) -> str:
+        """Start ``name``'s node container on the federation's network, its own volumes,
+        the records of ``csv``; returns the container name."""
+        container = f"{self.name}_{name}"
+        self.joined[name] = container
+        env = {
+            "LETHE_RPC_URL": "http://chain:8545",
+            "LETHE_STORE": "http://ipfs:5001",
+            "LETHE_FEDERATION": "lethe-compose",
+            "LETHE_SLICES": "4",
+            "LETHE_NODE_NAME": name,
+            "LETHE_CSV": "/input/records.csv",
+        }
+        self.podman(
+            "run", "-d", "--name", container, "--network", self.network(),
+            "-v", f"{container}:/data", "-v", f"{container}-outbox:/outbox",
+            "-v", f"{self.name}_public:/public:ro",
+            "-v", f"{self.name}_record-key:/record-key:ro",
+            "-v", f"{csv.resolve()}:/input/records.csv:ro",
+            *(arg for key, value in env.items() for arg in ("-e", f"{key}={value}")),
+            "lethe:0.1.0", "node",
+        )  # fmt: skip
+        return container
+
+    def admit_and_register(self, name: str) -> str:
+        """The owner admits the new address on chain; the coordinator registers its
+        SuperNode key. Returns the address."""
+        container = self.joined[name]
+        address = self.wait_for(
+            f"{name} address",
+            lambda: self.podman("exec", container, "cat", "/outbox/address").strip(),
+            timeout=120,
+        )
+        self.exec("owner", "/app/docker/admit.sh", name, address)
+        auth_pub = self.podman("exec", container, "cat", "/outbox/auth.pub")
+        result = subprocess.run(
+            ["podman", "exec", "-i", self.container("coordinator"),
+             "/app/docker/register.sh", name],
+            input=auth_pub, env=self.env, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ComposeError(f"register.sh {name} → {result.returncode}\n{result.stderr}")
+        return str(address).lower()
+
+    def remove_joined(self) -> None:
+        for container in self.joined.values():
+            self.podman("rm", "-f", "-t", "3", container, check=False)
+            self.podman("volume", "rm", "-f", container, f"{container}-outbox", check=False)
 
     # -- the coordinator's API, from the host ------------------------------------------
 

@@ -4,15 +4,19 @@
 the compose project comes up with podman; a forget sent to the coordinator's API from
 the host completes; ``lethe audit`` on the host passes against the containers' chain and
 store; a node killed mid-round does not stop the round; a node cut from the network and
-reconnected answers again. The tests run in file order against one project and tear it
-down at the end, volumes included.
+reconnected answers again; a fourth organisation joins the running federation from its
+own container and is part of the next round. The tests run in file order against one
+project and tear it down at the end, volumes included.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,8 @@ from typing import Any
 import pytest
 import requests
 
+from node.store import load_default
+from protocol.ledger import Ledger
 from tests.containers.compose import REPO_ROOT, ComposeProject
 
 pytestmark = pytest.mark.containers
@@ -31,12 +37,17 @@ LETHE = Path(sys.executable).parent / "lethe"
 
 @pytest.fixture(scope="module")
 def project() -> Iterator[ComposeProject]:
-    project = ComposeProject(f"lethe-test-{os.getpid()}")
+    running = os.environ.get("LETHE_CONTAINERS_PROJECT")  # reuse one that is up
+    project = (
+        ComposeProject.attach(running) if running else ComposeProject(f"lethe-test-{os.getpid()}")
+    )
     try:
-        project.up()
+        if not running:
+            project.up()
         yield project
     finally:
         try:
+            project.remove_joined()
             project.down()
         finally:
             leftovers = project.podman(
@@ -73,6 +84,7 @@ def test_each_service_mounts_only_its_own_secrets(project: ComposeProject) -> No
             f"node-{index}": "/data",
             f"node-{index}-outbox": "/outbox",
             "public": "/public",
+            "record-key": "/record-key",
         }
     coordinator = _mounts(project, "coordinator")
     assert not any(name in coordinator for name in (*NODES, "owner")), coordinator
@@ -138,7 +150,7 @@ def test_control_and_runtime_apis_are_unreachable_from_a_node(
 def test_supernodes_authenticate_and_an_unregistered_key_is_refused(
     project: ComposeProject, initial_rounds: list[dict[str, Any]]
 ) -> None:
-    logs = project.podman("logs", project.container("coordinator"))
+    logs = project.log(project.container("coordinator"))
     for node in NODES:
         assert f"SuperNode key of {node} registered" in logs
     # A SuperNode with a key the SuperLink never registered cannot join.
@@ -188,7 +200,7 @@ def test_initial_rounds_are_finalized(
 
 def _joined(project: ComposeProject, node: str) -> bool:
     """Its SuperNode is connected: Flower logs the first successful connection."""
-    return "Connection successful" in project.podman("logs", project.container(node))
+    return "Connection successful" in project.log(project.container(node))
 
 
 def test_forget_from_the_host_completes(project: ComposeProject, initial_rounds: Any) -> None:
@@ -241,18 +253,8 @@ def test_audit_from_the_host_passes_against_the_containers(
     assert "ct-forget-1" in audit.stdout or '"completed"' in audit.stdout
 
 
-def _forget_and_wait(
-    project: ComposeProject, request_id: str, before: Any = None
-) -> dict[str, Any]:
+def _forget_and_wait(project: ComposeProject, request_id: str) -> dict[str, Any]:
     project.forget(project.record_of("node-1"), request_id)
-    if before is not None:
-        project.wait_for(
-            f"{request_id} dispatched",
-            lambda: project.request(request_id)["state"] != "received",
-            timeout=300,
-            every=0.1,
-        )
-        before()
     final = project.wait_for(
         f"{request_id} done",
         lambda: (r := project.request(request_id))["state"] in ("completed", "failed") and r,
@@ -262,28 +264,48 @@ def _forget_and_wait(
     return dict(project.get(f"/rounds/{final['round']}"))
 
 
+def _kill_once_shared(project: ComposeProject, service: str) -> None:
+    """Kill ``service`` the moment the coordinator logs that every node shared: the round
+    is then past ``train`` and ``train.share``, in ``train.aggregate`` or later."""
+    follow = subprocess.Popen(
+        ["podman", "exec", project.container("coordinator"),
+         "tail", "-n", "0", "-F", "/state/coordinator.log"],
+        env=project.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        for line in follow.stdout:
+            if "nodes shared" in line:
+                project.podman("kill", project.container(service))
+                return
+    finally:
+        follow.kill()
+        follow.wait()
+
+
 def test_a_node_killed_mid_round_does_not_stop_the_round(
     project: ComposeProject, initial_rounds: Any
 ) -> None:
     victim = project.address_of("node-3")
-    survived = _forget_and_wait(
-        project,
-        "ct-forget-kill",
-        before=lambda: project.podman("kill", project.container("node-3")),
-    )
+    killer = threading.Thread(target=_kill_once_shared, args=(project, "node-3"))
+    killer.start()
+    time.sleep(2)  # the log is followed before the request arrives
+    survived = _forget_and_wait(project, "ct-forget-kill")
+    killer.join(timeout=60)
     assert survived["state"] == "finalized"
-    answered = {a.lower() for a in survived["responders"]["aggregate"]}
-    assert victim not in answered
-    assert len(answered) >= survived["threshold"]
+    assert victim in {a.lower() for a in survived["responders"]["share"]}  # alive mid-round
     assert project.inspect("node-3")["State"]["Running"] is False
+    finished = {a.lower() for a in survived["responders"]["aggregate"]}
+    assert len(finished) >= survived["threshold"]
 
     # Started again, it keeps its identity and data and answers the next round.
+    restarted = str(int(time.time()))
     project.podman("start", project.container("node-3"))
     project.wait_for(
         "node-3 back",
         lambda: (
             "Connection successful"
-            in project.podman("logs", "--since", "5m", project.container("node-3"))
+            in project.log(project.container("node-3"), "--since", restarted)
         ),
         timeout=300,
     )
@@ -294,29 +316,68 @@ def test_a_node_killed_mid_round_does_not_stop_the_round(
 def test_a_node_disconnected_and_reconnected_rejoins(
     project: ComposeProject, initial_rounds: Any
 ) -> None:
+    # Three nodes: a round needs all three to commit (docs/rounds.md), so a forget sent
+    # while one is cut off waits for it, and completes with it once it is back.
     cut = project.address_of("node-2")
     container = project.container("node-2")
     project.podman("network", "disconnect", project.network(), container)
     try:
-        without = _forget_and_wait(project, "ct-forget-cut")
-        assert cut not in {a.lower() for a in without["responders"]["aggregate"]}
+        project.forget(project.record_of("node-1"), "ct-forget-cut")
+        time.sleep(30)  # cut off for longer than the SuperLink's 20 s heartbeat allowance
+        assert project.request("ct-forget-cut")["state"] != "completed"
     finally:
         project.podman("network", "connect", project.network(), container)
-    rejoined = project.wait_for(
-        "node-2 in a round again",
-        lambda: (
-            cut
-            in {
-                a.lower()
-                for a in _forget_and_wait(project, f"ct-forget-rejoin-{os.urandom(3).hex()}")[
-                    "responders"
-                ]["aggregate"]
-            }
-        ),
+    final = project.wait_for(
+        "ct-forget-cut completed after the reconnect",
+        lambda: (r := project.request("ct-forget-cut"))["state"] in ("completed", "failed") and r,
         timeout=600,
-        every=0.1,
     )
-    assert rejoined
+    assert final["state"] == "completed", final
+    rejoined = project.get(f"/rounds/{final['round']}")
+    assert cut in {a.lower() for a in rejoined["responders"]["aggregate"]}
+
+
+def test_a_fourth_participant_joins_the_running_federation(
+    project: ComposeProject, initial_rounds: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Its own records, as a CSV on its own machine (ids no other participant uses).
+    csv_path = tmp_path_factory.mktemp("node-4") / "records.csv"
+    with csv_path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "text", "label"])
+        for n, row in enumerate(load_default((4, 4), limit=120).train, start=1):
+            writer.writerow([f"org4-{n:04d}", row.text, row.label])
+    container = project.join("node-4", csv_path)
+    address = project.admit_and_register("node-4")
+    # Keys made in its own container: the secrets never left its volume.
+    keys = set(project.podman("exec", container, "ls", "/data").split())
+    assert {"eth.key", "auth.key"} <= keys
+    project.wait_for(
+        "node-4 connected",
+        lambda: "Connection successful" in project.log(container),
+        timeout=600,
+    )
+    ingested = project.podman(
+        "exec", container, "lethe-node", "records", "--db", "/data/node.sqlite", "--sample", "1"
+    )
+    assert ingested.startswith("org4-")
+    # The next round asks it: it trains and shares. That round cannot finalize yet: the
+    # other nodes' models are unchanged since the last round, and they refuse to be summed
+    # into a sender set other than that round's (docs/rounds.md, differencing rule), so it
+    # waits until their models change. Not solved yet (README, "A new participant").
+    project.forget(project.record_of("node-1"), "ct-forget-node-4")
+    project.wait_for(
+        "node-4 shares in the next round",
+        lambda: "Sending: train.share message" in project.log(container),
+        timeout=600,
+    )
+    contract = project.exec(
+        "coordinator",
+        "python",
+        "-c",
+        "import json; print(json.load(open('/public/deployment.json'))['address'])",
+    ).strip()
+    assert Ledger(project.rpc, contract).is_node(address)  # admitted on chain, from the host
 
 
 def test_the_api_answers_on_the_host_loopback(project: ComposeProject) -> None:

@@ -469,6 +469,19 @@ def scale_run(
 # -- output ----------------------------------------------------------------------------------
 
 
+def _label_bars(axes: Any, bars: Any, values: Sequence[float]) -> None:
+    """Write each bar's value in seconds just above it."""
+    for bar, value in zip(bars, values, strict=True):
+        axes.annotate(
+            f"{value:.2f} s",
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Bar chart of the three round times; forget latency distribution beside it."""
     import matplotlib
@@ -495,15 +508,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     for x, values in enumerate(samples):
         left.scatter([x] * len(values), values, color="black", s=12, zorder=3)
-    for bar, value in zip(bars, medians, strict=True):
-        left.annotate(
-            f"{value:.2f} s",
-            (bar.get_x() + bar.get_width() / 2, value),
-            ha="center",
-            va="bottom",
-            xytext=(0, 3),
-            textcoords="offset points",
-        )
+    _label_bars(left, bars, medians)
     left.axhline(
         TARGET_ROUND_RATIO * results["secaggplus_round_s"],
         color="#c0504d",
@@ -545,15 +550,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     scale_bars = scale.bar(labels, values, color=colors, alpha=0.85)
     for x, ys in enumerate(points):
         scale.scatter([x] * len(ys), ys, color="black", s=12, zorder=3)
-    for bar, value in zip(scale_bars, values, strict=True):
-        scale.annotate(
-            f"{value:.2f} s",
-            (bar.get_x() + bar.get_width() / 2, value),
-            ha="center",
-            va="bottom",
-            xytext=(0, 3),
-            textcoords="offset points",
-        )
+    _label_bars(scale, scale_bars, values)
     scale.tick_params(axis="x", labelsize=7)
     scale.axhline(
         TARGET_KILLED_ROUND_S, color="#c0504d", ls=":", lw=1.5, label="target: killed ≤ 5 s"

@@ -165,13 +165,7 @@ def measure_round(nodes: int) -> tuple[int, int]:
             content = RoundApproval(
                 1, rng.randbytes(32), MODEL_CID, rng.randbytes(32), MANIFEST_CID
             )
-            fields = (
-                content.round,
-                content.global_model_hash,
-                content.global_model_cid,
-                content.updates_root,
-                content.manifest_cid,
-            )
+            fields = content.fields()
             if signed:
                 domain = Domain.of(owner)
                 signatures = {a.address: content.sign(domain, a.private_key) for a in node_accts}

@@ -644,13 +644,7 @@ class Coordinator:
                     "round %d: %s sent a bad approval signature", state.round, reply.address
                 )
                 del state.approvals[reply.address]
-        fields = (
-            content.round,
-            content.global_model_hash,
-            content.global_model_cid,
-            content.updates_root,
-            content.manifest_cid,
-        )
+        fields = content.fields()
         try:
             proposal = self.ledger.propose_round_signed(*fields, signatures)
         except LedgerError as exc:

@@ -38,6 +38,16 @@ class RoundApproval:
     updates_root: bytes
     manifest_cid: str
 
+    def fields(self) -> tuple[int, bytes, str, bytes, str]:
+        """The content in the contract's argument order (``proposeRound*``'s first five)."""
+        return (
+            self.round,
+            self.global_model_hash,
+            self.global_model_cid,
+            self.updates_root,
+            self.manifest_cid,
+        )
+
     def message(self) -> dict[str, Any]:
         return {
             "round": self.round,

@@ -163,4 +163,7 @@ def main(grid: Grid, context: Context) -> None:
     else:
         result = secaggplus_round(grid, context, d, nodes)
     result.update(mode=mode, poll_s=poll_s, d=d, nodes=nodes, run_id=context.run_id)
-    Path(out).write_text(json.dumps(result, indent=2))
+    # Whole or not at all: the benchmark reads the file as soon as it exists.
+    partial = Path(out).with_name(Path(out).name + ".partial")
+    partial.write_text(json.dumps(result, indent=2))
+    partial.replace(out)

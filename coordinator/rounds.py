@@ -742,11 +742,23 @@ class Coordinator:
                 f"round {state.round}: not shared nor proposed, it cannot move a request "
                 "(no owner certified, no certified owner committed its new model)"
             )
-        self.share_stage(state)
-        self.aggregate_stage(state)
-        self.publish_stage(state)
-        self.approve_stage(state)
-        return self.record(state)
+        timings = {"train": time.monotonic() - state.started}
+        for name, stage in (
+            ("share", self.share_stage),
+            ("aggregate", self.aggregate_stage),
+            ("publish", self.publish_stage),
+            ("approve", self.approve_stage),
+        ):
+            began = time.monotonic()
+            stage(state)
+            timings[name] = time.monotonic() - began
+        outcome = self.record(state)
+        logger.info(
+            "round %d: stages %s",
+            state.round,
+            " ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items()),
+        )
+        return outcome
 
     def _can_complete(self, state: RoundState) -> bool:
         """Whether a finalized round would complete a certified request: its owner committed

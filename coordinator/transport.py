@@ -139,6 +139,7 @@ class FlowerTransport:
             Message(to_record_dict(r), dst_node_id=nid, message_type=stage, ttl=timeout + 30)
             for nid, r in records.items()
         ]
+        pushing = time.monotonic()
         # Who each message went to: an error reply made by the SuperLink (node offline, an
         # upload cut short) carries the SuperLink's own id as its source, not the node's.
         sent_to = {
@@ -172,4 +173,13 @@ class FlowerTransport:
                 time.sleep(self.poll_s)
         for asked in waiting:
             logger.warning("%s: node %s did not answer within %.1f s", stage, sent_to[asked], stop)
+        logger.info(
+            "%s: %d/%d replies in %.2f s (pushed in %.2f s; replies at %s s)",
+            stage,
+            len(replies),
+            len(sent_to),
+            time.monotonic() - started,
+            started - pushing,
+            ", ".join(f"{x:.2f}" for x in latencies),
+        )
         return replies

@@ -227,6 +227,7 @@ def _connect(rpc_url: str, timeout: float) -> Web3:
     from web3 import HTTPProvider, Web3
     from web3.middleware import ExtraDataToPOAMiddleware
     from web3.providers.rpc.utils import ExceptionRetryConfiguration
+    from web3.types import RPCEndpoint
 
     # Few, short retries: an unreachable endpoint must fail in seconds, not hang.
     retry = ExceptionRetryConfiguration(
@@ -238,6 +239,10 @@ def _connect(rpc_url: str, timeout: float) -> Web3:
         rpc_url,
         request_kwargs={"timeout": (min(timeout, 3.0), timeout)},
         exception_retry_configuration=retry,
+        # web3's validation asks eth_chainId before every call and transaction; an
+        # endpoint's chain id never changes, so it is asked once.
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
     )
     w3 = Web3(provider)
     # Proof-of-authority chains put long extraData in blocks; harmless elsewhere.

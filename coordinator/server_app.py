@@ -42,6 +42,10 @@ def main(grid: Grid, context: Context) -> None:
     logging.getLogger("lethe").addHandler(handler)
     logging.getLogger("lethe").setLevel(logging.INFO)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="[lethe] %(message)s")
+    # httpx logs every request at INFO: with replies pulled every poll_s that was ~20
+    # lines a second, each one shipped to the SuperLink's log store by another request.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     flower.tune_grid_object_pulls(config.poll_s)
     db = CoordinatorDB(Path(config.db))
     db.set_control("stopped", "0")

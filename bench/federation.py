@@ -52,7 +52,6 @@ import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,7 @@ TARGET_ROUND_RATIO = 0.5
 TARGET_FORGET_P50_S = 5.0
 
 _LOG_LINE = re.compile(r"^(\S+ \S+) INFO round (\d+): (.*)$")
+_STAGES = re.compile(r"stages ((?:\w+ [\d.]+ s ?)+)")
 _STAGE_LINE = re.compile(r"\] (\S+) (?:done|FAILED) in ([0-9.]+) s$")
 
 
@@ -177,42 +177,23 @@ def baseline_round(
 
 
 def lethe_stage_profile(log: Path, rounds: Sequence[int]) -> dict[str, Any]:
-    """Per round, the coordinator's time between its progress lines (log timestamps, ms).
-
-    ``train_share_s``: training line → shares collected (stages train + train.share);
-    ``aggregate_propose_s``: → proposed (train.aggregate, reconstruction, store,
-    query.approve: every node checks and signs, then ``proposeRoundSigned`` mined with the
-    signatures); ``approve_s``: → finalized (the coordinator reads the round's state).
-    """
-    marks: dict[int, dict[str, datetime]] = defaultdict(dict)
+    """Per round, the seconds of each stage as the coordinator logs them at its end
+    (``round N: stages train … s share … s …``, ``Coordinator.run_round``): ``train``
+    from the round's start, ``share``, ``aggregate`` (replies only), ``publish``
+    (unmasking, storing model and manifest) and ``approve`` (every node's signature, then
+    ``proposeRoundSigned`` mined)."""
+    per_round: dict[int, dict[str, float]] = {}
     for line in log.read_text(errors="replace").splitlines():
         match = _LOG_LINE.match(line)
         if not match or int(match.group(2)) not in rounds:
             continue
-        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-        text = match.group(3)
-        for key, prefix in (
-            ("start", "training"),
-            ("shared", None),
-            ("proposed", "proposed"),
-            ("finalized", "FINALIZED"),
-        ):
-            if (prefix and text.startswith(prefix)) or (prefix is None and " shared (t=" in text):
-                marks[int(match.group(2))][key] = stamp
-    per_round = {}
-    for r, m in sorted(marks.items()):
-        if len(m) == 4:
-            per_round[r] = {
-                "train_share_s": (m["shared"] - m["start"]).total_seconds(),
-                "aggregate_propose_s": (m["proposed"] - m["shared"]).total_seconds(),
-                "approve_s": (m["finalized"] - m["proposed"]).total_seconds(),
-            }
-    keys = ("train_share_s", "aggregate_propose_s", "approve_s")
+        if stages := _STAGES.fullmatch(match.group(3)):
+            pairs = re.findall(r"(\w+) ([\d.]+) s", stages.group(1))
+            per_round[int(match.group(2))] = {f"{k}_s": float(v) for k, v in pairs}
+    keys = sorted({k for p in per_round.values() for k in p})
     return {
         "per_round": per_round,
-        "median": {k: _median([p[k] for p in per_round.values()]) for k in keys}
-        if per_round
-        else {},
+        "median": {k: _median([p[k] for p in per_round.values() if k in p]) for k in keys},
     }
 
 
@@ -434,6 +415,10 @@ def _scale_figures(
     figures: dict[str, Any] = {
         "round_s": _median(seconds),
         "round_s_all": [round(x, 3) for x in seconds],
+        "stages": lethe_stage_profile(
+            federation.coordinator_config_path.with_name("coordinator.log"),
+            [int(r["round"]) for r in initial],
+        ),
         "forget_round_s_all": forget_rounds,
         "node_rss_mb": rss,
         "forgets": rows,

@@ -28,6 +28,7 @@ import numpy as np
 from coordinator.deadline import StragglerRule
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.commitments import Update, recover_leaf_signer
+from protocol.epoch import roster_epoch
 from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
@@ -216,10 +217,6 @@ class Coordinator:
                 raise RoundFailed(f"only {len(nodes)} of {minimum} nodes connected")
             time.sleep(0.5)
 
-    def _chain_members(self) -> dict[str, tuple[int, bytes]]:
-        """Registered nodes from the chain: lower-case address → (Shamir x, X25519 key)."""
-        return {a.lower(): member for a, member in self._chain_members_named().items()}
-
     def _chain_members_named(self) -> dict[str, tuple[int, bytes]]:
         """Registered nodes from the chain: checksummed address → (Shamir x, X25519 key)."""
         return {
@@ -272,10 +269,12 @@ class Coordinator:
 
     def train_stage(self, state: RoundState) -> None:
         """Stage 1: nodes forget what is asked, train and commit; keep registered, signed ones."""
-        members = self._chain_members()
+        named = self._chain_members_named()
+        members = {a.lower(): member for a, member in named.items()}
+        epoch = _hex(roster_epoch((a, x, key) for a, (x, key) in named.items()))
         nodes = self.transport.node_ids()
         replies = self._exchange(
-            {n: self._train_request(state, n) for n in nodes},
+            {n: self._train_request(state, n, epoch) for n in nodes},
             TrainReply,
             self.config.train_timeout_s,
         )
@@ -315,9 +314,10 @@ class Coordinator:
                 f"need {self.config.min_nodes}"
             )
 
-    def _train_request(self, state: RoundState, node: int) -> TrainRequest:
+    def _train_request(self, state: RoundState, node: int, epoch: str) -> TrainRequest:
         """The train request for one Flower node: a record id goes only to the node named as
-        its owner on chain (as it last answered from this Flower node), never to the others."""
+        its owner on chain (as it last answered from this Flower node), never to the others.
+        ``epoch`` is the chain's roster epoch, which every node checks for itself."""
         last_seen = {
             int(n["flower_node_id"]): str(n["address"]).lower()
             for n in self.db.list_nodes()
@@ -334,6 +334,7 @@ class Coordinator:
             **state.base(),
             shards=self.config.shards,
             slices=self.config.slices,
+            epoch=epoch,
             forget_requests=entries,
         )
 

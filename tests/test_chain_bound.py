@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from node.stages import answer
+from protocol.epoch import chain_epoch
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger, TxResult
 from protocol.messages import TRAIN, ForgetEntry, TrainReply, TrainRequest
@@ -89,6 +90,7 @@ def _train(fed: MemoryFederation, node: NodeHandle, request_id: str, record_id: 
         through_slice=None,
         shards=2,
         slices=4,
+        epoch="0x" + chain_epoch(fed.chain.owner.roster()).hex(),
         forget_requests=[ForgetEntry(request_id=request_id, record_id=record_id)],
     )
     return TrainReply.from_record(answer(node.runtime, TRAIN, request.to_record()))

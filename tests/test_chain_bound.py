@@ -112,7 +112,9 @@ def test_a_node_deletes_nothing_for_a_forget_request_the_chain_does_not_authoris
     elif opened == "naming another node":
         commitment = fed.record_key.commitment(record_id)
         fed.chain.coordinator.request_forget(chain_id, commitment, other.address)
-    with victim.runtime.sisa() as sisa:
+    with victim.runtime.sisa() as sisa:  # trained for the federation's roster, as in a round
+        sisa.enter_epoch(chain_epoch(fed.chain.owner.roster()))
+        sisa.train()
         before = sisa.model().hash_hex
     reply = _train(fed, victim, "made-up", record_id)
     assert reply.forget_results == []

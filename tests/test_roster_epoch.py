@@ -81,8 +81,8 @@ def test_a_node_admitted_after_the_initial_rounds_is_in_the_next_round(
     summed = {n.address: _model(n).hash_hex for n in fed.nodes}
     newcomer = fed.admit(3)
     owner = fed.nodes[1]
-    with owner.runtime.sisa() as node:
-        record_id = node.store.record_ids()[3]
+    with owner.runtime.sisa() as sisa:
+        record_id = sisa.store.record_ids()[3]
     fed.db.submit_forget(record_id, fed.commitment(record_id), request_id="forget-1")
 
     assert fed.coordinator.process_forgets()

@@ -271,7 +271,7 @@ class Coordinator:
         """Stage 1: nodes forget what is asked, train and commit; keep registered, signed ones."""
         named = self._chain_members_named()
         members = {a.lower(): member for a, member in named.items()}
-        epoch = _hex(roster_epoch((a, x, key) for a, (x, key) in named.items()))
+        epoch = _hex(roster_epoch(named))
         nodes = self.transport.node_ids()
         replies = self._exchange(
             {n: self._train_request(state, n, epoch) for n in nodes},

@@ -267,7 +267,7 @@ def _check_model_epoch(rt: NodeRuntime, roster: Roster) -> None:
     the ``train`` that retrains it is refused here)."""
     from protocol.epoch import roster_epoch
 
-    epoch = roster_epoch((m.node_id, m.x, m.public_key) for m in roster.members)
+    epoch = roster_epoch(m.node_id for m in roster.members)
     with rt.sisa() as node:
         trained_for = node.epoch
     if trained_for != epoch:

@@ -3,10 +3,14 @@
 A node whose model is unchanged may not be summed into another sender set (docs/trust.md,
 rule 5), so after an admission or a removal the old members could never sum with the new
 roster. Instead every node binds its SISA seeds and checkpoint lineages to the epoch, the
-digest of the chain's registered roster (addresses, x-coordinates, X25519 keys), and
-retrains its shard when the chain's roster moves on: every model in the new roster's first
-sum is new, and the differencing rule lets it through. Nodes derive the epoch from the
-chain themselves; a coordinator naming another one is refused.
+digest of the chain's registered roster (the addresses of the admitted nodes with a share
+key), and retrains its shards when the chain's roster moves on: every model in the new
+roster's first sum is new, and the differencing rule lets it through. Nodes derive the
+epoch from the chain themselves; a coordinator naming another one is refused.
+
+The epoch covers addresses only, not keys: the differencing rule is about who is summed,
+and a key rotation changes no sender set. Two federations with the same members, on the
+same data, therefore train the same bytes (the end-to-end exactness test relies on it).
 """
 
 from __future__ import annotations
@@ -23,22 +27,12 @@ if TYPE_CHECKING:
 _EPOCH_DOMAIN = b"lethe/roster-epoch/v1\x00"
 
 
-def roster_epoch(members: Iterable[tuple[str, int, bytes]]) -> bytes:
-    """keccak256 of the registered roster as (address, Shamir x, X25519 key), order-free."""
-    canonical = sorted((address.lower(), x, "0x" + key.hex()) for address, x, key in members)
-    return keccak256(_EPOCH_DOMAIN + canonical_json(canonical))
-
-
-def chain_members(entries: Iterable[RosterEntry]) -> list[tuple[str, int, bytes]]:
-    """The round's members from the contract's roster: admitted nodes with a registered key,
-    at x = their index in the contract's list + 1 (the roster every round uses)."""
-    return [
-        (entry.address, index + 1, entry.key)
-        for index, entry in enumerate(entries)
-        if entry.key is not None
-    ]
+def roster_epoch(addresses: Iterable[str]) -> bytes:
+    """keccak256 of the set of roster addresses (lower-cased, sorted)."""
+    return keccak256(_EPOCH_DOMAIN + canonical_json(sorted(a.lower() for a in addresses)))
 
 
 def chain_epoch(entries: Iterable[RosterEntry]) -> bytes:
-    """The epoch of the contract's current roster (``Ledger.roster()``)."""
-    return roster_epoch(chain_members(entries))
+    """The epoch of the contract's current roster (``Ledger.roster()``): the admitted nodes
+    with a registered share key, as every round's roster has them."""
+    return roster_epoch(e.address for e in entries if e.key is not None)

@@ -733,6 +733,7 @@ class Coordinator:
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
         self.train_stage(state)
+        self._check_new_roster(state)
         self.last_unasked_owner = any(
             r.request_id not in state.asked
             and (r.node_address or "").lower() in self.last_committed
@@ -748,6 +749,28 @@ class Coordinator:
         self.publish_stage(state)
         self.approve_stage(state)
         return self.record(state)
+
+    def _check_new_roster(self, state: RoundState) -> None:
+        """The first round after the roster changed on chain waits for every registered node.
+
+        Every node retrains for the new roster's epoch, and its model, once summed, may
+        only be summed with that same set again (docs/trust.md, rule 5): a first sum
+        without a registered node (a newcomer that has not connected yet) would keep it out
+        of every later round of the epoch. So nothing is shared until all of them committed.
+        """
+        recorded = self.db.list_rounds()
+        if not recorded:
+            return
+        members = self._chain_members_named()
+        if roster_epoch(recorded[-1]["roster"]) == roster_epoch(members):
+            return
+        committed = {a.lower() for a in state.committed}
+        missing = sorted((a for a in members if a.lower() not in committed), key=str.lower)
+        if missing:
+            raise RoundFailed(
+                f"round {state.round}: the first round of a new roster needs every registered "
+                f"node; waiting for {', '.join(missing)} (nothing shared)"
+            )
 
     def _can_complete(self, state: RoundState) -> bool:
         """Whether a finalized round would complete a certified request: its owner committed

@@ -6,6 +6,8 @@ Real nodes, a real chain, the in-memory transport. Specifications (docs/trust.md
   weighted average of all four models: every earlier member retrained for the new
   roster's epoch, so its model is new and may be summed with the new sender set;
 - a removal moves to a new epoch too: the remaining nodes retrain and the round publishes;
+- the first round of a new roster waits for every registered node (a newcomer not yet
+  connected): nothing is shared without it, and once it connects the round publishes;
 - a coordinator that skips that retrain, to have the earlier members share the models
   summed before the admission together with the newcomer's (the difference of the two
   published sums would be the newcomer's model), is refused by every earlier member;
@@ -24,6 +26,7 @@ import numpy as np
 import pytest
 
 from coordinator.audit import audit
+from coordinator.rounds import RoundFailed
 from node.stages import answer
 from protocol.epoch import chain_epoch
 from protocol.errors import ProtocolError
@@ -206,3 +209,24 @@ def test_a_node_trains_only_for_the_epoch_it_derives_from_the_chain(
         answer(node.runtime, TRAIN, request.to_record())
     assert _epoch_of(node) == before_admission, "nothing retrained for the coordinator's word"
     assert _model(node).hash == model.hash
+
+
+def test_a_newcomer_not_yet_connected_holds_the_new_rosters_first_round_back(
+    memory_federation_of: MakeFederation,
+) -> None:
+    # Without the wait, the first sum of the new roster would be the three without the
+    # newcomer, and their models, unchanged from then on, would refuse it in every later
+    # round of the epoch.
+    fed = _exact(memory_federation_of(3))
+    assert fed.coordinator.run_round(None).finalized
+    newcomer = fed.admit(3)  # admitted, its key registered
+    endpoint = fed.transport.nodes.pop(newcomer.flower_id)  # not connected yet
+    with pytest.raises(RoundFailed, match=f"waiting for {newcomer.address}"):
+        fed.coordinator.run_round(None)
+    round_no = fed.chain.owner.last_round() + 1
+    assert all(n.runtime.rounds.agreement(round_no) is None for n in fed.nodes)
+    fed.transport.nodes[newcomer.flower_id] = endpoint  # it connects
+    outcome = fed.coordinator.run_round(None)
+    assert outcome.finalized and outcome.round == round_no
+    assert outcome.info["responders"]["share"] == _by_address(fed.nodes)
+    assert fed.coordinator.run_round(None).finalized  # and the next one, the same four

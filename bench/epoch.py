@@ -39,8 +39,13 @@ from protocol.epoch import roster_epoch
 from protocol.hashing import keccak256
 
 RESULTS = Path(__file__).parent / "results"
-SIZES = (500, 11_442, 34_326)
-"""The demo's share per node, one of three nodes of the whole dataset, all of it."""
+NODE_DATA: tuple[tuple[tuple[int, int], int | None], ...] = (
+    ((1, 3), 500),
+    ((1, 3), None),
+    ((1, 1), None),
+)
+"""(partition, limit): the demo's share of a node, one of three nodes of the whole
+dataset, all of it on one node."""
 NEWCOMER_RECORDS = 500
 EPOCH_A = roster_epoch(["0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20])
 EPOCH_B = roster_epoch(["0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20, "0x" + "dd" * 20])
@@ -100,10 +105,11 @@ def _model(node: SisaNode, epoch: bytes) -> tuple[np.ndarray[Any, Any], int]:
 def newcomer(work: Path) -> dict[str, Any]:
     """How far the difference of the last sum before and the first after an admission is
     from the newcomer's model, once every node retrained for the new epoch."""
-    data = load_default((1, 1))
-    pools = [data.train[i::4][:NEWCOMER_RECORDS] for i in range(4)]
+    shares = [load_default((i + 1, 4), limit=NEWCOMER_RECORDS) for i in range(4)]
+    pools = [share.train for share in shares]
     records = [r for pool in pools for r in pool]
-    vectors, meta = embeddings(records + list(data.test))
+    test = shares[0].test
+    vectors, meta = embeddings(records + list(test))
     nodes = [_node(work, f"n{i}", pool, vectors) for i, pool in enumerate(pools)]
     before = [_model(n, EPOCH_A) for n in nodes[:3]]
     after = [_model(n, EPOCH_B) for n in nodes]
@@ -112,7 +118,6 @@ def newcomer(work: Path) -> dict[str, Any]:
     g2 = sum(w * n for w, n in after) / n2
     victim, n_victim = after[3]
     estimate = np.asarray((n2 * g2 - n1 * g1) / n_victim, dtype=np.float64)
-    test = data.test
     features = np.stack([vectors[r.id] for r in test]).astype(np.float32)
     labels = np.array([_config("x").labels.index(r.label) for r in test])
     change = [
@@ -173,11 +178,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    pool = load_default((1, 1)).train
+    pools = [load_default(partition, limit=limit).train for partition, limit in NODE_DATA]
     with tempfile.TemporaryDirectory(prefix="lethe-bench-") as tmp:
         work = Path(tmp)
-        retrain_cost(pool[:200], work, 1)  # torch's import and first switch, not measured
-        points = [retrain_cost(pool[:size], work, args.repeats) for size in SIZES]
+        retrain_cost(pools[0][:200], work, 1)  # torch's import and first switch, not measured
+        points = [retrain_cost(pool, work, args.repeats) for pool in pools]
         for point in points:
             print(json.dumps(point), flush=True)
         leak = newcomer(work)

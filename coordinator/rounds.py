@@ -733,7 +733,6 @@ class Coordinator:
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
         self.train_stage(state)
-        self._check_new_roster(state)
         self.last_unasked_owner = any(
             r.request_id not in state.asked
             and (r.node_address or "").lower() in self.last_committed
@@ -744,6 +743,7 @@ class Coordinator:
                 f"round {state.round}: not shared nor proposed, it cannot move a request "
                 "(no owner certified, no certified owner committed its new model)"
             )
+        self._check_new_roster(state)
         self.share_stage(state)
         self.aggregate_stage(state)
         self.publish_stage(state)

@@ -138,7 +138,7 @@ def _checked_epoch(rt: NodeRuntime, request: TrainRequest) -> bytes:
     from protocol.epoch import chain_epoch
 
     epoch = chain_epoch(rt.ledger.roster())
-    if request.epoch != _hex(epoch):
+    if request.epoch.lower() != _hex(epoch):
         raise ProtocolError(
             f"the request names roster epoch {request.epoch}, but the chain's registered "
             f"nodes give {_hex(epoch)}: this node trains only for the chain's roster"

@@ -10,7 +10,7 @@ NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test test-containers containers-images lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults clean
+.PHONY: setup test test-containers containers-images lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults bench-epoch clean
 
 # `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
 # Each long step prints a line first and its time after (a fresh clone's pip step takes
@@ -81,13 +81,16 @@ test-containers: containers-images
 	$(BIN)/pytest -q -m containers tests/containers -p no:cacheprovider && \
 	echo "containers: compose test passed in $$(( $$(date +%s) - start )) s"
 
-bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults
+bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults bench-epoch
 
 bench-secagg: setup
 	$(BIN)/python -m bench.secagg
 
 bench-unlearning: setup
 	$(BIN)/python -m bench.unlearning
+
+bench-epoch: setup
+	$(BIN)/python -m bench.epoch
 
 bench-gas: setup
 	$(BIN)/python -m bench.gas

@@ -28,6 +28,7 @@ import numpy as np
 from coordinator.deadline import StragglerRule
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.commitments import Update, recover_leaf_signer
+from protocol.epoch import roster_epoch
 from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.hashing import keccak256
 from protocol.manifest import NodeUpdate, RoundManifest
@@ -216,10 +217,6 @@ class Coordinator:
                 raise RoundFailed(f"only {len(nodes)} of {minimum} nodes connected")
             time.sleep(0.5)
 
-    def _chain_members(self) -> dict[str, tuple[int, bytes]]:
-        """Registered nodes from the chain: lower-case address → (Shamir x, X25519 key)."""
-        return {a.lower(): member for a, member in self._chain_members_named().items()}
-
     def _chain_members_named(self) -> dict[str, tuple[int, bytes]]:
         """Registered nodes from the chain: checksummed address → (Shamir x, X25519 key)."""
         return {
@@ -272,10 +269,12 @@ class Coordinator:
 
     def train_stage(self, state: RoundState) -> None:
         """Stage 1: nodes forget what is asked, train and commit; keep registered, signed ones."""
-        members = self._chain_members()
+        named = self._chain_members_named()
+        members = {a.lower(): member for a, member in named.items()}
+        epoch = _hex(roster_epoch(named))
         nodes = self.transport.node_ids()
         replies = self._exchange(
-            {n: self._train_request(state, n) for n in nodes},
+            {n: self._train_request(state, n, epoch) for n in nodes},
             TrainReply,
             self.config.train_timeout_s,
         )
@@ -315,9 +314,10 @@ class Coordinator:
                 f"need {self.config.min_nodes}"
             )
 
-    def _train_request(self, state: RoundState, node: int) -> TrainRequest:
+    def _train_request(self, state: RoundState, node: int, epoch: str) -> TrainRequest:
         """The train request for one Flower node: a record id goes only to the node named as
-        its owner on chain (as it last answered from this Flower node), never to the others."""
+        its owner on chain (as it last answered from this Flower node), never to the others.
+        ``epoch`` is the chain's roster epoch, which every node checks for itself."""
         last_seen = {
             int(n["flower_node_id"]): str(n["address"]).lower()
             for n in self.db.list_nodes()
@@ -334,6 +334,7 @@ class Coordinator:
             **state.base(),
             shards=self.config.shards,
             slices=self.config.slices,
+            epoch=epoch,
             forget_requests=entries,
         )
 
@@ -742,6 +743,7 @@ class Coordinator:
                 f"round {state.round}: not shared nor proposed, it cannot move a request "
                 "(no owner certified, no certified owner committed its new model)"
             )
+        self._check_new_roster(state)
         timings = {"train": time.monotonic() - state.started}
         for name, stage in (
             ("share", self.share_stage),
@@ -759,6 +761,28 @@ class Coordinator:
             " ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items()),
         )
         return outcome
+
+    def _check_new_roster(self, state: RoundState) -> None:
+        """The first round after the roster changed on chain waits for every registered node.
+
+        Every node retrains for the new roster's epoch, and its model, once summed, may
+        only be summed with that same set again (docs/trust.md, rule 5): a first sum
+        without a registered node (a newcomer that has not connected yet) would keep it out
+        of every later round of the epoch. So nothing is shared until all of them committed.
+        """
+        recorded = self.db.list_rounds()
+        if not recorded:
+            return
+        members = self._chain_members_named()
+        if roster_epoch(recorded[-1]["roster"]) == roster_epoch(members):
+            return
+        committed = {a.lower() for a in state.committed}
+        missing = sorted((a for a in members if a.lower() not in committed), key=str.lower)
+        if missing:
+            raise RoundFailed(
+                f"round {state.round}: the first round of a new roster needs every registered "
+                f"node; waiting for {', '.join(missing)} (nothing shared)"
+            )
 
     def _can_complete(self, state: RoundState) -> bool:
         """Whether a finalized round would complete a certified request: its owner committed

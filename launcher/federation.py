@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,10 @@ from node.runtime import NodeRunConfig
 from node.supernode import DEFAULT_POLL_S
 from protocol.federation import DEFAULT_SLICES
 from protocol.files import write_secret
+from protocol.hashing import keccak256
+
+if TYPE_CHECKING:
+    from node.store import Record
 
 APP_DIR = Path(__file__).resolve().parent.parent
 IDLE_PULLS_PER_S = 30.0
@@ -233,6 +237,7 @@ class LocalFederation:
         index: int,
         account: Any,
         embed_test: Callable[[Sequence[str]], npt.NDArray[np.float32]],
+        records: Sequence[Record] | None = None,
     ) -> None:
         from node.sisa import SisaNode
         from node.store import NodeConfig, load_default
@@ -248,9 +253,12 @@ class LocalFederation:
             write_secret(home / "x25519.key", private_key_bytes(generate_private_key()))
             node_config = NodeConfig(spec.federation_id, f"node-{index}", slices=spec.slices)
             data = load_default(
-                (index, spec.nodes), limit=spec.records_per_node, test_limit=spec.test_records
+                (min(index, spec.nodes), spec.nodes),
+                limit=spec.records_per_node,
+                test_limit=spec.test_records,
             )
-            train = [r for r in data.train if r.id not in spec.exclude_records]
+            chosen = data.train if records is None else records
+            train = [r for r in chosen if r.id not in spec.exclude_records]
             self.report(f"node-{index}: embedding {len(train)} records")
             with SisaNode.create(db, node_config) as node:
                 node.ingest(train)
@@ -339,6 +347,44 @@ class LocalFederation:
         for index, account in enumerate(node_accounts, start=1):
             self._node(index, account, embed_test)
         self._coordinator_config()
+
+    def admit_node(self) -> NodeHandle:
+        """Admit one more organisation to the running federation, as its owner would: the
+        next dev account stakes and is admitted on chain, gets default-dataset records no
+        other node holds, registers its share key, and its SuperNode connects. The next
+        round (a new roster epoch, docs/rounds.md) asks it in."""
+        from launcher.devnet import DEV_ACCOUNT_COUNT, dev_accounts
+        from node.store import load_default
+        from protocol.ledger import Ledger
+
+        index = len(self.nodes) + 1
+        if index + 2 > DEV_ACCOUNT_COUNT:
+            raise ProcessError(f"no funded dev account left for node-{index}")
+        accounts = dev_accounts(index + 2)
+        owner, account = accounts[0], accounts[index + 1]
+        ledger = Ledger(
+            self.devnet.rpc_url,
+            self.deployment.address,
+            private_key=owner.private_key,
+            deployment_block=self.deployment.block_number,
+        )
+        if not ledger.is_node(account.address):
+            if self.staking:
+                self._stake(ledger.with_account(account.private_key))
+            ledger.admit_node(account.address)
+        held = {
+            r.id
+            for i in range(1, self.spec.nodes + 1)
+            for r in load_default((i, self.spec.nodes), limit=self.spec.records_per_node).train
+        }
+        pool = [r for r in load_default().train if r.id not in held]
+        ranked = sorted(pool, key=lambda r: keccak256(b"lethe.newcomer.v1\x00" + r.id.encode()))
+        records = ranked[: self.spec.records_per_node or len(pool) // self.spec.nodes]
+        self._node(index, account, self._test_embeddings(), records)
+        node = self.nodes[-1]
+        self.start_node(node)
+        self.report(f"node-{index}: admitted on chain and started ({node.address})")
+        return node
 
     # -- processes ----------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ Scheme (Bourtoule et al., "Machine Unlearning", IEEE S&P 2021):
   ``(2R+1)/(3R)`` of the shard's training, and one shard is ``1/S`` of the node's.
 - **The head.** A multinomial logistic regression ``logits = xW + b`` (``W``: D×C) trained
   by plain mini-batch SGD with L2 decay, mini-batches in an order drawn from a generator
-  seeded by (federation, node, shard, slice), single-threaded, deterministic algorithms on:
-  the same inputs give the same bytes. Cost is proportional to samples × epochs.
+  seeded by (federation, node, shard, slice, roster epoch), single-threaded, deterministic
+  algorithms on: the same inputs give the same bytes. Cost is proportional to samples × epochs.
 - **Canonical bytes.** A head is the flat float32 little-endian vector ``W`` (row-major,
   D×C) then ``b`` (C); its hash is keccak256 of those bytes. The node's model is the
   sample-weighted average of its shard heads: logits are linear in the parameters, so
@@ -28,9 +28,16 @@ Scheme (Bourtoule et al., "Machine Unlearning", IEEE S&P 2021):
   one holding candidate ids and texts can recompute a leaf; a forget hands the record's
   salt to its data subject in the receipt. A checkpoint
   stores its *lineage* ``keccak256(lineage_{k−1} ‖ root_k ‖ n_k)`` rooted in the
-  configuration digest and the shard; a checkpoint whose lineage no longer matches the
-  data is stale, and training resumes from the first stale slice of each shard. That one
-  rule serves first training, ingest of new records, forgetting and crash recovery.
+  configuration digest, the shard and the roster epoch; a checkpoint whose lineage no
+  longer matches the data is stale, and training resumes from the first stale slice of
+  each shard. That one rule serves first training, ingest of new records, forgetting,
+  crash recovery and a change of the federation's roster.
+- **Roster epochs.** A node in a federation trains for the chain's registered roster
+  (``protocol.epoch``): when it changes, every lineage changes, so every slice of every
+  shard is retrained from zero under the new epoch's seeds and the node's model is new
+  (docs/trust.md, rule 5). A checkpoint of an old epoch is never a starting point, and a
+  forget under epoch e equals training without the record under e. A node never asked
+  into a round has the empty epoch (the seeds and lineages of a standalone node).
 - **Forgetting.** ``forget`` deletes the rows and journals the request in one transaction,
   truncates the write-ahead log (the text is gone from the node's files), then retrains:
   each affected shard restarts from the checkpoint before its earliest affected slice,
@@ -101,8 +108,10 @@ def epochs_per_slice(epochs: int, slices: int) -> int:
     return max(1, round(2 * epochs / (slices + 1)))
 
 
-def seed_for(federation_id: str, node_id: str, shard: int, slice_: int) -> int:
-    """The mini-batch order seed of one slice step."""
+def seed_for(
+    federation_id: str, node_id: str, shard: int, slice_: int, epoch: bytes = b""
+) -> int:
+    """The mini-batch order seed of one slice step under a roster ``epoch`` (empty: none)."""
     digest = keccak256(
         _SEED_DOMAIN
         + federation_id.encode()
@@ -111,6 +120,7 @@ def seed_for(federation_id: str, node_id: str, shard: int, slice_: int) -> int:
         + b"\x00"
         + shard.to_bytes(4, "big")
         + slice_.to_bytes(4, "big")
+        + epoch
     )
     return int.from_bytes(digest[:8], "big") >> 1
 
@@ -576,13 +586,13 @@ class SisaNode:
     # -- training -------------------------------------------------------------------------
 
     def _lineages(
-        self, slices: dict[tuple[int, int], tuple[int, bytes]]
+        self, slices: dict[tuple[int, int], tuple[int, bytes]], epoch: bytes
     ) -> dict[tuple[int, int], bytes]:
         cfg = self.config
         root = cfg.digest()
         lineages = {}
         for shard in range(cfg.shards):
-            lineage = keccak256(_LINEAGE_DOMAIN + root + shard.to_bytes(4, "big"))
+            lineage = keccak256(_LINEAGE_DOMAIN + root + shard.to_bytes(4, "big") + epoch)
             for k in range(cfg.slices):
                 n, slice_root = slices.get((shard, k), (0, EMPTY_ROOT))
                 lineage = keccak256(lineage + slice_root + n.to_bytes(8, "big"))
@@ -590,10 +600,10 @@ class SisaNode:
         return lineages
 
     def _stale(
-        self, slices: dict[tuple[int, int], tuple[int, bytes]]
+        self, slices: dict[tuple[int, int], tuple[int, bytes]], epoch: bytes
     ) -> tuple[dict[int, int], dict[tuple[int, int], bytes]]:
-        """First stale slice of each shard whose checkpoints do not match its data."""
-        lineages = self._lineages(slices)
+        """First stale slice of each shard whose checkpoints do not match its data and epoch."""
+        lineages = self._lineages(slices, epoch)
         stored = self.store.checkpoint_lineages()
         stale: dict[int, int] = {}
         for shard in range(self.config.shards):
@@ -605,8 +615,24 @@ class SisaNode:
 
     def is_trained(self) -> bool:
         """Whether every checkpoint matches the data and no forget is pending."""
-        stale, _ = self._stale(self.store.slices())
+        stale, _ = self._stale(self.store.slices(), self.store.roster_epoch())
         return not stale and not self.store.pending_forget_batches()
+
+    @property
+    def epoch(self) -> bytes:
+        """The roster epoch this node trains for (empty: never asked into a round)."""
+        return self.store.roster_epoch()
+
+    def enter_epoch(self, epoch: bytes) -> bool:
+        """Train for ``epoch`` from now on; whether it changed. Nothing is retrained here:
+        every checkpoint is stale from now on, and the next :meth:`train` retrains each
+        shard from its first slice (a forget trains first, so it never starts from a
+        checkpoint of the old epoch)."""
+        if epoch == self.store.roster_epoch():
+            return False
+        with self.store.transaction():
+            self.store.set_roster_epoch(epoch)
+        return True
 
     def _start_vector(self, shard: int, slice_: int) -> Vector:
         if slice_ == 0:
@@ -621,6 +647,7 @@ class SisaNode:
         shard: int,
         from_slice: int,
         lineages: dict[tuple[int, int], bytes],
+        epoch: bytes,
         on_slice: SliceCallback | None,
     ) -> tuple[list[Checkpoint], int]:
         cfg = self.config
@@ -641,7 +668,7 @@ class SisaNode:
                 batch_size=cfg.batch_size,
                 learning_rate=cfg.learning_rate,
                 l2=cfg.l2,
-                seed=seed_for(cfg.federation_id, cfg.node_id, shard, k),
+                seed=seed_for(cfg.federation_id, cfg.node_id, shard, k, epoch),
             )
             sample_epochs += n * epochs
             checkpoints.append(
@@ -666,18 +693,19 @@ class SisaNode:
         started = time.perf_counter()
         while True:
             slices = self.store.slices()
-            stale, lineages = self._stale(slices)
+            epoch = self.store.roster_epoch()
+            stale, lineages = self._stale(slices, epoch)
             if from_scratch:
                 stale = dict.fromkeys(range(self.config.shards), 0)
             checkpoints: list[Checkpoint] = []
             sample_epochs = 0
             for shard, from_slice in sorted(stale.items()):
-                new, visits = self._train_shard(shard, from_slice, lineages, on_slice)
+                new, visits = self._train_shard(shard, from_slice, lineages, epoch, on_slice)
                 checkpoints += new
                 sample_epochs += visits
             with self.store.transaction():
-                if self.store.slices() != slices:
-                    continue  # the data changed while we trained: train on the new data
+                if (self.store.slices(), self.store.roster_epoch()) != (slices, epoch):
+                    continue  # the data or epoch changed while we trained: train again
                 self.store.put_checkpoints(checkpoints)
                 pending = self.store.pending_forget_batches()
                 if pending:

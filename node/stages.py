@@ -12,7 +12,10 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
   a strict subset of that set (a sender lost mid-share), reusing its masked vector and
   shares, for a model new in the round; a reveal carries self-mask shares only for the
   set's senders and pair-seed shares only for nodes outside it (docs/trust.md, rule 7);
-- an unchanged model is never summed into another sender set than last time;
+- an unchanged model is never summed into another sender set than last time; it trains
+  for the roster epoch it derives from the chain (refusing a request naming another), so
+  an admission or a removal makes every node retrain and its model new, and it shares only
+  a model trained for the epoch of the round's (chain-checked) roster;
 - it re-checks its own commitment before sharing and before approving, fetches the
   global model by CID to compare hashes, and approves only the proposal the chain holds
   (or, for the chain's next round, signs an EIP-712 approval of exactly the content shown,
@@ -125,17 +128,40 @@ def _checked_senders(roster: Roster, senders: list[str]) -> None:
         )
 
 
+def _checked_epoch(rt: NodeRuntime, request: TrainRequest) -> bytes:
+    """The roster epoch of the chain's registered nodes, which the request must name.
+
+    The node reads it itself: a coordinator naming an old roster (to keep models summed
+    before an admission unchanged) or a made-up one (to have nodes retrain at will) is
+    refused before anything is trained.
+    """
+    from protocol.epoch import chain_epoch
+
+    epoch = chain_epoch(rt.ledger.roster())
+    if request.epoch.lower() != _hex(epoch):
+        raise ProtocolError(
+            f"the request names roster epoch {request.epoch}, but the chain's registered "
+            f"nodes give {_hex(epoch)}: this node trains only for the chain's roster"
+        )
+    return epoch
+
+
 def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
-    """Forget what the round asks first, train through the requested slice, commit.
+    """Move to the chain's roster epoch, forget what the round asks, train, commit.
 
     Forget requests ride on the round's first message, so a request costs one round, not
-    a dispatch stage plus a round; only the owner retrains, the others just commit.
+    a dispatch stage plus a round; only the owner retrains, the others just commit. After
+    the roster changed on chain every node retrains its shards under the new epoch first
+    (a forget then starts from the new epoch's checkpoints).
     """
     _check_federation(rt, request)
+    epoch = _checked_epoch(rt, request)
     with rt.sisa() as node:
         own = node.config
         layout = FederationLayout(request.federation_id, request.shards, request.slices)
         layout.check_member(own.federation_id, own.shards, own.slices)
+        if node.enter_epoch(epoch):
+            logger.info("roster epoch %s: retraining every slice for it", _hex(epoch))
         forgotten = _forget(rt, node, request.forget_requests)
         node.train(on_slice=None)
         model = node.model(request.through_slice)
@@ -175,6 +201,7 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     _checked_senders(roster, request.senders)
     if rt.address.lower() not in {s.lower() for s in request.senders}:
         raise ProtocolError("asked to share into a sender set without this node")
+    _check_model_epoch(rt, roster)
     fixed_point = FixedPoint(request.clip, request.frac_bits)
     fixed_point.check_parties(roster.n)
     fingerprint = _hex(
@@ -232,6 +259,22 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
     rt.rounds.record_share(request.round, sharing)
     return _share_reply(rt, signature, sharing)
+
+
+def _check_model_epoch(rt: NodeRuntime, roster: Roster) -> None:
+    """Share only a model trained for this roster's epoch: after an admission or a removal
+    a model of the old roster is never summed with the new one (a coordinator skipping
+    the ``train`` that retrains it is refused here)."""
+    from protocol.epoch import roster_epoch
+
+    epoch = roster_epoch(m.node_id for m in roster.members)
+    with rt.sisa() as node:
+        trained_for = node.epoch
+    if trained_for != epoch:
+        raise ProtocolError(
+            f"this node's model is trained for roster epoch {_hex(trained_for)}, not for this "
+            f"round's roster ({_hex(epoch)}): it shares only after training for it"
+        )
 
 
 def _share_reply(rt: NodeRuntime, signature: str, sharing: Sharing) -> ShareReply:

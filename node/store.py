@@ -5,9 +5,10 @@ and the forget journal, plus the readers that feed it (JSONL, the default datase
 Layout of the file (``PRAGMA user_version`` = 2):
 
 - ``meta``         the node's configuration (canonical JSON), the fingerprint of the
-                   encoder that embedded the texts, and the node's salt key (32 random
+                   encoder that embedded the texts, the node's salt key (32 random
                    bytes made with the store; they salt every record leaf, never leave
-                   the node, and each record's salt goes only into its forget receipt)
+                   the node, and each record's salt goes only into its forget receipt),
+                   and the roster epoch its checkpoints are trained for
 - ``records``      id, text, label, float32 embedding, shard, slice, Merkle leaf
 - ``test_records`` the held-out evaluation split (label and embedding only)
 - ``slices``       per (shard, slice): record count and Merkle root of the sorted leaves
@@ -594,6 +595,17 @@ class RecordStore:
         """Fingerprint of the encoder that embedded the stored texts (None: not recorded)."""
         row = self._con.execute("SELECT value FROM meta WHERE key='encoder'").fetchone()
         return None if row is None else str(row[0])
+
+    def roster_epoch(self) -> bytes:
+        """The roster epoch the checkpoints are trained for (``protocol.epoch``); empty for
+        a node never asked into a federation's round."""
+        row = self._con.execute("SELECT value FROM meta WHERE key='roster_epoch'").fetchone()
+        return b"" if row is None else bytes.fromhex(str(row[0]))
+
+    def set_roster_epoch(self, epoch: bytes) -> None:
+        """Train for ``epoch`` from now on (call inside a :meth:`transaction`): every
+        checkpoint of another epoch is stale from then on."""
+        self._con.execute("INSERT OR REPLACE INTO meta VALUES ('roster_epoch', ?)", (epoch.hex(),))
 
     # -- records ----------------------------------------------------------------------
 

@@ -304,12 +304,16 @@ class TrainRequest(RoundRequest):
     STAGE: ClassVar[str] = TRAIN
     shards: int
     slices: int
+    epoch: str
+    """The roster epoch (``protocol.epoch``) the coordinator read from the chain: the node
+    trains under the epoch it derives itself and refuses a request naming another."""
     forget_requests: list[ForgetEntry]
 
     def check(self) -> None:
         super().check()
         check_range(self.shards, "shards", 1)
         check_range(self.slices, "slices", 1)
+        check_hex(self.epoch, 32, "epoch")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,6 +69,16 @@ class MemoryFederation:
     store: LocalStore
     lines: list[str]
     record_key: RecordKey = RECORD_KEY
+    joiner: Callable[[int], NodeHandle] | None = None
+
+    def admit(self, index: int) -> NodeHandle:
+        """Admit node ``index`` (up to ``MAX_NODES - 1``) on chain now: it registers its key,
+        brings its trained store, and connects to the transport, as a newcomer does."""
+        assert self.joiner is not None
+        node = self.joiner(index)
+        self.nodes.append(node)
+        self.transport.nodes[node.flower_id] = node.endpoint
+        return node
 
     def commitment(self, record_id: str) -> str:
         """The record's commitment under the federation's record key (what the API computes)."""
@@ -163,8 +173,13 @@ def memory_federation_of(
             config, transport, chain.coordinator, store, db, report=lines.append
         )
         coordinator.error_pause_s = 0.0
+
+        def join(index: int) -> NodeHandle:
+            chain.owner.admit_node(devnet.accounts[2 + index].address)
+            return _node(tmp_path, index, node_template, chain, devnet)
+
         return MemoryFederation(
-            FEDERATION_ID, chain, nodes, transport, coordinator, db, store, lines
+            FEDERATION_ID, chain, nodes, transport, coordinator, db, store, lines, joiner=join
         )
 
     return make

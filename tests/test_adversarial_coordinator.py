@@ -38,6 +38,7 @@ from node.stages import answer
 from protocol import masking, shamir
 from protocol.commitments import sign_leaf
 from protocol.envelope import generate_private_key, public_key_bytes
+from protocol.epoch import chain_epoch
 from protocol.errors import ProtocolError
 from protocol.field import FixedPoint, P
 from protocol.hashing import keccak256
@@ -119,6 +120,7 @@ class RogueCoordinator:
             through_slice=None,
             shards=2,
             slices=4,
+            epoch="0x" + chain_epoch(self.fed.chain.owner.roster()).hex(),
             forget_requests=[],
         ).to_record()
         replies = {}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from node.stages import answer
+from protocol.epoch import chain_epoch
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger, TxResult
 from protocol.messages import TRAIN, ForgetEntry, TrainReply, TrainRequest
@@ -89,6 +90,7 @@ def _train(fed: MemoryFederation, node: NodeHandle, request_id: str, record_id: 
         through_slice=None,
         shards=2,
         slices=4,
+        epoch="0x" + chain_epoch(fed.chain.owner.roster()).hex(),
         forget_requests=[ForgetEntry(request_id=request_id, record_id=record_id)],
     )
     return TrainReply.from_record(answer(node.runtime, TRAIN, request.to_record()))
@@ -110,7 +112,9 @@ def test_a_node_deletes_nothing_for_a_forget_request_the_chain_does_not_authoris
     elif opened == "naming another node":
         commitment = fed.record_key.commitment(record_id)
         fed.chain.coordinator.request_forget(chain_id, commitment, other.address)
-    with victim.runtime.sisa() as sisa:
+    with victim.runtime.sisa() as sisa:  # trained for the federation's roster, as in a round
+        sisa.enter_epoch(chain_epoch(fed.chain.owner.roster()))
+        sisa.train()
         before = sisa.model().hash_hex
     reply = _train(fed, victim, "made-up", record_id)
     assert reply.forget_results == []

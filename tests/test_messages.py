@@ -41,6 +41,7 @@ SAMPLES: list[StageMessage] = [
         **BASE,
         shards=1,
         slices=4,
+        epoch=HASH,
         forget_requests=[ForgetEntry(request_id="r1", record_id="rec-1")],
     ),
     TrainReply(

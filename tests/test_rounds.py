@@ -256,6 +256,7 @@ def test_node_refuses_another_federation(memory_federation: MemoryFederation) ->
                 "through_slice": None,
                 "shards": 2,
                 "slices": 4,
+                "epoch": "0x" + "00" * 32,
                 "forget_requests": [],
             }
         )

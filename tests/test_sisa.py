@@ -25,6 +25,7 @@ from node.sisa import (
     vector_to_head,
 )
 from node.store import NodeError, Record
+from protocol.hashing import keccak256
 from protocol.model import model_hash
 from tests.conftest import REPO_ROOT
 from tests.node_fixtures import build_node, fake_embed, make_records, small_config, store_files
@@ -128,6 +129,63 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     assert checkpoint_hashes(first) == checkpoint_hashes(second)
     other_node = build_node(tmp_path / "c.db", RECORDS, small_config(node_id="node-2"))
     assert other_node.model().hash != first.model().hash  # seeds are per node
+
+
+EPOCH_1 = keccak256(b"roster 1")
+EPOCH_2 = keccak256(b"roster 2")
+
+
+def build_for(path: Path, records: list[Record], epoch: bytes) -> SisaNode:
+    """A node holding ``records``, trained for a federation roster's ``epoch``."""
+    node = build_node(path, records)
+    node.enter_epoch(epoch)
+    node.train()
+    return node
+
+
+def test_a_new_roster_epoch_retrains_every_slice_and_gives_a_new_model(tmp_path: Path) -> None:
+    node = build_for(tmp_path / "a.db", RECORDS, EPOCH_1)
+    first = node.model()
+    assert not node.enter_epoch(EPOCH_1)  # the same roster: nothing to do
+    assert node.is_trained()
+    assert node.enter_epoch(EPOCH_2)
+    assert not node.is_trained()
+    with pytest.raises(NodeError, match="run train"):
+        node.model()  # an old epoch's model is never answered for
+    report = node.train()
+    assert report.retrained_from == {0: 0, 1: 0} and report.slices_trained == 8
+    second = node.model()
+    assert second.hash != first.hash and second.n_samples == first.n_samples
+    # Deterministic per epoch: back to the first roster, back to the first bytes.
+    node.enter_epoch(EPOCH_1)
+    node.train()
+    assert node.model().hash == first.hash
+    assert build_for(tmp_path / "b.db", RECORDS, EPOCH_2).model().hash == second.hash
+
+
+def test_forget_across_an_epoch_change_equals_retrain_under_the_new_epoch(
+    tmp_path: Path,
+) -> None:
+    # As in a node's first round after an admission: the roster moved on, and the same
+    # train request carries a forget. No checkpoint of the old epoch may be a start point.
+    node = build_for(tmp_path / "a.db", RECORDS, EPOCH_1)
+    old = checkpoint_hashes(node)
+    victim = next(r for r in RECORDS if assign(r.id, "fed-test", 2, 4)[1] == 2)
+    shard = assign(victim.id, "fed-test", 2, 4)[0]
+    node.enter_epoch(EPOCH_2)
+    result = node.forget([victim.id])
+
+    scratch = build_for(tmp_path / "b.db", without({victim.id}), EPOCH_2)
+    assert node.model().hash == scratch.model().hash
+    assert result.model_hash_after == scratch.model().hash_hex
+    assert checkpoint_hashes(node) == checkpoint_hashes(scratch)
+    # The certificate's "before" and start point are the new epoch's, with the record.
+    full = build_for(tmp_path / "c.db", RECORDS, EPOCH_2)
+    assert result.model_hash_before == full.model().hash_hex
+    (retrain,) = result.retrains
+    start = full.store.checkpoint(shard, 1)
+    assert start is not None and start.model_hash != old[(shard, 1)]
+    assert retrain.from_checkpoint_hash == "0x" + start.model_hash.hex()
 
 
 def test_node_model_is_the_averaged_logit_ensemble(tmp_path: Path) -> None:

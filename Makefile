@@ -69,11 +69,12 @@ OFFLINE_BUILD := --build-arg BASE_IMAGE=localhost/lethe-base:bookworm
 
 containers-images: setup-test
 	@scripts/ensure_podman.sh
-	@start=$$(date +%s); \
-	docker/base-image.sh && \
-	PIP=$(BIN)/pip docker/wheelhouse.sh && \
-	podman build -q -f docker/Dockerfile --target runtime $(OFFLINE_BUILD) --build-arg PACKAGES=wheelhouse -t lethe:0.1.0 . && \
-	podman build -q -f docker/Dockerfile --target devstore $(OFFLINE_BUILD) -t lethe-devstore:0.1.0 . && \
+	@start=$$(date +%s); step=$$start; \
+	lap() { now=$$(date +%s); echo "containers: $$1 in $$(( now - step )) s"; step=$$now; }; \
+	docker/base-image.sh && lap "base image" && \
+	PIP=$(BIN)/pip docker/wheelhouse.sh && lap "wheelhouse" && \
+	podman build -q -f docker/Dockerfile --target runtime $(OFFLINE_BUILD) --build-arg PACKAGES=wheelhouse -t lethe:0.1.0 . && lap "lethe image" && \
+	podman build -q -f docker/Dockerfile --target devstore $(OFFLINE_BUILD) -t lethe-devstore:0.1.0 . && lap "devstore image" && \
 	echo "containers: images built in $$(( $$(date +%s) - start )) s"
 
 test-containers: containers-images

@@ -42,12 +42,14 @@ $(NPM_STAMP): package.json package-lock.json
 	echo "setup 2/3: npm demo tools done in $$(( $$(date +%s) - start )) s"
 	@touch $@
 
+# npm rewrites package-lock.json (same content, new mtime): both stamps are touched after
+# it, or every later make would reinstall both trees.
 $(NPM_TEST_STAMP): $(NPM_STAMP)
 	@echo "setup 3/3: npm tools for the tests (js-ipfs daemon, UnixFS importer; ~1,730 packages, fresh clone: ~3 min) …"
 	@start=$$(date +%s); \
 	npm install --ignore-scripts --no-audit --no-fund --loglevel=error && \
 	echo "setup 3/3: npm test tools done in $$(( $$(date +%s) - start )) s"
-	@touch $@
+	@touch $(NPM_STAMP) $@
 
 lint: setup-test
 	$(BIN)/ruff check .

@@ -42,12 +42,14 @@ $(NPM_STAMP): package.json package-lock.json
 	echo "setup 2/3: npm demo tools done in $$(( $$(date +%s) - start )) s"
 	@touch $@
 
+# npm rewrites package-lock.json (same content, new mtime): both stamps are touched after
+# it, or every later make would reinstall both trees.
 $(NPM_TEST_STAMP): $(NPM_STAMP)
 	@echo "setup 3/3: npm tools for the tests (js-ipfs daemon, UnixFS importer; ~1,730 packages, fresh clone: ~3 min) …"
 	@start=$$(date +%s); \
 	npm install --ignore-scripts --no-audit --no-fund --loglevel=error && \
 	echo "setup 3/3: npm test tools done in $$(( $$(date +%s) - start )) s"
-	@touch $@
+	@touch $(NPM_STAMP) $@
 
 lint: setup-test
 	$(BIN)/ruff check .
@@ -69,11 +71,12 @@ OFFLINE_BUILD := --build-arg BASE_IMAGE=localhost/lethe-base:bookworm
 
 containers-images: setup-test
 	@scripts/ensure_podman.sh
-	@start=$$(date +%s); \
-	docker/base-image.sh && \
-	PIP=$(BIN)/pip docker/wheelhouse.sh && \
-	podman build -q -f docker/Dockerfile --target runtime $(OFFLINE_BUILD) --build-arg PACKAGES=wheelhouse -t lethe:0.1.0 . && \
-	podman build -q -f docker/Dockerfile --target devstore $(OFFLINE_BUILD) -t lethe-devstore:0.1.0 . && \
+	@start=$$(date +%s); step=$$start; \
+	lap() { now=$$(date +%s); echo "containers: $$1 in $$(( now - step )) s"; step=$$now; }; \
+	docker/base-image.sh && lap "base image" && \
+	PIP=$(BIN)/pip docker/wheelhouse.sh && lap "wheelhouse" && \
+	podman build -q -f docker/Dockerfile --target runtime $(OFFLINE_BUILD) --build-arg PACKAGES=wheelhouse -t lethe:0.1.0 . && lap "lethe image" && \
+	podman build -q -f docker/Dockerfile --target devstore $(OFFLINE_BUILD) -t lethe-devstore:0.1.0 . && lap "devstore image" && \
 	echo "containers: images built in $$(( $$(date +%s) - start )) s"
 
 test-containers: containers-images

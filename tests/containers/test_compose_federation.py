@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+from web3 import Web3
 
 from node.store import load_default
 from protocol.ledger import Ledger
@@ -377,7 +378,8 @@ def test_a_fourth_participant_joins_the_running_federation(
         "-c",
         "import json; print(json.load(open('/public/deployment.json'))['address'])",
     ).strip()
-    assert Ledger(project.rpc, contract).is_node(address)  # admitted on chain, from the host
+    # Admitted on chain, read from the host (web3 takes checksummed addresses only).
+    assert Ledger(project.rpc, contract).is_node(Web3.to_checksum_address(address))
 
 
 def test_the_api_answers_on_the_host_loopback(project: ComposeProject) -> None:

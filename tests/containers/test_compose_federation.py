@@ -362,16 +362,10 @@ def test_a_fourth_participant_joins_the_running_federation(
         "exec", container, "lethe-node", "records", "--db", "/data/node.sqlite", "--sample", "1"
     )
     assert ingested.startswith("org4-")
-    # The next round asks it: it trains and shares. That round cannot finalize yet: the
-    # other nodes' models are unchanged since the last round, and they refuse to be summed
-    # into a sender set other than that round's (docs/rounds.md, differencing rule), so it
-    # waits until their models change. Not solved yet (README, "A new participant").
-    project.forget(project.record_of("node-1"), "ct-forget-node-4")
-    project.wait_for(
-        "node-4 shares in the next round",
-        lambda: "Sending: train.share message" in project.log(container),
-        timeout=600,
-    )
+    # Its admission started a new roster epoch (docs/trust.md rule 5): every node retrains
+    # for it, so the next round sums all four, the newcomer's reveal included.
+    round_ = _forget_and_wait(project, "ct-forget-node-4")
+    assert address.lower() in {a.lower() for a in round_["responders"]["aggregate"]}
     contract = project.exec(
         "coordinator",
         "python",

@@ -1,47 +1,52 @@
-"""Privacy benchmark: what an observer of the published models learns about forgotten records.
+"""Privacy benchmark: what the coordinator and the public learn, with controls that can fail.
 
-``python -m bench.privacy`` (``make bench-privacy``) builds a three-node federation of real
-SISA nodes (the default node configuration) holding 30,000 tweets of the default dataset's
-training split (4,000 others are never seen by any node), forgets
-records of node 1 one request at a time, and attacks the published global models
-(the sample-weighted average of the node models, as the secure round publishes it):
+``python -m bench.privacy`` (``make bench-privacy``; ``--quick`` for development) writes
+``bench/results/privacy.{json,png}``. Every node is a real SISA node's training, replayed
+bit for bit in memory (``bench.sisa_replay``, checked against ``SisaNode`` on each run) on
+the default dataset's cached embeddings, so thousands of independent forgets and shadow
+federations fit in the run. Every figure is a mean over seeds (data samples) × items with
+a 95 % interval from a two-level bootstrap (seeds, then items within a seed).
 
-- **LiRA** (Carlini et al. 2022, per-example, online): ``--shadows`` shadow federations,
-  each trained on a random half of the attack population with the same recipe (three
-  nodes, each one head on its share for the same epoch budget, averaged by samples). For
-  each record, Gaussians are fitted to the logit-scaled confidence of its true label in
-  shadows that held it and in shadows that did not; the score is the likelihood ratio
-  for the target model. On the model published after the forgets:
-  ``mia_auc_forgotten`` (forgotten records against never-seen ones: 0.5 means the model
-  carries no trace of them), ``mia_tpr_at_1pct_fpr`` / ``mia_tpr_at_0_1pct_fpr`` for the
-  same pairs, and ``retained_auc`` (records still held against never-seen ones: the
-  attack's power on real members).
-- **Before/after** (Chen et al., CCS 2021): for each forget, the drop of the forgotten
-  record's confidence between the global model published before and the one published
-  after, against the same drop for never-seen records on the same pair of models:
-  ``before_after_auc``.
-- **Mitigations** of the before/after attack, each with its accuracy cost on the held-out
-  split: forgets released in batches of k (one published change covers k records), and
-  Gaussian noise of scale σ added to each published model as the coordinator does
-  (``protocol.publication``: seeded by the exact model's bytes, so re-publishing an
-  unchanged model repeats the same noise instead of averaging it away). Each AUC comes
-  with its bootstrap standard error over before/after pairs.
-  ``mitigation_best_this_run`` is the best setting with AUC ≤ 0.55 at an accuracy cost
-  of ≤ 0.5 points, measured on at least 50 pairs (least cost, then smallest batch, then
-  lowest AUC); ``mitigation_default`` is the one Lethe ships (``protocol.publication``)
-  and ``before_after_auc_mitigated`` its AUC.
+1. **Per-pair forget attack** (Chen et al., CCS 2021) at 1,500 (the demo), 9,000 and
+   30,000 records on three nodes: for each forget of one record of node 1, every
+   candidate's drop in true-label confidence between the global models published before
+   and after; the forgotten record is ranked among 50 retained records of the same node.
+   ``per_pair_auc`` (its rank as an AUC), ``ranked_first_rate`` (chance 1/51); the pooled
+   AUC over all pairs is secondary. Each forget starts from the same trained federation,
+   so pairs do not share models.
+2. **LiRA control** (Carlini et al. 2022, online, per-example): ≥ 128 shadow federations
+   trained like the target (three nodes, the same slicing, epochs and data per node), each
+   on a random half of members ∪ never-seen records. ``control_no_unlearning_auc`` is the
+   attack on records a node was asked to forget but did *not* (it must exceed 0.5, or the
+   attack proves nothing); ``mia_auc_forgotten`` the same records after the real forget.
+3. **Noise, both placements**, on a curve of σ: *inside the sum* (``protocol.noise``,
+   each sender's Skellam share before masking) and *after the sum* (the former post-hoc
+   publication noise, computed here only to compare). Per σ: per-pair AUC, and the accuracy
+   cost of the noisy global model over ≥ 20 draws (``noise_cost_points``: mean ± SE).
+4. **Differencing by the coordinator**: four nodes of 500 records; three sum, the fourth
+   is admitted, all retrain for the new roster epoch, the four sum. The estimate
+   ``(N₂G₂ − N₁G₁)/n_D`` against the newcomer's model (``admission_estimate_cosine``) and
+   the global model's own cosine with it (``admission_baseline_cosine``); the same for the
+   removal of a node (``removal_estimate_cosine``); a loss attack on the newcomer's records
+   with the estimate and with the global model (``newcomer_mia_auc_*``). With noise inside
+   the sum the coordinator sees only noisy sums, each with fresh noise (the commitments
+   changed); after the sum it holds the exact sums, at every σ.
+5. **Duplicates**: the share of training records whose text, and whose embedding, another
+   record repeats (a forget by id leaves those copies in the model).
 
-Results go to ``bench/results/privacy.{json,png}``.
+``sigma_rule`` applies the README's rule for the default σ: the smallest σ whose
+admission estimate cosine is ≤ the baseline + 0.05 and whose mean accuracy cost is ≤ 1 point.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,24 +54,40 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.noise_placement import after_sum, exact_sum, inside_sum
+from bench.sisa_replay import ReplayNode, check_against_node
 from bench.unlearning import RESULTS, cached_embedder, embeddings
-from node.sisa import SisaNode, evaluate, seed_for, train_head, vector_to_head, zero_vector
+from node.sisa import evaluate, vector_to_head
 from node.store import NodeConfig, Record, load_default
+from protocol.epoch import roster_epoch
 from protocol.federation import DEFAULT_LABELS
-from protocol.publication import DEFAULT_SIGMA, published_model
 
-NODES = 3
 FEDERATION = "bench-privacy"
-BATCH_SIZES = (1, 5, 20)
-NOISE_SCALES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
-AUC_TARGET = 0.55
-ACCURACY_BUDGET = 0.005
-MIN_PAIRS = 50
-"""A batched release's records share one retrain, so its pairs, not records, are the samples;
-with fewer, its AUC moved by ±0.04 between two runs here and cannot be trusted."""
-BOOTSTRAP = 200
+NODES = 3
+SIZES = (1500, 9000, 30000)
+SIGMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+DECOYS = 50
+ADMISSION_RECORDS = 500
+COSINE_MARGIN = 0.05
+COST_BUDGET_POINTS = 1.0
+BOOTSTRAP = 1000
+PLACEMENTS = ("inside", "after")
 
 Array = npt.NDArray[np.float64]
+Labels = npt.NDArray[np.int64]
+Model = tuple[npt.NDArray[np.float32], int]
+
+
+def address(index: int) -> str:
+    """The bench's roster address of node ``index`` (the same one ``noise_placement`` uses)."""
+    return "0x" + f"{index + 1:02x}" * 20
+
+
+def epoch_of(indices: Sequence[int]) -> bytes:
+    return roster_epoch([address(i) for i in indices])
+
+
+# -- statistics ---------------------------------------------------------------------------
 
 
 def auc(positives: Array, negatives: Array) -> float:
@@ -78,15 +99,33 @@ def auc(positives: Array, negatives: Array) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def tpr_at_fpr(positives: Array, negatives: Array, fpr: float) -> float:
-    """Share of positives scored above the threshold that lets through ``fpr`` of negatives."""
-    threshold = np.quantile(negatives, 1.0 - fpr, method="higher")
-    return float(np.mean(positives > threshold))
+def clustered(groups: Sequence[Array], seed: int = 0, digits: int = 4) -> dict[str, Any]:
+    """Mean of items grouped by seed, with SE and 95 % interval from a two-level bootstrap
+    (resample the seeds, then the items within each): items of one seed share a trained
+    federation, so they are not independent."""
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
+    rng = np.random.default_rng(seed)
+    boot = np.empty(BOOTSTRAP)
+    for b in range(BOOTSTRAP):
+        picked = rng.integers(0, len(arrays), len(arrays))
+        boot[b] = np.mean(
+            np.concatenate(
+                [arrays[i][rng.integers(0, len(arrays[i]), len(arrays[i]))] for i in picked]
+            )
+        )
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {
+        "mean": round(float(np.mean(np.concatenate(arrays))), digits),
+        "se": round(float(np.std(boot)), digits),
+        "ci95": [round(float(lo), digits), round(float(hi), digits)],
+        "n": int(sum(len(a) for a in arrays)),
+        "seeds": len(arrays),
+    }
 
 
-def confidence(vector: npt.NDArray[np.float32], x: Array, y: npt.NDArray[np.int64]) -> Array:
+def confidence(vector: npt.NDArray[Any], x: Array, y: Labels) -> Array:
     """Logit-scaled confidence of the true label: z_y − logsumexp(z_other) (LiRA's φ)."""
-    w, b = vector_to_head(vector, x.shape[1])
+    w, b = vector_to_head(np.asarray(vector, dtype=np.float32), x.shape[1])
     z = x.astype(np.float64) @ w.astype(np.float64) + b
     true = z[np.arange(len(y)), y]
     others = np.where(np.eye(z.shape[1], dtype=bool)[y], -np.inf, z)
@@ -94,81 +133,171 @@ def confidence(vector: npt.NDArray[np.float32], x: Array, y: npt.NDArray[np.int6
     return np.asarray(true - (peak[:, 0] + np.log(np.exp(others - peak).sum(axis=1))))
 
 
+def cosine(a: Array, b: Array) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# -- data -------------------------------------------------------------------------------
+
+
 @dataclass
-class Federation:
-    """Three real SISA nodes and their published global model."""
+class Data:
+    """The default dataset's records and their cached embeddings."""
 
-    nodes: list[SisaNode]
+    train: list[Record]
+    test: list[Record]
+    vectors: dict[str, np.ndarray]
 
-    def global_model(self) -> npt.NDArray[np.float32]:
-        models = [node.model() for node in self.nodes]
-        total = sum(m.n_samples for m in models)
-        mixed = sum(m.vector.astype(np.float64) * (m.n_samples / total) for m in models)
-        return np.asarray(mixed, dtype=np.float32)
-
-
-def build_federation(
-    work: Path, shares: Sequence[Sequence[Record]], vectors: dict[str, np.ndarray]
-) -> Federation:
-    nodes = []
-    for index, share in enumerate(shares, start=1):
-        node = SisaNode.create(
-            work / f"node-{index}.db", NodeConfig(federation_id=FEDERATION, node_id=f"node-{index}")
+    def xy(self, records: Sequence[Record]) -> tuple[Array, Labels]:
+        labels = list(DEFAULT_LABELS)
+        return (
+            np.stack([self.vectors[r.id] for r in records]).astype(np.float64),
+            np.array([labels.index(r.label) for r in records], dtype=np.int64),
         )
-        node.ingest(share, embed=cached_embedder(vectors, share), progress=False)
-        node.train()
-        nodes.append(node)
-    return Federation(nodes)
+
+    def node(
+        self, index: int, records: Sequence[Record], epoch: bytes, name: str = ""
+    ) -> ReplayNode:
+        x, y = self.xy(records)
+        config = NodeConfig(federation_id=FEDERATION, node_id=name or f"node-{index + 1}")
+        return ReplayNode.train(config, [r.id for r in records], x, y, epoch)
 
 
-def shadow_models(
-    x: Array, y: npt.NDArray[np.int64], count: int, seed: int
-) -> tuple[list[npt.NDArray[np.float32]], npt.NDArray[np.bool_]]:
-    """``count`` shadow federations on random halves of the population; and who was in each."""
-    cfg = NodeConfig(federation_id=FEDERATION, node_id="shadow")
-    rng = np.random.default_rng(seed)
-    member = rng.random((count, len(y))) < 0.5
-    models = []
-    for k in range(count):
-        idx = np.flatnonzero(member[k])
-        parts = np.array_split(rng.permutation(idx), NODES)
-        heads = [
-            train_head(
-                zero_vector(x.shape[1], len(cfg.labels)),
-                x[part].astype(np.float32),
-                y[part],
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
-                l2=cfg.l2,
-                seed=seed_for(FEDERATION, "shadow", k, j),
-            )
-            for j, part in enumerate(parts)
-        ]
-        mixed = sum(h.astype(np.float64) * len(p) for h, p in zip(heads, parts, strict=True))
-        models.append(np.asarray(mixed / len(idx), dtype=np.float32))
-        if (k + 1) % 16 == 0:
-            print(f"shadow models: {k + 1}/{count}", flush=True)
-    return models, member
+def weighted(models: Sequence[Model]) -> Array:
+    total = sum(n for _, n in models)
+    return np.asarray(sum(np.asarray(v, np.float64) * (n / total) for v, n in models))
+
+
+# -- 1 and 3: per-pair forget attack and the accuracy cost ------------------------------
+
+
+def publish(placement: str, models: Sequence[Model], sigma: float, draw: int, roster: int) -> Array:
+    """The global model the public sees under ``placement``."""
+    if placement == "inside":
+        return inside_sum(models, sigma, roster=roster, draw=draw)
+    return after_sum(exact_sum(models, roster=roster), sigma, draw=draw)
+
+
+def forget_pairs(
+    data: Data, size: int, seed: int, pairs: int, draws: int, sigmas: Sequence[float]
+) -> dict[str, Any]:
+    """One seed at one size: per-pair ranks at every σ and placement, accuracy costs."""
+    rng = random.Random(f"{seed}/{size}")
+    members = rng.sample(data.train, size)
+    shares = [members[i::NODES] for i in range(NODES)]
+    epoch = epoch_of(range(NODES))
+    nodes = [data.node(i, share, epoch) for i, share in enumerate(shares)]
+    models = [n.model() for n in nodes]
+    targets = rng.sample(range(len(shares[0])), pairs)
+    x0, y0 = data.xy(shares[0])
+    x_test, y_test = data.xy(data.test)
+    scores: dict[tuple[str, float], list[Array]] = {(p, s): [] for p in PLACEMENTS for s in sigmas}
+    before = {(p, s): publish(p, models, s, seed, NODES) for p in PLACEMENTS for s in sigmas}
+    for number, target in enumerate(targets, start=1):
+        after = [nodes[0].without([shares[0][target].id]), *models[1:]]
+        decoys = rng.sample([i for i in range(len(shares[0])) if i != target], DECOYS)
+        rows = [target, *decoys]
+        for placement in PLACEMENTS:
+            for sigma in sigmas:
+                b = before[(placement, sigma)]
+                a = publish(placement, after, sigma, seed, NODES)
+                drop = confidence(b, x0[rows], y0[rows]) - confidence(a, x0[rows], y0[rows])
+                scores[(placement, sigma)].append(drop)
+        if number % 50 == 0:
+            print(f"  size {size} seed {seed}: {number}/{pairs} forgets", flush=True)
+    exact = exact_sum(models, roster=NODES)
+    acc_exact = evaluate(exact.astype(np.float32), x_test.astype(np.float32), y_test)
+    costs = {
+        (placement, sigma): np.array(
+            [
+                100
+                * (
+                    acc_exact
+                    - evaluate(
+                        publish(placement, models, sigma, 1000 * seed + d, NODES).astype(
+                            np.float32
+                        ),
+                        x_test.astype(np.float32),
+                        y_test,
+                    )
+                )
+                for d in range(draws)
+            ]
+        )
+        for placement in PLACEMENTS
+        for sigma in sigmas
+    }
+    return {"scores": scores, "costs": costs, "accuracy": acc_exact}
+
+
+def pair_stats(drops: Sequence[Array]) -> tuple[Array, Array, Array, Array]:
+    """Per pair: the forgotten record's rank as an AUC, whether it ranked first; pooled scores."""
+    d = np.stack(drops)
+    own, decoys = d[:, :1], d[:, 1:]
+    rank_auc = ((own > decoys).sum(axis=1) + 0.5 * (own == decoys).sum(axis=1)) / decoys.shape[1]
+    first = (own[:, 0] > decoys.max(axis=1)).astype(np.float64)
+    return rank_auc, first, own[:, 0], decoys.reshape(-1)
+
+
+def per_pair_section(
+    data: Data, sizes: Sequence[int], seeds: int, pairs: int, draws: int, sigmas: Sequence[float]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "per_pair_auc": {},
+        "ranked_first_rate": {},
+        "pooled_auc": {},
+        "per_pair_auc_by_sigma": {p: {} for p in PLACEMENTS},
+        "ranked_first_rate_by_sigma": {p: {} for p in PLACEMENTS},
+        "noise_cost_points_by_sigma": {p: {} for p in PLACEMENTS},
+        "accuracy": {},
+    }
+    for size in sizes:
+        started = time.perf_counter()
+        runs = [forget_pairs(data, size, s, pairs, draws, sigmas) for s in range(seeds)]
+        key = str(size)
+        for placement in PLACEMENTS:
+            aucs, firsts, costs = {}, {}, {}
+            for sigma in sigmas:
+                stats = [pair_stats(r["scores"][(placement, sigma)]) for r in runs]
+                aucs[str(sigma)] = clustered([s[0] for s in stats])
+                firsts[str(sigma)] = clustered([s[1] for s in stats])
+                costs[str(sigma)] = clustered(
+                    [r["costs"][(placement, sigma)] for r in runs], digits=3
+                )
+            out["per_pair_auc_by_sigma"][placement][key] = aucs
+            out["ranked_first_rate_by_sigma"][placement][key] = firsts
+            out["noise_cost_points_by_sigma"][placement][key] = costs
+        exact = [pair_stats(r["scores"][("inside", 0.0)]) for r in runs]
+        out["per_pair_auc"][key] = out["per_pair_auc_by_sigma"]["inside"][key]["0.0"]
+        out["ranked_first_rate"][key] = out["ranked_first_rate_by_sigma"]["inside"][key]["0.0"]
+        out["pooled_auc"][key] = round(
+            auc(np.concatenate([s[2] for s in exact]), np.concatenate([s[3] for s in exact])), 4
+        )
+        out["accuracy"][key] = round(float(np.mean([r["accuracy"] for r in runs])), 4)
+        print(
+            f"size {size}: per-pair AUC {out['per_pair_auc'][key]}, "
+            f"first {out['ranked_first_rate'][key]['mean']} "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    return out
+
+
+# -- 2: LiRA with SISA-matched shadows ---------------------------------------------------
 
 
 def lira_scores(
-    target: npt.NDArray[np.float32],
-    shadows: Sequence[npt.NDArray[np.float32]],
-    member: npt.NDArray[np.bool_],
-    x: Array,
-    y: npt.NDArray[np.int64],
+    target: Array, shadows: Sequence[Array], member: npt.NDArray[np.bool_], x: Array, y: Labels
 ) -> Array:
     """Per-example likelihood ratio log N(φ; in) − log N(φ; out) for the target model."""
     phi = np.stack([confidence(s, x, y) for s in shadows])
     observed = confidence(target, x, y)
-    floor = 1e-6
 
     def gaussian(mask: npt.NDArray[np.bool_]) -> tuple[Array, Array]:
         counts = mask.sum(axis=0)
         mean = (phi * mask).sum(axis=0) / counts
         var = (((phi - mean) ** 2) * mask).sum(axis=0) / np.maximum(counts - 1, 1)
-        return mean, np.sqrt(np.maximum(var, floor))
+        return mean, np.sqrt(np.maximum(var, 1e-6))
 
     mu_in, sd_in = gaussian(member)
     mu_out, sd_out = gaussian(~member)
@@ -179,229 +308,466 @@ def lira_scores(
     return logpdf(observed, mu_in, sd_in) - logpdf(observed, mu_out, sd_out)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark and write ``bench/results/privacy.{json,png}``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=30000, help="Records held by the nodes.")
-    parser.add_argument("--unseen", type=int, default=4000, help="Records no node ever held.")
-    parser.add_argument("--forgets", type=int, default=300)
-    parser.add_argument("--shadows", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-
-    data = load_default()
-    pool = random.Random(args.seed).sample(data.train, args.members + args.unseen)
-    members, unseen = pool[: args.members], pool[args.members :]
-    vectors, _ = embeddings(data.train + data.test)  # shared with bench.unlearning's cache
-    labels = list(DEFAULT_LABELS)
-
-    def xy(records: Sequence[Record]) -> tuple[Array, npt.NDArray[np.int64]]:
-        return (
-            np.stack([vectors[r.id] for r in records]).astype(np.float64),
-            np.array([labels.index(r.label) for r in records], dtype=np.int64),
-        )
-
-    x_test, y_test = xy(data.test)
+def lira_seed(data: Data, size: int, seed: int, shadows: int, forgets: int) -> dict[str, Array]:
+    """LiRA on a federation of ``size`` records: the asked-to-forget records against
+    never-seen ones before the forget (the control) and after it."""
+    rng = random.Random(f"lira/{seed}/{size}")
+    pool = rng.sample(data.train, 2 * size)
+    members = pool[:size]
     shares = [members[i::NODES] for i in range(NODES)]
-    rng = random.Random(args.seed + 1)
-    # Each release size gets its own records: about --forgets of them, in whole batches.
-    batched = {k: max(4, args.forgets // k) * k for k in BATCH_SIZES[1:]}
-    forgettable = rng.sample(shares[0], args.forgets + sum(batched.values()))
-    forgotten = forgettable[: args.forgets]
-    retained = [r for r in members if r not in set(forgettable)]
-
-    x_pop, y_pop = xy(pool)
-    shadows, member = shadow_models(x_pop, y_pop, args.shadows, args.seed)
+    epoch = epoch_of(range(NODES))
+    nodes = [data.node(i, share, epoch) for i, share in enumerate(shares)]
+    models = [n.model() for n in nodes]
+    gone = rng.sample(shares[0], forgets)
+    after = [nodes[0].without([r.id for r in gone]), *models[1:]]
+    x, y = data.xy(pool)
+    member = np.zeros((shadows, len(pool)), dtype=bool)
+    nprng = np.random.default_rng(seed)
+    shadow_models = []
+    for k in range(shadows):
+        inside = nprng.permutation(len(pool))[:size]  # a half, with the target's node sizes
+        member[k, inside] = True
+        parts = [inside[j::NODES] for j in range(NODES)]
+        fed = [
+            data.node(j, [pool[i] for i in part], epoch, name=f"shadow-{seed}-{k}-{j}").model()
+            for j, part in enumerate(parts)
+        ]
+        shadow_models.append(weighted(fed))
+        if (k + 1) % 32 == 0:
+            print(f"  lira size {size} seed {seed}: {k + 1}/{shadows} shadows", flush=True)
     index = {r.id: i for i, r in enumerate(pool)}
-
-    def pick(records: Sequence[Record]) -> npt.NDArray[np.int64]:
-        return np.array([index[r.id] for r in records])
-
-    result: dict[str, Any] = {
-        "nodes": NODES,
-        "members": len(members),
-        "unseen": len(unseen),
-        "forgets": len(forgotten),
-        "shadows": args.shadows,
-        "node_config": NodeConfig(federation_id=FEDERATION, node_id="node-1").to_json(),
+    pick_gone = np.array([index[r.id] for r in gone])
+    pick_unseen = np.arange(size, 2 * size)
+    kept = set(index[r.id] for r in members) - set(pick_gone.tolist())
+    pick_kept = np.array(sorted(kept))
+    before_scores = lira_scores(weighted(models), shadow_models, member, x, y)
+    after_scores = lira_scores(weighted(after), shadow_models, member, x, y)
+    return {
+        "control": before_scores[pick_gone],
+        "forgotten": after_scores[pick_gone],
+        "retained": after_scores[pick_kept],
+        "unseen_before": before_scores[pick_unseen],
+        "unseen_after": after_scores[pick_unseen],
     }
-    x_unseen, y_unseen = xy(unseen)
-    with tempfile.TemporaryDirectory(prefix="lethe-privacy-") as tmp:
-        federation = build_federation(Path(tmp), shares, vectors)
-        initial = federation.global_model()
-        result["accuracy"] = round(evaluate(initial, x_test.astype(np.float32), y_test), 4)
 
-        # Single forgets, each published: the before/after pairs.
-        pairs: list[tuple[np.ndarray, np.ndarray, list[Record]]] = []
-        before = initial
-        for number, record in enumerate(forgotten, start=1):
-            federation.nodes[0].forget([record.id])
-            after = federation.global_model()
-            pairs.append((before, after, [record]))
-            before = after
-            if number % 25 == 0:
-                print(f"forgets: {number}/{len(forgotten)}", flush=True)
-        final = before
 
-        scores = lira_scores(final, shadows, member, x_pop, y_pop)
-        s_forgotten = scores[pick(forgotten)]
-        s_unseen = scores[pick(unseen)]
-        s_retained = scores[pick(retained)]
-        result["mia_auc_forgotten"] = round(auc(s_forgotten, s_unseen), 4)
-        result["mia_tpr_at_1pct_fpr"] = round(tpr_at_fpr(s_forgotten, s_unseen, 0.01), 4)
-        result["mia_tpr_at_0_1pct_fpr"] = round(tpr_at_fpr(s_forgotten, s_unseen, 0.001), 4)
-        result["retained_auc"] = round(auc(s_retained, s_unseen), 4)
-        result["retained_tpr_at_1pct_fpr"] = round(tpr_at_fpr(s_retained, s_unseen, 0.01), 4)
-        # The same attack on the model before any forget: how exposed the records were.
-        s_initial = lira_scores(initial, shadows, member, x_pop, y_pop)
-        result["mia_auc_before_forget"] = round(
-            auc(s_initial[pick(forgotten)], s_initial[pick(unseen)]), 4
+def auc_groups(runs: Sequence[dict[str, Array]], pos: str, neg: str, seed: int) -> dict[str, Any]:
+    """AUC over the seeds' pooled scores, 95 % interval by bootstrap of seeds then records."""
+    rng = np.random.default_rng(seed)
+    boot = np.empty(BOOTSTRAP)
+    for b in range(BOOTSTRAP):
+        picked = rng.integers(0, len(runs), len(runs))
+        p = np.concatenate(
+            [runs[i][pos][rng.integers(0, len(runs[i][pos]), len(runs[i][pos]))] for i in picked]
         )
+        n = np.concatenate(
+            [runs[i][neg][rng.integers(0, len(runs[i][neg]), len(runs[i][neg]))] for i in picked]
+        )
+        boot[b] = auc(p, n)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    value = auc(np.concatenate([r[pos] for r in runs]), np.concatenate([r[neg] for r in runs]))
+    return {
+        "value": round(value, 4),
+        "ci95": [round(float(lo), 4), round(float(hi), 4)],
+        "positives": int(sum(len(r[pos]) for r in runs)),
+        "negatives": int(sum(len(r[neg]) for r in runs)),
+        "seeds": len(runs),
+    }
 
-        def before_after(
-            model_pairs: Sequence[tuple[np.ndarray, np.ndarray, list[Record]]], sigma: float
-        ) -> tuple[float, float]:
-            """AUC of the confidence drop, and its standard error by bootstrap over pairs."""
-            pos, neg = [], []
-            probe = np.random.default_rng(args.seed)
-            for b, a, gone in model_pairs:
-                b, a = published_model(b, sigma), published_model(a, sigma)
-                xf, yf = xy(gone)
-                pos.append(confidence(b, xf, yf) - confidence(a, xf, yf))
-                choice = probe.choice(len(unseen), size=20, replace=False)
-                xu, yu = x_unseen[choice], y_unseen[choice]
-                neg.append(confidence(b, xu, yu) - confidence(a, xu, yu))
-            resample = np.random.default_rng(args.seed + 2)
-            boot = []
-            for _ in range(BOOTSTRAP):
-                pick_pairs = resample.integers(0, len(pos), len(pos))
-                boot.append(
-                    auc(
-                        np.concatenate([pos[i] for i in pick_pairs]),
-                        np.concatenate([neg[i] for i in pick_pairs]),
+
+def lira_section(
+    data: Data, sizes: Sequence[int], seeds: int, shadows: int, forgets: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "control_no_unlearning_auc": {},
+        "mia_auc_forgotten": {},
+        "retained_auc": {},
+        "lira_shadows": shadows,
+        "lira_forgets_per_seed": forgets,
+    }
+    for size in sizes:
+        started = time.perf_counter()
+        runs = [lira_seed(data, size, s, shadows, forgets) for s in range(seeds)]
+        key = str(size)
+        out["control_no_unlearning_auc"][key] = auc_groups(runs, "control", "unseen_before", 1)
+        out["mia_auc_forgotten"][key] = auc_groups(runs, "forgotten", "unseen_after", 2)
+        out["retained_auc"][key] = auc_groups(runs, "retained", "unseen_after", 3)
+        print(
+            f"lira size {size}: control {out['control_no_unlearning_auc'][key]}, "
+            f"forgotten {out['mia_auc_forgotten'][key]['value']} "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    return out
+
+
+# -- 4: differencing by the coordinator --------------------------------------------------
+
+
+def admission_seed(
+    data: Data, seed: int, draws: int, sigmas: Sequence[float]
+) -> dict[tuple[str, float], dict[str, Array]]:
+    """Four nodes of 500: the estimates of the newcomer's (admission) and of a leaving
+    node's model (removal) from two consecutive sums, at every σ and draw."""
+    rng = random.Random(f"admission/{seed}")
+    pool = rng.sample(data.train, 5 * ADMISSION_RECORDS)
+    shares = [pool[i * ADMISSION_RECORDS : (i + 1) * ADMISSION_RECORDS] for i in range(4)]
+    unseen = pool[4 * ADMISSION_RECORDS :]
+    three, four, rest = [0, 1, 2], [0, 1, 2, 3], [1, 2, 3]
+    before = [data.node(i, shares[i], epoch_of(three)).model() for i in three]
+    admitted = [data.node(i, shares[i], epoch_of(four)).model() for i in four]
+    removed = [data.node(i, shares[i], epoch_of(rest)).model() for i in rest]
+    n1, n2, n3 = (sum(n for _, n in m) for m in (before, admitted, removed))
+    newcomer = np.asarray(admitted[3][0], np.float64)
+    leaver = np.asarray(admitted[0][0], np.float64)
+    x_new, y_new = data.xy(shares[3])
+    x_out, y_out = data.xy(unseen)
+    x_test, y_test = data.xy(data.test)
+    exact = exact_sum(admitted, roster=4)
+    acc_exact = evaluate(exact.astype(np.float32), x_test.astype(np.float32), y_test)
+    out: dict[tuple[str, float], dict[str, Array]] = {}
+    for placement in PLACEMENTS:
+        for sigma in sigmas:
+            keys = (
+                "estimate",
+                "baseline",
+                "removal",
+                "removal_baseline",
+                "mia_estimate",
+                "mia_global",
+                "cost",
+            )
+            acc: dict[str, list[float]] = {k: [] for k in keys}
+            for d in range(draws):
+                draw = 1000 * seed + d
+                if placement == "inside":
+                    # What the coordinator sees: the noisy sums, fresh noise per sender set.
+                    g1 = inside_sum(before, sigma, roster=3, draw=draw, senders=three)
+                    g2 = inside_sum(admitted, sigma, roster=4, draw=draw, senders=four)
+                    g3 = inside_sum(removed, sigma, roster=3, draw=draw, senders=rest)
+                    public = g2
+                else:
+                    # The coordinator reconstructs the exact sums; only the public gets noise.
+                    g1 = exact_sum(before, roster=3)
+                    g2 = exact_sum(admitted, roster=4)
+                    g3 = exact_sum(removed, roster=3)
+                    public = after_sum(g2, sigma, draw=draw)
+                estimate = (n2 * g2 - n1 * g1) / admitted[3][1]
+                removal = (n2 * g2 - n3 * g3) / admitted[0][1]
+                acc["estimate"].append(cosine(estimate, newcomer))
+                acc["baseline"].append(cosine(g2, newcomer))
+                acc["removal"].append(cosine(removal, leaver))
+                acc["removal_baseline"].append(cosine(g2, leaver))
+                acc["mia_estimate"].append(
+                    auc(confidence(estimate, x_new, y_new), confidence(estimate, x_out, y_out))
+                )
+                acc["mia_global"].append(
+                    auc(confidence(g2, x_new, y_new), confidence(g2, x_out, y_out))
+                )
+                acc["cost"].append(
+                    100
+                    * (
+                        acc_exact
+                        - evaluate(public.astype(np.float32), x_test.astype(np.float32), y_test)
                     )
                 )
-            return auc(np.concatenate(pos), np.concatenate(neg)), float(np.std(boot))
+            out[(placement, sigma)] = {k: np.array(v) for k, v in acc.items()}
+    return out
 
-        result["before_after_auc"], result["before_after_auc_se"] = (
-            round(v, 4) for v in before_after(pairs, 0.0)
+
+ADMISSION_KEYS = {
+    "admission_estimate_cosine": "estimate",
+    "admission_baseline_cosine": "baseline",
+    "removal_estimate_cosine": "removal",
+    "removal_baseline_cosine": "removal_baseline",
+    "newcomer_mia_auc_estimate": "mia_estimate",
+    "newcomer_mia_auc_global": "mia_global",
+    "admission_noise_cost_points": "cost",
+}
+
+
+def admission_section(
+    data: Data, seeds: int, draws: int, sigmas: Sequence[float]
+) -> dict[str, Any]:
+    runs = [admission_seed(data, s, draws, sigmas) for s in range(seeds)]
+    out: dict[str, Any] = {
+        "admission_records_per_node": ADMISSION_RECORDS,
+        "admission_draws": draws,
+    }
+    for key, name in ADMISSION_KEYS.items():
+        out[f"{key}_by_sigma"] = {
+            placement: {
+                str(sigma): clustered([r[(placement, sigma)][name] for r in runs])
+                for sigma in sigmas
+            }
+            for placement in PLACEMENTS
+        }
+    return out
+
+
+# -- 5: duplicates -----------------------------------------------------------------------
+
+
+def duplicates(data: Data) -> dict[str, Any]:
+    """Share of training records whose text / embedding another training record repeats."""
+    texts: dict[str, int] = {}
+    rows: dict[bytes, int] = {}
+    for r in data.train:
+        texts[r.text] = texts.get(r.text, 0) + 1
+        key = np.asarray(data.vectors[r.id], dtype="<f4").tobytes()
+        rows[key] = rows.get(key, 0) + 1
+    n = len(data.train)
+    return {
+        "records": n,
+        "exact_duplicate_text_rate": round(sum(c for c in texts.values() if c > 1) / n, 4),
+        "exact_duplicate_embedding_rate": round(sum(c for c in rows.values() if c > 1) / n, 4),
+        "forget_removes_duplicates": False,
+    }
+
+
+# -- the rule, the plot, main ------------------------------------------------------------
+
+
+def sigma_rule(result: dict[str, Any], size: str) -> dict[str, Any]:
+    """Smallest σ (inside the sum) with estimate ≤ baseline + 0.05 and mean cost ≤ 1 point."""
+    est = result["admission_estimate_cosine_by_sigma"]["inside"]
+    base = result["admission_baseline_cosine_by_sigma"]["inside"]
+    exact_base = base["0.0"]["mean"]
+    costs = result["noise_cost_points_by_sigma"]["inside"][size]
+    rows = []
+    for sigma in est:
+        rows.append(
+            {
+                "sigma": float(sigma),
+                "estimate": est[sigma]["mean"],
+                "baseline_noisy": base[sigma]["mean"],
+                "cost_points": costs[sigma]["mean"],
+                "meets_noisy_baseline": est[sigma]["mean"] <= base[sigma]["mean"] + COSINE_MARGIN
+                and costs[sigma]["mean"] <= COST_BUDGET_POINTS,
+                "meets_exact_baseline": est[sigma]["mean"] <= exact_base + COSINE_MARGIN
+                and costs[sigma]["mean"] <= COST_BUDGET_POINTS,
+            }
         )
 
-        candidates: list[dict[str, Any]] = []
-        for sigma in NOISE_SCALES[1:]:
-            accuracy = evaluate(published_model(initial, sigma), x_test.astype(np.float32), y_test)
-            value, se = before_after(pairs, sigma)
-            candidates.append(
-                {
-                    "mitigation": f"noise sigma={sigma}",
-                    "sigma": sigma,
-                    "batch": 1,
-                    "before_after_auc": round(value, 4),
-                    "before_after_auc_se": round(se, 4),
-                    "accuracy": round(accuracy, 4),
-                    "accuracy_cost": round(result["accuracy"] - accuracy, 4),
-                    "pairs": len(pairs),
-                }
-            )
-        # Batched releases: k records forgotten between two publications.
-        offset = args.forgets
-        for k, count in batched.items():
-            batch_pairs = []
-            before = federation.global_model()
-            for start in range(offset, offset + count, k):
-                gone = forgettable[start : start + k]
-                federation.nodes[0].forget([r.id for r in gone])
-                after = federation.global_model()
-                batch_pairs.append((before, after, gone))
-                before = after
-            offset += count
-            value, se = before_after(batch_pairs, 0.0)
-            candidates.append(
-                {
-                    "mitigation": f"batches of {k} forgets",
-                    "sigma": 0.0,
-                    "batch": k,
-                    "before_after_auc": round(value, 4),
-                    "before_after_auc_se": round(se, 4),
-                    "accuracy": result["accuracy"],
-                    "accuracy_cost": 0.0,
-                    "pairs": len(batch_pairs),
-                }
-            )
-        for node in federation.nodes:
-            node.close()
+    def first(flag: str) -> float | None:
+        return next((r["sigma"] for r in rows if r[flag]), None)
 
-    result["mitigation_candidates"] = candidates
-    summarize(result)
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(result, indent=2), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "privacy.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out / "privacy.png")
-    return result
-
-
-def summarize(result: dict[str, Any]) -> None:
-    """Name this run's best mitigation, and report the one Lethe ships as the default.
-
-    The best: within both bounds and measured on enough pairs, the least accuracy cost,
-    then the shortest wait for a batch to fill, then the lowest AUC. The shipped default
-    (``protocol.publication.DEFAULT_SIGMA``) is fixed across runs, since accuracy costs of
-    a few tenths of a point move between runs; ``before_after_auc_mitigated`` is its AUC.
-    """
-    candidates = result["mitigation_candidates"]
-    admissible = [
-        c
-        for c in candidates
-        if c["before_after_auc"] <= AUC_TARGET
-        and c["accuracy_cost"] <= ACCURACY_BUDGET
-        and c["pairs"] >= MIN_PAIRS
-    ]
-    best = min(
-        admissible,
-        key=lambda c: (max(c["accuracy_cost"], 0.0), c["batch"], c["before_after_auc"]),
-        default=None,
-    )
-    result["mitigation_best_this_run"] = best["mitigation"] if best else None
-    default = next(c for c in candidates if c["batch"] == 1 and c["sigma"] == DEFAULT_SIGMA)
-    result["mitigation_default"] = default["mitigation"]
-    result["before_after_auc_mitigated"] = default["before_after_auc"]
-    result["before_after_auc_mitigated_se"] = default["before_after_auc_se"]
-    result["mitigation_default_accuracy_cost"] = default["accuracy_cost"]
-    result["mitigation_default_within_bounds"] = default in admissible
+    return {
+        "rule": "smallest σ with admission_estimate_cosine ≤ admission_baseline_cosine + "
+        f"{COSINE_MARGIN} and mean noise cost ≤ {COST_BUDGET_POINTS} point, inside the sum",
+        "cost_size": int(size),
+        "choice_noisy_baseline": first("meets_noisy_baseline"),
+        "choice_exact_baseline": first("meets_exact_baseline"),
+        "rows": rows,
+    }
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Attack AUCs, and the before/after AUC against accuracy cost for each mitigation."""
+    """Per-pair attack by size; the σ curve of the coordinator's estimate and of the cost."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = ["forgotten vs unseen\n(after forget)", "retained vs unseen", "before/after pair"]
-    values = [result["mia_auc_forgotten"], result["retained_auc"], result["before_after_auc"]]
-    left.bar(names, values, color=["tab:green", "tab:blue", "tab:red"])
-    left.axhline(0.5, color="k", ls="--", lw=1, label="chance")
-    for i, v in enumerate(values):
-        left.text(i, v, f"{v:.3f}", ha="center", va="bottom")
-    left.set(ylim=(0.4, 1.02), ylabel="attack AUC", title="What an observer infers (no mitigation)")
-    left.legend()
-    for c in result["mitigation_candidates"]:
-        marker = "o" if c["sigma"] else "s"
-        right.scatter(100 * c["accuracy_cost"], c["before_after_auc"], marker=marker)
-        right.annotate(
-            c["mitigation"], (100 * c["accuracy_cost"], c["before_after_auc"]), fontsize=8
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    sizes = list(result["per_pair_auc"])
+    ax = axes[0]
+    for key, label in (
+        ("per_pair_auc", "per-pair AUC"),
+        ("ranked_first_rate", "ranked first of 51"),
+    ):
+        means = [result[key][s]["mean"] for s in sizes]
+        err = np.array(
+            [
+                [m - result[key][s]["ci95"][0], result[key][s]["ci95"][1] - m]
+                for s, m in zip(sizes, means, strict=True)
+            ]
+        ).T
+        ax.errorbar([int(s) for s in sizes], means, yerr=err, marker="o", capsize=3, label=label)
+    for s, c in result["control_no_unlearning_auc"].items():
+        ax.errorbar(
+            [int(s)],
+            [c["value"]],
+            yerr=[[c["value"] - c["ci95"][0]], [c["ci95"][1] - c["value"]]],
+            marker="s",
+            color="k",
+            capsize=3,
+            label=f"LiRA control (no unlearning), {s}",
         )
-    right.axhline(AUC_TARGET, color="k", ls=":", lw=1, label=f"target AUC ≤ {AUC_TARGET}")
-    right.axvline(100 * ACCURACY_BUDGET, color="gray", ls=":", lw=1, label="0.5 point budget")
-    right.set(xlabel="accuracy cost (points)", ylabel="before/after AUC", title="Mitigations")
-    right.legend()
+    ax.axhline(0.5, color="gray", ls="--", lw=1)
+    ax.axhline(1 / (DECOYS + 1), color="gray", ls=":", lw=1)
+    ax.set(
+        xscale="log",
+        xlabel="records in the federation",
+        ylabel="rate / AUC",
+        title="Forget pair attacks, no noise (95 % CI)",
+    )
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for placement, style in (("inside", "-"), ("after", "--")):
+        curve = result["admission_estimate_cosine_by_sigma"][placement]
+        sig = [float(s) for s in curve]
+        ax.plot(
+            sig,
+            [curve[s]["mean"] for s in curve],
+            "o" + style,
+            label=f"admission estimate ({placement} the sum)",
+        )
+    base = result["admission_baseline_cosine_by_sigma"]["inside"]
+    ax.plot(sig, [base[s]["mean"] for s in base], "s-", label="baseline: global model")
+    ax.plot(
+        sig, [base[s]["mean"] + COSINE_MARGIN for s in base], "k:", lw=1, label="baseline + 0.05"
+    )
+    ax.set(
+        xlabel="σ (model units)",
+        ylabel="cosine with the newcomer's model",
+        title="What the coordinator's differencing recovers",
+    )
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    size = result["sigma_rule"]["cost_size"]
+    pp = result["per_pair_auc_by_sigma"]["inside"][str(size)]
+    cost = result["noise_cost_points_by_sigma"]["inside"][str(size)]
+    ax.plot(sig, [pp[s]["mean"] for s in pp], "o-", color="tab:red", label="per-pair AUC")
+    ax.set(
+        xlabel="σ (model units)",
+        ylabel="per-pair AUC",
+        title=f"Noise inside the sum, {size} records",
+    )
+    twin = ax.twinx()
+    twin.errorbar(
+        sig,
+        [cost[s]["mean"] for s in cost],
+        yerr=[cost[s]["se"] for s in cost],
+        marker="s",
+        color="tab:blue",
+        capsize=3,
+        label="accuracy cost (points)",
+    )
+    twin.axhline(COST_BUDGET_POINTS, color="tab:blue", ls=":", lw=1)
+    twin.set(ylabel="accuracy cost (points, mean ± SE)")
+    ax.legend(loc="upper left", fontsize=7)
+    twin.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class Mode:
+    sizes: tuple[int, ...]
+    seeds: int
+    pairs: int
+    draws: int
+    lira_sizes: tuple[int, ...]
+    lira_seeds: int
+    shadows: int
+    forgets: int
+
+
+MODES = {
+    "full": Mode(SIZES, 3, 200, 20, (1500, 9000), 3, 128, 100),
+    "quick": Mode((1500, 9000), 3, 20, 20, (1500,), 2, 32, 60),
+}
+
+
+def verify_replay(data: Data, work: Path) -> None:
+    """The replay must give a real node's bytes, before and after a forget."""
+    records = random.Random(0).sample(data.train, 300)
+    config = NodeConfig(federation_id=FEDERATION, node_id="node-1")
+    replay = data.node(0, records, epoch_of(range(NODES)))
+    check_against_node(
+        work, config, records, cached_embedder(data.vectors, records), replay, records[7].id
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark and write ``bench/results/privacy.{json,png}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer pairs, seeds and shadows (≤ 5 min)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("admission", "pairs", "lira", "all"),
+        default="all",
+        help="one section only (development)",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", help="override the mode's sizes")
+    parser.add_argument("--pairs", type=int, help="override the mode's forgets per seed")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    mode = MODES["quick" if args.quick else "full"]
+    if args.sizes:
+        mode = dataclasses.replace(mode, sizes=tuple(args.sizes))
+    if args.pairs:
+        mode = dataclasses.replace(mode, pairs=args.pairs)
+    started = time.perf_counter()
+    default = load_default()
+    vectors, meta = embeddings(default.train + default.test)
+    data = Data(list(default.train), list(default.test), vectors)
+    result: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "nodes": NODES,
+        "sigmas": list(SIGMAS),
+        "node_config": NodeConfig(federation_id=FEDERATION, node_id="node-1").to_json(),
+        "embed_cached": meta.get("embed_cached"),
+    }
+    with tempfile.TemporaryDirectory(prefix="lethe-privacy-") as tmp:
+        verify_replay(data, Path(tmp))
+    result["replay_matches_node"] = True
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "admission": lambda: admission_section(data, mode.seeds, mode.draws, SIGMAS),
+        "pairs": lambda: per_pair_section(
+            data, mode.sizes, mode.seeds, mode.pairs, mode.draws, SIGMAS
+        ),
+        "lira": lambda: lira_section(
+            data, mode.lira_sizes, mode.lira_seeds, mode.shadows, mode.forgets
+        ),
+    }
+    for name, run in sections.items():
+        if args.only in (name, "all"):
+            t = time.perf_counter()
+            result.update(run())
+            result[f"{name}_seconds"] = round(time.perf_counter() - t, 1)
+            print(f"section {name}: {result[f'{name}_seconds']} s", flush=True)
+    result.update(duplicates(data))
+    if args.only == "all":
+        summarize(result)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("_by_sigma")}, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "privacy" if args.only == "all" else f"privacy-{args.only}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.only == "all":
+        plot(result, args.out / f"{name}.png")
+    return result
+
+
+def summarize(result: dict[str, Any]) -> None:
+    """The headline keys at the default σ (``protocol.noise.DEFAULT_NOISE_SCALE``)."""
+    from protocol.noise import DEFAULT_NOISE_SCALE
+
+    sigma = str(DEFAULT_NOISE_SCALE)
+    demo = str(min(int(s) for s in result["per_pair_auc"]))
+    result["default_sigma"] = DEFAULT_NOISE_SCALE
+    result["noise_cost_points"] = {
+        **result["noise_cost_points_by_sigma"]["inside"][demo][sigma],
+        "draws": result["noise_cost_points_by_sigma"]["inside"][demo][sigma]["n"],
+        "records": int(demo),
+    }
+    for key in ADMISSION_KEYS:
+        result[key] = result[f"{key}_by_sigma"]["inside"][sigma]
+    result["admission_estimate_cosine_after_sum"] = result["admission_estimate_cosine_by_sigma"][
+        "after"
+    ][sigma]
+    result["per_pair_auc_at_default_sigma"] = {
+        size: curve[sigma] for size, curve in result["per_pair_auc_by_sigma"]["inside"].items()
+    }
+    result["ranked_first_rate_at_default_sigma"] = {
+        size: curve[sigma] for size, curve in result["ranked_first_rate_by_sigma"]["inside"].items()
+    }
+    result["sigma_rule"] = sigma_rule(result, demo)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from protocol.federation import DEFAULT_LABELS
 FEDERATION = "bench-privacy"
 NODES = 3
 SIZES = (1500, 9000, 30000)
-SIGMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+SIGMAS = (0.0, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 DECOYS = 50
 ADMISSION_RECORDS = 500
 COSINE_MARGIN = 0.05

@@ -52,9 +52,7 @@ def test_inside_sum_noise_has_std_sigma_and_is_fresh_only_when_a_model_changes()
     fp = round_fixed_point(3, 0.0)
     weighted = sum(v.astype(np.float64) * n / 600 for v, n in models)
     assert np.abs(exact - weighted).max() <= 3 / fp.scale
-    noise = np.concatenate(
-        [inside_sum(models, 0.3, roster=3, draw=d) - exact for d in range(8)]
-    )
+    noise = np.concatenate([inside_sum(models, 0.3, roster=3, draw=d) - exact for d in range(8)])
     assert 0.28 < noise.std() < 0.32
     again = inside_sum(models, 0.3, roster=3, draw=0)
     assert again.tobytes() == inside_sum(models, 0.3, roster=3, draw=0).tobytes()

@@ -274,6 +274,8 @@ def per_pair_section(
             auc(np.concatenate([s[2] for s in exact]), np.concatenate([s[3] for s in exact])), 4
         )
         out["accuracy"][key] = round(float(np.mean([r["accuracy"] for r in runs])), 4)
+        row = {k: v[key] if key in v else {p: v[p][key] for p in v} for k, v in out.items()}
+        print(json.dumps({"size": size, **row}), flush=True)
         print(
             f"size {size}: per-pair AUC {out['per_pair_auc'][key]}, "
             f"first {out['ranked_first_rate'][key]['mean']} "
@@ -718,11 +720,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["replay_matches_node"] = True
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "admission": lambda: admission_section(data, mode.seeds, mode.draws, SIGMAS),
-        "pairs": lambda: per_pair_section(
-            data, mode.sizes, mode.seeds, mode.pairs, mode.draws, SIGMAS
-        ),
         "lira": lambda: lira_section(
             data, mode.lira_sizes, mode.lira_seeds, mode.shadows, mode.forgets
+        ),
+        "pairs": lambda: per_pair_section(
+            data, mode.sizes, mode.seeds, mode.pairs, mode.draws, SIGMAS
         ),
     }
     for name, run in sections.items():
@@ -731,6 +733,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             result.update(run())
             result[f"{name}_seconds"] = round(time.perf_counter() - t, 1)
             print(f"section {name}: {result[f'{name}_seconds']} s", flush=True)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "privacy-partial.json").write_text(json.dumps(result, indent=2) + "\n")
     result.update(duplicates(data))
     if args.only == "all":
         summarize(result)

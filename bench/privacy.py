@@ -668,8 +668,8 @@ class Mode:
 
 
 MODES = {
-    "full": Mode(SIZES, 3, 200, 20, (1500, 9000), 3, 128, 100),
-    "quick": Mode((1500, 9000), 3, 20, 20, (1500,), 2, 32, 60),
+    "full": Mode(SIZES, 3, 200, 20, (1500,), 3, 128, 100),
+    "quick": Mode((1500,), 2, 30, 10, (1500,), 2, 32, 60),
 }
 
 
@@ -698,7 +698,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", type=int, nargs="+", help="override the mode's sizes")
     parser.add_argument("--pairs", type=int, help="override the mode's forgets per seed")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="combine section results (JSON files of --only runs) into privacy.{json,png}",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     mode = MODES["quick" if args.quick else "full"]
     if args.sizes:
         mode = dataclasses.replace(mode, sizes=tuple(args.sizes))
@@ -742,9 +750,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("_by_sigma")}, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     name = "privacy" if args.only == "all" else f"privacy-{args.only}"
+    if args.sizes and args.only == "pairs":
+        name += "-" + "-".join(str(size) for size in mode.sizes)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.only == "all":
         plot(result, args.out / f"{name}.png")
+    return result
+
+
+def _deep_update(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+def merge(parts: Sequence[Path], out: Path) -> dict[str, Any]:
+    """One result from sections run as separate processes (``--only``, ``--sizes``): the
+    sections share nothing but the cached embeddings, so running them side by side on a
+    shared machine gives the same figures as one process."""
+    result: dict[str, Any] = {}
+    seconds = []
+    for part in parts:
+        data = json.loads(part.read_text())
+        seconds.append(data.pop("seconds", 0.0))
+        _deep_update(result, data)
+    result["merged_from"] = [p.name for p in parts]
+    result["seconds_per_part"] = seconds
+    result["seconds"] = round(sum(seconds), 1)
+    summarize(result)
+    (out / "privacy.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out / "privacy.png")
     return result
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import random
 import tempfile
 import time
@@ -240,7 +241,14 @@ def pair_stats(drops: Sequence[Array]) -> tuple[Array, Array, Array, Array]:
 
 
 def per_pair_section(
-    data: Data, sizes: Sequence[int], seeds: int, pairs: int, draws: int, sigmas: Sequence[float]
+    data: Data,
+    sizes: Sequence[int],
+    seeds: int,
+    pairs: int,
+    draws: int,
+    sigmas: Sequence[float],
+    raw: Path | None = None,
+    seed_only: int | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "per_pair_auc": {},
@@ -253,7 +261,19 @@ def per_pair_section(
     }
     for size in sizes:
         started = time.perf_counter()
-        runs = [forget_pairs(data, size, s, pairs, draws, sigmas) for s in range(seeds)]
+        if raw is not None and seed_only is not None:
+            # One seed of a size split across processes: keep the raw ranks for --merge-raw.
+            run = forget_pairs(data, size, seed_only, pairs, draws, sigmas)
+            with (raw / f"pairs-{size}-seed{seed_only}.pkl").open("wb") as f:
+                pickle.dump(run, f)
+            continue
+        if raw is not None:
+            runs = []
+            for s in range(seeds):
+                with (raw / f"pairs-{size}-seed{s}.pkl").open("rb") as f:
+                    runs.append(pickle.load(f))
+        else:
+            runs = [forget_pairs(data, size, s, pairs, draws, sigmas) for s in range(seeds)]
         key = str(size)
         for placement in PLACEMENTS:
             aucs, firsts, costs = {}, {}, {}
@@ -699,6 +719,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pairs", type=int, help="override the mode's forgets per seed")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--raw",
+        type=Path,
+        help="with --only pairs: with --seed, run that seed alone and keep its raw ranks "
+        "here; without, summarize the kept seeds (one size split across processes)",
+    )
+    parser.add_argument("--seed", type=int, help="with --raw: the one seed to run")
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -732,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             data, mode.lira_sizes, mode.lira_seeds, mode.shadows, mode.forgets
         ),
         "pairs": lambda: per_pair_section(
-            data, mode.sizes, mode.seeds, mode.pairs, mode.draws, SIGMAS
+            data, mode.sizes, mode.seeds, mode.pairs, mode.draws, SIGMAS, args.raw, args.seed
         ),
     }
     for name, run in sections.items():

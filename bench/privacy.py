@@ -7,7 +7,7 @@ the default dataset's cached embeddings, so thousands of independent forgets and
 federations fit in the run. Every figure is a mean over seeds (data samples) × items with
 a 95 % interval from a two-level bootstrap (seeds, then items within a seed).
 
-1. **Per-pair forget attack** (Chen et al., CCS 2021) at 1,500 (the demo), 9,000 and
+1. **Per-pair forget attack** (Chen et al., CCS 2021) at 1,500 (the demo: 1,200), 9,000 and
    30,000 records on three nodes: for each forget of one record of node 1, every
    candidate's drop in true-label confidence between the global models published before
    and after; the forgotten record is ranked among 50 retained records of the same node.

@@ -12,28 +12,30 @@ from bench.epoch import hash_embed
 from bench.noise_placement import after_sum, exact_sum, inside_sum, round_fixed_point
 from bench.privacy import auc, clustered, pair_stats
 from bench.sisa_replay import ReplayNode, check_against_node
-from node.store import NodeConfig, load_default
+from node.store import NodeConfig, Record, load_default
 from protocol.federation import DEFAULT_LABELS
 
 
 @pytest.fixture(scope="module")
-def records():  # type: ignore[no-untyped-def]
+def records() -> list[Record]:
     return load_default(limit=160).train
 
 
-def _replay(records, config, epoch):  # type: ignore[no-untyped-def]
+def _replay(records: list[Record], config: NodeConfig, epoch: bytes) -> ReplayNode:
     x = hash_embed([r.text for r in records])
     y = np.array([list(DEFAULT_LABELS).index(r.label) for r in records])
     return ReplayNode.train(config, [r.id for r in records], x, y, epoch)
 
 
-def test_replay_reproduces_a_real_node_before_and_after_a_forget(records, tmp_path: Path) -> None:
+def test_replay_reproduces_a_real_node_before_and_after_a_forget(
+    records: list[Record], tmp_path: Path
+) -> None:
     config = NodeConfig(federation_id="bench-privacy", node_id="node-1", shards=2)
     replay = _replay(records, config, b"\x07" * 32)
     check_against_node(tmp_path, config, records, hash_embed, replay, records[3].id)
 
 
-def test_replay_check_fails_when_training_differs(records, tmp_path: Path) -> None:
+def test_replay_check_fails_when_training_differs(records: list[Record], tmp_path: Path) -> None:
     config = NodeConfig(federation_id="bench-privacy", node_id="node-1")
     other = NodeConfig(federation_id="bench-privacy", node_id="node-2")  # other batch orders
     replay = _replay(records, other, b"\x07" * 32)

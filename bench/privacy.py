@@ -782,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.only == "all":
         plot(result, args.out / f"{name}.png")
+        (args.out / "privacy-partial.json").unlink(missing_ok=True)
     return result
 
 

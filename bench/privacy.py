@@ -618,8 +618,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         )
     ax.axhline(0.5, color="gray", ls="--", lw=1)
     ax.axhline(1 / (DECOYS + 1), color="gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xticks([int(s) for s in sizes], [f"{int(s):,}" for s in sizes])
+    ax.minorticks_off()
     ax.set(
-        xscale="log",
         xlabel="records in the federation",
         ylabel="rate / AUC",
         title="Forget pair attacks, no noise (95 % CI)",
@@ -799,14 +801,18 @@ def merge(parts: Sequence[Path], out: Path) -> dict[str, Any]:
     sections share nothing but the cached embeddings, so running them side by side on a
     shared machine gives the same figures as one process."""
     result: dict[str, Any] = {}
-    seconds = []
-    for part in parts:
+    seconds: dict[str, dict[str, float]] = {}
+    for number, part in enumerate(parts):
         data = json.loads(part.read_text())
-        seconds.append(data.pop("seconds", 0.0))
+        seconds[f"{number}:{part.name}"] = {
+            k: data.pop(k) for k in list(data) if k == "seconds" or k.endswith("_seconds")
+        }
         _deep_update(result, data)
-    result["merged_from"] = [p.name for p in parts]
-    result["seconds_per_part"] = seconds
-    result["seconds"] = round(sum(seconds), 1)
+    # Re-merging privacy.json alone (after a change of the shipped σ) keeps its timings.
+    result["seconds_by_part"] = {
+        **result.get("seconds_by_part", {}),
+        **{k: v for k, v in seconds.items() if v},
+    }
     summarize(result)
     (out / "privacy.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out / "privacy.png")
@@ -837,6 +843,10 @@ def summarize(result: dict[str, Any]) -> None:
         size: curve[sigma] for size, curve in result["ranked_first_rate_by_sigma"]["inside"].items()
     }
     result["sigma_rule"] = sigma_rule(result, demo)
+    result["default_sigma_meets_rule"] = any(
+        row["sigma"] == DEFAULT_NOISE_SCALE and row["meets_noisy_baseline"]
+        for row in result["sigma_rule"]["rows"]
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ a 95 % interval from a two-level bootstrap (seeds, then items within a seed).
 5. **Duplicates**: the share of training records whose text, and whose embedding, another
    record repeats (a forget by id leaves those copies in the model).
 
+On a shared machine the sections can run as separate processes and be combined:
+``--only admission|lira|pairs`` (``--sizes``; one size's seeds in parallel with ``--raw DIR
+--seed k``, then ``--raw DIR`` alone to summarize them), then ``--merge`` of their JSON files.
+``--merge bench/results/privacy.json`` alone recomputes the headline keys after a change of
+the shipped σ.
+
 ``sigma_rule`` applies the README's rule for the default σ: the smallest σ whose
 admission estimate cosine is ≤ the baseline + 0.05 and whose mean accuracy cost is ≤ 1 point.
 """

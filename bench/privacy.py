@@ -49,11 +49,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.noise_sim import noisy_release
 from bench.unlearning import RESULTS, cached_embedder, embeddings
 from node.sisa import SisaNode, evaluate, seed_for, train_head, vector_to_head, zero_vector
 from node.store import NodeConfig, Record, load_default
 from protocol.federation import DEFAULT_LABELS
-from protocol.publication import DEFAULT_SIGMA, published_model
+from protocol.noise import DEFAULT_NOISE_SCALE as DEFAULT_SIGMA
 
 NODES = 3
 FEDERATION = "bench-privacy"
@@ -267,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             pos, neg = [], []
             probe = np.random.default_rng(args.seed)
             for b, a, gone in model_pairs:
-                b, a = published_model(b, sigma), published_model(a, sigma)
+                b, a = (noisy_release(v, sigma, seed=v.tobytes()) for v in (b, a))
                 xf, yf = xy(gone)
                 pos.append(confidence(b, xf, yf) - confidence(a, xf, yf))
                 choice = probe.choice(len(unseen), size=20, replace=False)
@@ -291,7 +292,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         candidates: list[dict[str, Any]] = []
         for sigma in NOISE_SCALES[1:]:
-            accuracy = evaluate(published_model(initial, sigma), x_test.astype(np.float32), y_test)
+            accuracy = evaluate(
+                noisy_release(initial, sigma, seed=initial.tobytes()),
+                x_test.astype(np.float32),
+                y_test,
+            )
             value, se = before_after(pairs, sigma)
             candidates.append(
                 {
@@ -348,7 +353,7 @@ def summarize(result: dict[str, Any]) -> None:
 
     The best: within both bounds and measured on enough pairs, the least accuracy cost,
     then the shortest wait for a batch to fill, then the lowest AUC. The shipped default
-    (``protocol.publication.DEFAULT_SIGMA``) is fixed across runs, since accuracy costs of
+    (``protocol.noise.DEFAULT_NOISE_SCALE``) is fixed across runs, since accuracy costs of
     a few tenths of a point move between runs; ``before_after_auc_mitigated`` is its AUC.
     """
     candidates = result["mitigation_candidates"]

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.noise_sim import noisy_release
 from bench.unlearning import RESULTS, cached_embedder, embeddings
 from coordinator.feedback import DEFAULT_FORGET_ON, GlobalModelScorer
 from coordinator.queue import CoordinatorDB
@@ -39,7 +40,7 @@ from node.store import NodeConfig, Record, load_default
 from protocol.federation import DEFAULT_LABELS, DEFAULT_SLICES
 from protocol.hashing import keccak256
 from protocol.model import model_bytes
-from protocol.publication import DEFAULT_SIGMA, published_model
+from protocol.noise import DEFAULT_NOISE_SCALE as DEFAULT_SIGMA
 from protocol.store import LocalStore
 
 NODES = 3
@@ -114,7 +115,7 @@ def main() -> None:
         "model": (
             "the latest finalized round's published global model: linear softmax head over "
             "all-MiniLM-L6-v2 int8 embeddings, sample-weighted average of the nodes' SISA "
-            f"models, publication noise sigma {DEFAULT_SIGMA}"
+            f"models, noise inside the sum, sigma {DEFAULT_SIGMA}"
         ),
         "test_texts": len(data.test),
         "test_labels": dict(Counter(r.label for r in data.test)),
@@ -125,7 +126,7 @@ def main() -> None:
         work = Path(tmp)
         for name, limit in (("demo", DEMO_RECORDS_PER_NODE), ("full", None)):
             exact, samples = federation_model(work, vectors, limit)
-            published = published_model(exact, DEFAULT_SIGMA)
+            published = noisy_release(exact, DEFAULT_SIGMA, seed=exact.tobytes())
             scored = score_split(work, f"{name}-published", published, data.test, by_text)
             plain = score_split(work, f"{name}-exact", exact, data.test, by_text)
             result[name] = {

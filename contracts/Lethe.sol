@@ -130,11 +130,17 @@ contract Lethe {
     mapping(address account => Stake) private _stakes;
     mapping(uint64 round => mapping(address node => bool)) public rewardClaimed;
 
+    /// @notice σ of the noise the senders add inside each round's secure sum, in millionths
+    ///         of a model unit per coordinate of the global model (protocol/noise.py). Nodes
+    ///         read it here at every share: the coordinator cannot lower it.
+    uint32 public noiseScaleMicros = 300000;
+
     event CoordinatorAdmitted(address indexed coordinator, address indexed previous);
     event NodeAdmitted(address indexed node, uint256 nodeCount);
     event NodeRemoved(address indexed node, uint256 nodeCount);
     event KeyRegistered(address indexed node, bytes32 key);
     event QuorumSet(uint32 configuredQuorum);
+    event NoiseScaleSet(uint32 noiseScaleMicros);
     event RoundProposed(
         uint64 indexed round,
         address indexed proposer,
@@ -183,6 +189,7 @@ contract Lethe {
     error AlreadyAdmitted(address node);
     error RoleConflict(address account);
     error InvalidKey();
+    error NoiseScaleTooLarge(uint32 noiseScaleMicros, uint32 limit);
     error RoundNotNext(uint64 round, uint64 expected);
     error QuorumUnreachable(uint256 quorum, uint256 nodeCount);
     error UnknownRound(uint64 round);
@@ -308,6 +315,14 @@ contract Lethe {
     function setQuorum(uint32 quorum_) external onlyOwner {
         configuredQuorum = quorum_;
         emit QuorumSet(quorum_);
+    }
+
+    /// @notice Set σ of the noise inside every later round's secure sum (millionths).
+    /// @dev The limit matches the fixed-point headroom every node reserves for the noise.
+    function setNoiseScale(uint32 micros) external onlyOwner {
+        if (micros > 500000) revert NoiseScaleTooLarge(micros, 500000);
+        noiseScaleMicros = micros;
+        emit NoiseScaleSet(micros);
     }
 
     /// @notice Publish (or rotate) the caller's X25519 public key for secret shares.

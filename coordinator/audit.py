@@ -7,7 +7,9 @@ certificate by CID (the store verifies every byte against the CID), and checks:
 
 - **rounds**: proposed by the coordinator of the time, numbered without gaps, the quorum and
   node count the roster of the time implies; the model's bytes hash to
-  ``globalModelHash``; the manifest is for this round and federation, names the same model
+  ``globalModelHash`` and are, bit for bit, the model recomputed from the manifest's
+  signed masked vectors and reveals (``protocol.recompute``, the function nodes run before
+  approving); the manifest is for this round and federation, names the same model
   CID and hash, and its Merkle root is ``updatesRoot``; every update is signed by its
   address, an admitted node; every node the manifest lists as a ``share`` responder (stage
   2: its model is in the aggregate) has its update in the manifest, and no one else has;
@@ -54,6 +56,7 @@ from protocol.certificate import Certificate
 from protocol.errors import ProtocolError, StoreError
 from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
+from protocol.recompute import check_published
 from protocol.stakes import CONTEXT_EVENTS, STAKE_EVENTS, StakeLedger, format_ether
 from protocol.typed_data import Domain
 
@@ -108,6 +111,8 @@ class RoundAudit:
     finalized: TxRef | None = None
     status: Status = "pending"
     problem: str | None = None
+    noise_scale: float | None = None
+    """σ of the noise inside the sum, as every sender declared it (``None``: not checked)."""
 
     def line(self) -> str:
         """One readable line for the report."""
@@ -117,8 +122,9 @@ class RoundAudit:
         votes = f"{len(self.approvals)}/{self.quorum} approvals"
         state = f"finalized ({votes})" if self.finalized else f"pending ({votes})"
         return (
-            f"{head}: {state}, {len(self.participants)} signed updates, "
-            f"model {self.global_model_cid}, tx {self.proposed.tx_hash}"
+            f"{head}: {state}, model recomputed from {len(self.participants)} masked updates "
+            f"(noise σ {self.noise_scale}), model {self.global_model_cid}, "
+            f"tx {self.proposed.tx_hash}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -137,6 +143,7 @@ class RoundAudit:
             "node_count": self.node_count,
             "participants": self.participants,
             "n_total": self.n_total,
+            "noise_scale": self.noise_scale,
             "approvals": [
                 {"node": a.node, "tx_hash": a.tx.tx_hash, "block_number": a.tx.block_number}
                 for a in self.approvals
@@ -360,6 +367,15 @@ def _stake_lines(stakes: dict[str, Any] | None) -> list[str]:
             f"{slashes} slash{'' if slashes == 1 else 'es'} ({format_ether(node['slashed_wei'])})"
         )
     return out
+
+
+def _declared_noise(manifest: RoundManifest) -> float:
+    """σ the senders' masked vectors declare (they all declare the same: recomputed)."""
+    from protocol.recompute import Transcript
+    from protocol.secure_sum import MaskedInput
+
+    first = next(iter(Transcript.from_json(manifest.transcript).masked.values()))
+    return MaskedInput.from_bytes(first.data).settings.sigma
 
 
 def audit(
@@ -696,6 +712,11 @@ class _Replay:
                 cid=item.global_model_cid,
             )
         manifest = self._manifest(item, fail)
+        try:
+            check_published(manifest, model)
+        except ProtocolError as exc:
+            raise fail(f"{exc} (manifest {item.manifest_cid})", cid=item.manifest_cid) from exc
+        item.noise_scale = _declared_noise(manifest)
         self.manifests[number] = manifest
         for address in item.participants:
             entry = self._admitted(address)

@@ -20,13 +20,14 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from coordinator.deadline import StragglerRule
 from coordinator.queue import CoordinatorDB, ForgetRequest
+from protocol.canonical import canonical_json
 from protocol.commitments import Update, recover_leaf_signer
 from protocol.epoch import roster_epoch
 from protocol.errors import LedgerError, LetheError, ProtocolError
@@ -55,9 +56,9 @@ from protocol.typed_data import Domain
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
     from coordinator.transport import Transport
-    from protocol.field import FixedPoint
     from protocol.ledger import Ledger, TxResult
-    from protocol.secure_sum import MaskedInput, Reveal, Roster
+    from protocol.recompute import Signed
+    from protocol.secure_sum import MaskedInput, Reveal, Roster, SumSettings
     from protocol.store import ContentStore
 
 logger = logging.getLogger("lethe.coordinator")
@@ -109,15 +110,20 @@ class RoundState:
     committed: dict[str, Committed] = field(default_factory=dict)
     """Address → accepted train reply (stage 1)."""
     roster: Roster | None = None
-    fixed_point: FixedPoint | None = None
+    settings: SumSettings | None = None
+    """The round's sum settings, derived from the chain as every node derives them."""
     envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     """Sender → recipient → sealed seed shares (stage 2)."""
     masked: dict[str, MaskedInput] = field(default_factory=dict)
-    """Sender → its masked vector, signed by it (stage 2)."""
+    """Sender → its masked vector (stage 2)."""
+    masked_signed: dict[str, Signed] = field(default_factory=dict)
+    """Sender → its masked vector's bytes and its signature on them (the transcript)."""
     agreements: dict[str, str] = field(default_factory=dict)
     """Sender → its signature on the sender set (stage 2)."""
     reveals: list[Reveal] = field(default_factory=list)
     """The senders' seed shares, each signed by its node (stage 3)."""
+    reveals_signed: dict[str, Signed] = field(default_factory=dict)
+    """Revealer → its reveal's bytes and signature (the transcript)."""
     manifest: RoundManifest | None = None
     manifest_cid: str = ""
     proposal: TxResult | None = None
@@ -402,12 +408,13 @@ class Coordinator:
         masked and signed, and seals Shamir shares of its mask seeds for every roster
         member; if some did not share but at least max(t, 3) did, those are asked once to
         agree to themselves alone (with the same masked vectors)."""
-        from protocol.field import FixedPoint
+        from protocol.recompute import Signed
         from protocol.secure_sum import (
             MIN_SENDERS,
             MaskedInput,
             Member,
             Roster,
+            SumSettings,
             default_threshold,
             order,
             roster_digest,
@@ -426,7 +433,13 @@ class Coordinator:
             threshold=default_threshold(len(chain)),
             members=tuple(Member(address, x, key) for address, (x, key) in chain),
         )
-        fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
+        # The code and the noise every node derives from the chain: nodes refuse any other.
+        settings = state.settings = SumSettings.for_round(
+            roster.n,
+            self.ledger.noise_scale(),
+            through_slice=state.through_slice,
+            n_total=state.n_total,
+        )
         roster_bytes = roster.to_bytes()
         expected = {m.node_id for m in roster.members}
         masked_with = order(state.committed)  # the first set each sender signs, and masks with
@@ -448,20 +461,23 @@ class Coordinator:
 
         def ask(senders: list[str]) -> None:
             """Ask the senders to sign ``senders`` and share; keep well-formed replies."""
+            commitments = canonical_json([asdict(self._node_update(state, a)) for a in senders])
             requests: dict[int, StageMessage] = {
                 state.committed[a].node: ShareRequest(
                     **state.base(),
                     model_hash=state.committed[a].reply.model_hash,
                     n_total=state.n_total,
-                    clip=fixed_point.clip,
-                    frac_bits=fixed_point.frac_bits,
+                    clip=settings.clip,
+                    frac_bits=settings.frac_bits,
                     senders=senders,
                     roster=roster_bytes,
+                    commitments=commitments,
                 )
                 for a in senders
             }
-            digest = sender_set_digest(roster, senders, state.n_total)
+            digest = sender_set_digest(roster, senders, settings)
             state.envelopes, state.agreements, state.masked = {}, {}, {}
+            state.masked_signed = {}
             for node, reply in self._exchange(
                 requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
             ).items():
@@ -479,6 +495,9 @@ class Coordinator:
                     state.envelopes[reply.address] = reply.envelopes
                     state.agreements[reply.address] = reply.signature
                     state.masked[reply.address] = masked
+                    state.masked_signed[reply.address] = Signed(
+                        reply.masked, reply.masked_signature
+                    )
 
         senders = sorted(state.committed, key=str.lower)
         ask(senders)
@@ -508,6 +527,7 @@ class Coordinator:
     def aggregate_stage(self, state: RoundState) -> None:
         """Stage 3: each sender opens the envelopes addressed to it and signs its shares of the
         seeds that unmask the sum (after checking every sender's signature on the set)."""
+        from protocol.recompute import Signed
         from protocol.secure_sum import Reveal
 
         assert state.roster is not None
@@ -541,6 +561,7 @@ class Coordinator:
             elif address not in seen:
                 seen.add(address)
                 state.reveals.append(revealed)
+                state.reveals_signed[address] = Signed(reply.reveal, reply.signature)
         if len(state.reveals) < state.roster.threshold:
             raise RoundFailed(
                 f"round {state.round}: {len(state.reveals)} reveals, "
@@ -548,24 +569,22 @@ class Coordinator:
             )
 
     def publish_stage(self, state: RoundState) -> None:
-        """Reconstruct the weighted sum, add the publication noise, store model and manifest
-        by CID, propose on chain."""
+        """Unmask the (noisy) weighted sum, store model and manifest by CID. The manifest
+        carries the round's transcript, so every node and anyone else recomputes the same
+        model from it (``protocol.recompute``); the coordinator never holds an exact sum."""
         from protocol.model import model_bytes
-        from protocol.publication import published_model
+        from protocol.recompute import Transcript, global_model
 
-        assert state.roster is not None and state.fixed_point is not None
-        roster, senders = state.roster, state.senders
+        assert state.roster is not None and state.settings is not None
+        roster, senders, settings = state.roster, state.senders, state.settings
         n_senders = sum(state.committed[s].reply.n_samples for s in senders)
-        total = published_model(
-            self._reconstruct(
-                roster,
-                {s: state.masked[s] for s in senders},
-                state.reveals,
-                state.fixed_point,
-                state.n_total,
-                n_senders,
-            ),
-            self.config.publish_noise,
+        total = global_model(
+            roster,
+            {s: state.masked[s] for s in senders},
+            state.reveals,
+            settings.fixed_point,
+            settings.n_total,
+            n_senders,
         )
         responders = sorted((r.node_id for r in state.reveals), key=str.lower)
         global_bytes = model_bytes(total)
@@ -578,16 +597,7 @@ class Coordinator:
                 {"address": m.node_id, "x": m.x, "public_key": _hex(m.public_key)}
                 for m in roster.members
             ],
-            updates=[
-                NodeUpdate(
-                    s,
-                    state.committed[s].reply.model_hash,
-                    state.committed[s].reply.n_samples,
-                    state.committed[s].reply.signature,
-                    _roots_hex(state.committed[s].reply.slice_roots),
-                )
-                for s in senders
-            ],
+            updates=[self._node_update(state, s) for s in senders],
             responders={
                 "train": sorted(state.committed, key=str.lower),
                 "share": senders,
@@ -597,10 +607,27 @@ class Coordinator:
             global_model_cid=model_cid,
             global_model_hash=_hex(keccak256(global_bytes)),
             n_total=n_senders,
-            fixed_point={"clip": state.fixed_point.clip, "frac_bits": state.fixed_point.frac_bits},
+            fixed_point={"clip": settings.clip, "frac_bits": settings.frac_bits},
             forget_requests=[r.request_id for r in state.forgets],
+            transcript=Transcript(
+                masked={s: state.masked_signed[s] for s in senders},
+                agreements={s: state.agreements[s] for s in senders},
+                reveals=dict(state.reveals_signed),
+            ).to_json(),
         )
         state.manifest_cid = self.store.put(manifest.to_bytes())
+
+    @staticmethod
+    def _node_update(state: RoundState, address: str) -> NodeUpdate:
+        """A committed node's signed update, as the manifest and the share request list it."""
+        reply = state.committed[address].reply
+        return NodeUpdate(
+            address,
+            reply.model_hash,
+            reply.n_samples,
+            reply.signature,
+            _roots_hex(reply.slice_roots),
+        )
 
     def approve_stage(self, state: RoundState) -> None:
         """Stage 4: the nodes that aggregated check the round's content and sign its approval;
@@ -792,23 +819,6 @@ class Coordinator:
             committed.get((r.node_address or "").lower()) == r.new_model_hash
             for r in self.db.list_forgets(("certified",))
         )
-
-    @staticmethod
-    def _reconstruct(
-        roster: Roster,
-        masked: dict[str, MaskedInput],
-        reveals: list[Reveal],
-        fixed_point: FixedPoint,
-        n_total: int,
-        n_senders: int,
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Σ (n_i/N)·w_i over the senders, renormalised if some committed nodes never shared."""
-        from protocol.secure_sum import reconstruct_sum
-
-        total = reconstruct_sum(roster, masked, reveals, fixed_point)
-        if n_senders != n_total:
-            total = total * (n_total / n_senders)
-        return np.asarray(total, dtype=np.float32)
 
     # -- forget requests ----------------------------------------------------------------
 

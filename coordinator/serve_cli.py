@@ -11,7 +11,6 @@ from coordinator.config import ConfigError, CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from infra.options import chain_options, store_option
 from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
-from protocol.publication import DEFAULT_SIGMA
 
 if TYPE_CHECKING:
     from coordinator.feedback import FeedbackService
@@ -134,14 +133,6 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     help="SISA shards per node (every node must have as many).",
 )
 @click.option(
-    "--publish-noise",
-    type=click.FloatRange(0, 10),
-    default=DEFAULT_SIGMA,
-    show_default=True,
-    help="σ of the noise on each published global model, so that the models around a "
-    "forget do not point at the record (README, 'What an observer learns'); 0: exact.",
-)
-@click.option(
     "--feedback-forget",
     default="negative,neutral",
     show_default=True,
@@ -158,7 +149,6 @@ def configure(
     db: str,
     slices: int,
     shards: int,
-    publish_noise: float,
     feedback_forget: str,
 ) -> None:
     """Write the coordinator's config, an API token and the federation's record key beside
@@ -187,7 +177,6 @@ def configure(
         slices=slices,
         shards=shards,
         deployment_block=deployment_block,
-        publish_noise=publish_noise,
         feedback_forget_on=tuple(x.strip() for x in feedback_forget.split(",") if x.strip()),
     )
     try:

@@ -177,6 +177,12 @@ def deploy(
 @click.option("--coordinator", help="Admit (or replace) the coordinator.")
 @click.option("--node", "nodes", multiple=True, help="Admit a node (repeatable).")
 @click.option("--quorum", type=click.IntRange(min=0), help="Set the quorum (0 = ⌈2n/3⌉).")
+@click.option(
+    "--noise",
+    type=click.FloatRange(0, 0.5),
+    help="Set σ of the noise the nodes add inside every later round's secure sum "
+    "(model units per coordinate of the global model; README, 'Noise inside the sum').",
+)
 def admit(
     rpc: str | None,
     key: str | None,
@@ -185,10 +191,11 @@ def admit(
     coordinator: str | None,
     nodes: tuple[str, ...],
     quorum: int | None,
+    noise: float | None,
 ) -> None:
-    """As the contract owner: admit the coordinator and nodes, set the quorum."""
-    if coordinator is None and not nodes and quorum is None:
-        raise click.UsageError("nothing to do: give --coordinator, --node or --quorum")
+    """As the contract owner: admit the coordinator and nodes, set the quorum and the noise."""
+    if coordinator is None and not nodes and quorum is None and noise is None:
+        raise click.UsageError("nothing to do: give --coordinator, --node, --quorum or --noise")
     try:
         deployment = Deployment.load(deployment_file)
         if rpc is None and deployment.chain_id == DEV_CHAIN_ID:
@@ -204,6 +211,8 @@ def admit(
             click.echo(f"node {node}: tx {ledger.admit_node(node).tx_hash}")
         if quorum is not None:
             click.echo(f"quorum {quorum}: tx {ledger.set_quorum(quorum).tx_hash}")
+        if noise is not None:
+            click.echo(f"noise σ {noise}: tx {ledger.set_noise_scale(noise).tx_hash}")
     except (LetheError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.ledger import RoundProposal
+    from protocol.manifest import RoundManifest
     from protocol.secure_sum import Roster
 
 logger = logging.getLogger("lethe.node")
@@ -187,14 +188,24 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
 
 
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
-    """Sign the round's sender set, then mask n_i/N · w_i with a self mask and one pair mask
-    per sender, sign the masked vector, and Shamir-share the mask seeds to the roster, one
-    sealed envelope per recipient: once per round, and never, for a model unchanged since
-    it was last summed, into another sender set."""
+    """Sign the round's sender set and settings, then add this node's noise to n_i/N · w_i,
+    mask it with a self mask and one pair mask per sender, sign the masked vector, and
+    Shamir-share the mask seeds to the roster, one sealed envelope per recipient: once per
+    round, and never, for a model unchanged since it was last summed, into another set.
+
+    The fixed-point code and the noise scale come from the chain (roster size, the
+    federation's σ), not from the coordinator: a request naming another code is refused.
+    """
     from node.round_state import Sharing
     from protocol.canonical import canonical_json
-    from protocol.field import FixedPoint
-    from protocol.secure_sum import mask_and_share, roster_digest, sender_set_digest
+    from protocol.noise import node_noise_key, noise_context, sender_noise
+    from protocol.secure_sum import (
+        MaskedInput,
+        SumSettings,
+        mask_and_share,
+        roster_digest,
+        sender_set_digest,
+    )
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
@@ -202,17 +213,22 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     if rt.address.lower() not in {s.lower() for s in request.senders}:
         raise ProtocolError("asked to share into a sender set without this node")
     _check_model_epoch(rt, roster)
-    fixed_point = FixedPoint(request.clip, request.frac_bits)
-    fixed_point.check_parties(roster.n)
+    sigma = rt.ledger.noise_scale()
+    settings = SumSettings.for_round(
+        roster.n, sigma, through_slice=request.through_slice, n_total=request.n_total
+    )
+    if (request.clip, request.frac_bits) != (settings.clip, settings.frac_bits):
+        raise ProtocolError(
+            f"asked to share under clip {request.clip}, frac_bits {request.frac_bits}; every "
+            f"node derives clip {settings.clip}, frac_bits {settings.frac_bits} for a roster "
+            f"of {roster.n} at the chain's σ = {sigma}"
+        )
     fingerprint = _hex(
         keccak256(
             canonical_json(
                 {
                     "model_hash": request.model_hash,
-                    "n_total": request.n_total,
-                    "clip": request.clip,
-                    "frac_bits": request.frac_bits,
-                    "through_slice": request.through_slice,
+                    "settings": settings.to_json(),
                     "roster": roster_digest(roster),
                 }
             )
@@ -223,10 +239,11 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     if earlier is not None and signed is not None:  # a retried stage: the very same answer
         return _share_reply(rt, signed, earlier)
     if earlier is not None:  # a sender was lost mid-share: agree to the smaller set only
-        digest = sender_set_digest(roster, request.senders, request.n_total)
-        signature = sign_leaf(digest, rt.eth_key)
+        used = MaskedInput.from_bytes(earlier.masked).settings
+        signature = sign_leaf(sender_set_digest(roster, request.senders, used), rt.eth_key)
         rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
         return _share_reply(rt, signature, earlier)
+    commitments = _checked_commitments(rt, request)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
     if model.hash_hex != request.model_hash:
@@ -235,14 +252,30 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         raise ProtocolError(
             f"n_total {request.n_total} cannot include this node's {model.n_samples}"
         )
+    noise = sender_noise(
+        node_noise_key(bytes.fromhex(rt.eth_key.removeprefix("0x"))),
+        noise_context(
+            request.federation_id,
+            commitments,
+            n_total=request.n_total,
+            through_slice=request.through_slice,
+            sigma=settings.sigma,
+        ),
+        model.vector.shape[0],
+        sigma=settings.sigma,
+        scale=settings.fixed_point.scale,
+        senders=len(request.senders),
+    )
     contribution = mask_and_share(
         roster,
         rt.address,
         rt.x25519_key,
         model.vector,
         weight=model.n_samples / request.n_total,
-        fixed_point=fixed_point,
+        fixed_point=settings.fixed_point,
         senders=request.senders,
+        settings=settings,
+        noise=noise,
     )
     masked = contribution.masked.to_bytes()
     sharing = Sharing(
@@ -254,11 +287,36 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         masked,
         sign_leaf(keccak256(masked), rt.eth_key),
     )
-    digest = sender_set_digest(roster, request.senders, request.n_total)
+    digest = sender_set_digest(roster, request.senders, settings)
     signature = sign_leaf(digest, rt.eth_key)
     rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
     rt.rounds.record_share(request.round, sharing)
     return _share_reply(rt, signature, sharing)
+
+
+def _checked_commitments(rt: NodeRuntime, request: ShareRequest) -> list[tuple[str, str, int]]:
+    """Every sender's update of this round, signed by it: what this node's noise is drawn
+    for. A coordinator making up commitments (to have an unchanged model drawn fresh noise
+    round after round, and average it away) is refused here."""
+    import json
+
+    from protocol.manifest import NodeUpdate
+
+    try:
+        updates = [NodeUpdate(**u) for u in json.loads(request.commitments)]
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"malformed sender commitments: {exc}") from exc
+    if sorted(u.address.lower() for u in updates) != sorted(s.lower() for s in request.senders):
+        raise ProtocolError("the commitments are not exactly one per sender")
+    domain = Domain.of(rt.ledger)
+    for u in updates:
+        if u.signer(domain, request.federation_id, request.round).lower() != u.address.lower():
+            raise ProtocolError(f"the commitment of {u.address} is not signed by it")
+        if u.address.lower() == rt.address.lower() and u.model_hash != request.model_hash:
+            raise ProtocolError("this node's commitment names another model")
+    if sum(u.n_samples for u in updates) != request.n_total:
+        raise ProtocolError(f"n_total {request.n_total} is not the senders' samples")
+    return [(u.address, u.model_hash, u.n_samples) for u in updates]
 
 
 def _check_model_epoch(rt: NodeRuntime, roster: Roster) -> None:
@@ -288,15 +346,12 @@ def _share_reply(rt: NodeRuntime, signature: str, sharing: Sharing) -> ShareRepl
     )
 
 
-
-
-
 def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateReply:
     """Shown every sender's signature on the set (and weights) this node signed, reveal its
     shares of the seeds that unmask the sum over that set, once per round."""
     from node.round_state import set_key
     from protocol.commitments import recover_leaf_signer
-    from protocol.secure_sum import reveal, sender_set_digest
+    from protocol.secure_sum import MaskedInput, reveal, sender_set_digest
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
@@ -305,7 +360,8 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
     sharing = rt.rounds.sharing(request.round)
     if agreed is None or sharing is None or agreed[0] != set_key(request.senders):
         raise ProtocolError("this node did not agree on this sender set for this round")
-    digest = sender_set_digest(roster, request.senders, sharing.n_total)
+    used = MaskedInput.from_bytes(sharing.masked).settings
+    digest = sender_set_digest(roster, request.senders, used)
     signers = set()
     for agreement in request.agreements:
         signer = recover_leaf_signer(digest, agreement.signature).lower()
@@ -392,6 +448,7 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
             manifest.global_model_hash != request.model_hash
         ):
             raise ProtocolError("the global model's bytes do not hash to the proposed hash")
+        _check_is_the_sum(rt, manifest, global_bytes)
         accuracy = (
             node.test_accuracy(vector_from_bytes(global_bytes))
             if node.store.counts().get("test_records")
@@ -416,6 +473,21 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
         accuracy=accuracy,
         signature=None,
     )
+
+
+def _check_is_the_sum(rt: NodeRuntime, manifest: RoundManifest, global_bytes: bytes) -> None:
+    """Approve only the noisy sum of the round's masked updates, recomputed here bit for bit
+    from the manifest's transcript, over the very sender set this node agreed to (if it
+    shared in the round): a constant, an old or a pre-forget model gets no approval."""
+    from node.round_state import set_key
+    from protocol.recompute import check_published
+
+    agreed = rt.rounds.agreement(manifest.round)
+    if agreed is not None and agreed[0] != set_key([u.address for u in manifest.updates]):
+        raise ProtocolError(
+            f"round {manifest.round}: the manifest sums another sender set than this node agreed to"
+        )
+    check_published(manifest, global_bytes)
 
 
 def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:

@@ -455,6 +455,18 @@ class Ledger:
         """Owner: approvals a round needs from now on; 0 restores ⌈2n/3⌉."""
         return self._transact("setQuorum", quorum)
 
+    def set_noise_scale(self, sigma: float) -> TxResult:
+        """Owner: σ of the noise inside every later round's secure sum (model units)."""
+        from protocol.noise import NOISE_MICROS
+
+        return self._transact("setNoiseScale", round(sigma * NOISE_MICROS))
+
+    def noise_scale(self) -> float:
+        """σ of the noise the senders add inside the secure sum, as the chain holds it."""
+        from protocol.noise import NOISE_MICROS
+
+        return int(self._call("noiseScaleMicros")) / NOISE_MICROS
+
     def register_key(self, key: bytes) -> TxResult:
         """Node: publish (or rotate) its 32-byte X25519 public key."""
         return self._transact("registerKey", _bytes32(key, "X25519 public key"))

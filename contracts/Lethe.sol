@@ -133,7 +133,7 @@ contract Lethe {
     /// @notice σ of the noise the senders add inside each round's secure sum, in millionths
     ///         of a model unit per coordinate of the global model (protocol/noise.py). Nodes
     ///         read it here at every share: the coordinator cannot lower it.
-    uint32 public noiseScaleMicros = 300000;
+    uint32 public noiseScaleMicros = 100000;
 
     event CoordinatorAdmitted(address indexed coordinator, address indexed previous);
     event NodeAdmitted(address indexed node, uint256 nodeCount);

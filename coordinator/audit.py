@@ -56,6 +56,7 @@ from protocol.certificate import Certificate
 from protocol.errors import ProtocolError, StoreError
 from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
+from protocol.noise import DEFAULT_NOISE_SCALE, NOISE_MICROS
 from protocol.recompute import check_published
 from protocol.stakes import CONTEXT_EVENTS, STAKE_EVENTS, StakeLedger, format_ether
 from protocol.typed_data import Domain
@@ -501,6 +502,10 @@ class _Replay:
         self.federation_id = federation_id
         self.coordinator: str | None = None
         self.configured_quorum = 0
+        self.noise_micros = round(DEFAULT_NOISE_SCALE * NOISE_MICROS)
+        """σ of the noise inside the sum in force (the contract's initial value first)."""
+        self.noise_since_last_round = {self.noise_micros}
+        """Every σ in force since the last proposal: a round shared under one of them."""
         self.admitted: dict[str, NodeAudit] = {}
         self.nodes: list[NodeAudit] = []
         self.rounds: dict[int, RoundAudit] = {}
@@ -514,6 +519,7 @@ class _Replay:
         self._handlers: dict[str, Callable[[LedgerEvent], None]] = {
             "CoordinatorAdmitted": self._coordinator_admitted,
             "QuorumSet": self._quorum_set,
+            "NoiseScaleSet": self._noise_scale_set,
             "NodeAdmitted": self._node_admitted,
             "NodeRemoved": self._node_removed,
             "KeyRegistered": self._key_registered,
@@ -639,6 +645,10 @@ class _Replay:
     def _quorum_set(self, event: LedgerEvent) -> None:
         self.configured_quorum = int(event.args["configuredQuorum"])
 
+    def _noise_scale_set(self, event: LedgerEvent) -> None:
+        self.noise_micros = int(event.args["noiseScaleMicros"])
+        self.noise_since_last_round.add(self.noise_micros)
+
     def _node_admitted(self, event: LedgerEvent) -> None:
         node = str(event.args["node"])
         if self._admitted(node) is not None:
@@ -717,6 +727,15 @@ class _Replay:
         except ProtocolError as exc:
             raise fail(f"{exc} (manifest {item.manifest_cid})", cid=item.manifest_cid) from exc
         item.noise_scale = _declared_noise(manifest)
+        declared = round(item.noise_scale * NOISE_MICROS)
+        if declared not in self.noise_since_last_round:
+            raise fail(
+                f"its senders declared noise σ {item.noise_scale}; the chain's σ since the "
+                f"previous round was "
+                f"{sorted(v / NOISE_MICROS for v in self.noise_since_last_round)}",
+                cid=item.manifest_cid,
+            )
+        self.noise_since_last_round = {self.noise_micros}
         self.manifests[number] = manifest
         for address in item.participants:
             entry = self._admitted(address)

@@ -20,18 +20,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 
-from node.sisa import NodeModel, SisaNode, assign, average, evaluate
+from node.sisa import NodeModel, SisaNode, assign, evaluate
 from node.store import NodeConfig, Record
 from protocol.approvals import RoundApproval
 from protocol.certificate import Certificate
-from protocol.commitments import RecordKey, Update
+from protocol.commitments import RecordKey, Update, sign_leaf
+from protocol.envelope import public_key_bytes
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.merkle import EMPTY_ROOT
 from protocol.model import model_bytes
+from protocol.noise import DEFAULT_NOISE_SCALE
+from protocol.recompute import Signed, Transcript, global_model
+from protocol.secure_sum import (
+    Member,
+    Roster,
+    SumSettings,
+    default_threshold,
+    mask_and_share,
+    reveal,
+    sender_set_digest,
+)
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
 
@@ -109,7 +122,7 @@ def publish_round(
     """Store a round's global model and manifest as the coordinator does; updates are signed
     for the deployment ``domain``."""
     ordered = sorted(contributions, key=lambda c: c.address.lower())
-    vector = average([c.vector for c in ordered], [c.n_samples for c in ordered])
+    transcript, vector, roster = secure_sum_of(round_no, ordered)
     model = model_bytes(vector)
     model_cid = store.put(model)
     updates = []
@@ -129,8 +142,11 @@ def publish_round(
     manifest = RoundManifest(
         federation_id=FED_ID,
         round=round_no,
-        threshold=2,
-        roster=[{"address": a, "x": i + 1} for i, a in enumerate(addresses)],
+        threshold=roster.threshold,
+        roster=[
+            {"address": m.node_id, "x": m.x, "public_key": "0x" + m.public_key.hex()}
+            for m in roster.members
+        ],
         updates=updates,
         responders={"train": addresses, "share": addresses, "aggregate": addresses},
         dropped=[],
@@ -138,6 +154,7 @@ def publish_round(
         global_model_hash="0x" + keccak256(model).hex(),
         n_total=sum(c.n_samples for c in ordered),
         fixed_point={"prime": 2**31 - 1, "fraction_bits": 16},
+        transcript=transcript.to_json(),
     )
     if edit is not None:
         manifest = edit(manifest)
@@ -150,6 +167,76 @@ def publish_round(
         manifest=manifest,
         global_vector=vector,
     )
+
+
+def x25519_key(address: str) -> X25519PrivateKey:
+    """A node's X25519 key in these histories: fixed by its address, registered on chain."""
+    return X25519PrivateKey.from_private_bytes(keccak256(b"x25519 " + address.encode()))
+
+
+def secure_sum_of(
+    round_no: int, ordered: Sequence[Contribution]
+) -> tuple[Transcript, npt.NDArray[np.float32], Roster]:
+    """The round as nodes run it: each masks its weighted model under the settings every
+    party derives, signs the set, reveals; the global model is what anyone recomputes."""
+    roster = Roster(
+        FED_ID,
+        round_no,
+        default_threshold(len(ordered)),
+        tuple(
+            Member(c.address, i + 1, public_key_bytes(x25519_key(c.address)))
+            for i, c in enumerate(ordered)
+        ),
+    )
+    senders = [c.address for c in ordered]
+    n_total = sum(c.n_samples for c in ordered)
+    settings = SumSettings.for_round(
+        len(ordered), DEFAULT_NOISE_SCALE, through_slice=None, n_total=n_total
+    )
+    digest = sender_set_digest(roster, senders, settings)
+    shared = {
+        c.address: mask_and_share(
+            roster,
+            c.address,
+            x25519_key(c.address),
+            c.vector,
+            weight=c.n_samples / n_total,
+            fixed_point=settings.fixed_point,
+            senders=senders,
+            settings=settings,
+        )
+        for c in ordered
+    }
+    reveals = {
+        c.address: reveal(
+            roster,
+            c.address,
+            x25519_key(c.address),
+            {s: shared[s].envelopes[c.address] for s in senders},
+            senders=senders,
+            masked_with=senders,
+        )
+        for c in ordered
+    }
+    keys = {c.address: c.private_key for c in ordered}
+
+    def signed(address: str, data: bytes) -> Signed:
+        return Signed(data, sign_leaf(keccak256(data), keys[address]))
+
+    transcript = Transcript(
+        masked={a: signed(a, shared[a].masked.to_bytes()) for a in senders},
+        agreements={a: sign_leaf(digest, keys[a]) for a in senders},
+        reveals={a: signed(a, r.to_bytes()) for a, r in reveals.items()},
+    )
+    vector = global_model(
+        roster,
+        {a: shared[a].masked for a in senders},
+        list(reveals.values()),
+        settings.fixed_point,
+        n_total,
+        n_total,
+    )
+    return transcript, vector, roster
 
 
 def drop_update(address: str) -> Callable[[RoundManifest], RoundManifest]:
@@ -180,7 +267,7 @@ class History:
             node.train()
             self.nodes.append(node)
             self.ingested.append(16)
-            fed.nodes[i].register_key(keccak256(b"x25519 " + address.encode()))
+            fed.nodes[i].register_key(public_key_bytes(x25519_key(address)))
         self.committed: dict[int, tuple[NodeModel, tuple[bytes, ...]]] = {}
         self.rounds: list[PublishedRound] = []
         self.accuracy: dict[int, float] = {}

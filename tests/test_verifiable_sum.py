@@ -37,6 +37,7 @@ from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
 from protocol.messages import SHARE, WireRecord
 from protocol.model import model_bytes, vector_from_bytes
+from protocol.noise import DEFAULT_NOISE_SCALE
 from protocol.recompute import recompute_model
 from tests.test_adversarial_coordinator import RogueCoordinator, _victim_model
 
@@ -98,7 +99,7 @@ def test_an_honest_round_is_recomputed_bit_for_bit_by_nodes_and_audit(
     report = audit(fed.chain.owner, fed.store)
     assert report.ok, report.lines()
     line = report.rounds[0].line()
-    assert "recomputed from 3 masked updates" in line and "σ 0.3" in line
+    assert "recomputed from 3 masked updates" in line and f"σ {DEFAULT_NOISE_SCALE}" in line
 
 
 def test_a_constant_model_gets_no_approval_and_fails_the_audit(
@@ -361,7 +362,6 @@ def test_a_noise_scale_only_the_owner_sets_within_the_headroom(
     memory_federation: MemoryFederation,
 ) -> None:
     from protocol.errors import LedgerError
-    from protocol.noise import DEFAULT_NOISE_SCALE
 
     fed = memory_federation
     assert fed.chain.owner.noise_scale() == DEFAULT_NOISE_SCALE

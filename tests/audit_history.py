@@ -23,28 +23,20 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 
+from bench.verify import Sender, masked_round
 from node.sisa import NodeModel, SisaNode, assign, evaluate
 from node.store import NodeConfig, Record
 from protocol.approvals import RoundApproval
 from protocol.certificate import Certificate
-from protocol.commitments import RecordKey, Update, sign_leaf
+from protocol.commitments import RecordKey, Update
 from protocol.envelope import public_key_bytes
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.merkle import EMPTY_ROOT
 from protocol.model import model_bytes
-from protocol.noise import DEFAULT_NOISE_SCALE
-from protocol.recompute import Signed, Transcript, global_model
-from protocol.secure_sum import (
-    Member,
-    Roster,
-    SumSettings,
-    default_threshold,
-    mask_and_share,
-    reveal,
-    sender_set_digest,
-)
+from protocol.recompute import Transcript
+from protocol.secure_sum import Roster
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
 
@@ -177,66 +169,19 @@ def x25519_key(address: str) -> X25519PrivateKey:
 def secure_sum_of(
     round_no: int, ordered: Sequence[Contribution]
 ) -> tuple[Transcript, npt.NDArray[np.float32], Roster]:
-    """The round as nodes run it: each masks its weighted model under the settings every
-    party derives, signs the set, reveals; the global model is what anyone recomputes."""
-    roster = Roster(
-        FED_ID,
-        round_no,
-        default_threshold(len(ordered)),
-        tuple(
-            Member(c.address, i + 1, public_key_bytes(x25519_key(c.address)))
-            for i, c in enumerate(ordered)
-        ),
-    )
-    senders = [c.address for c in ordered]
-    n_total = sum(c.n_samples for c in ordered)
-    settings = SumSettings.for_round(
-        len(ordered), DEFAULT_NOISE_SCALE, through_slice=None, n_total=n_total
-    )
-    digest = sender_set_digest(roster, senders, settings)
-    shared = {
-        c.address: mask_and_share(
-            roster,
+    """The round as nodes run it (``bench.verify.masked_round``); the global model is what
+    anyone recomputes from the transcript."""
+    senders = [
+        Sender(
             c.address,
+            c.private_key,
             x25519_key(c.address),
-            c.vector,
-            weight=c.n_samples / n_total,
-            fixed_point=settings.fixed_point,
-            senders=senders,
-            settings=settings,
+            np.asarray(c.vector, dtype=np.float64),
+            c.n_samples,
         )
         for c in ordered
-    }
-    reveals = {
-        c.address: reveal(
-            roster,
-            c.address,
-            x25519_key(c.address),
-            {s: shared[s].envelopes[c.address] for s in senders},
-            senders=senders,
-            masked_with=senders,
-        )
-        for c in ordered
-    }
-    keys = {c.address: c.private_key for c in ordered}
-
-    def signed(address: str, data: bytes) -> Signed:
-        return Signed(data, sign_leaf(keccak256(data), keys[address]))
-
-    transcript = Transcript(
-        masked={a: signed(a, shared[a].masked.to_bytes()) for a in senders},
-        agreements={a: sign_leaf(digest, keys[a]) for a in senders},
-        reveals={a: signed(a, r.to_bytes()) for a, r in reveals.items()},
-    )
-    vector = global_model(
-        roster,
-        {a: shared[a].masked for a in senders},
-        list(reveals.values()),
-        settings.fixed_point,
-        n_total,
-        n_total,
-    )
-    return transcript, vector, roster
+    ]
+    return masked_round(FED_ID, round_no, senders)
 
 
 def drop_update(address: str) -> Callable[[RoundManifest], RoundManifest]:

@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from coordinator.client import ApiClient, ApiError
-from coordinator.workdir import WORKDIR_ENV, WorkDir
+from infra.workdir import WORKDIR_ENV, WorkDir
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3

@@ -93,9 +93,9 @@ def _health(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], dict[s
 
 def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]:
     """The explorer page: the audit's verdicts, kept current block by block and cached."""
-    from coordinator.explorer import LiveExplorer
     from protocol.ledger import Ledger
     from protocol.store import open_store
+    from verifier.explorer import LiveExplorer
 
     ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
     return LiveExplorer(ledger, open_store(config.store), db)

@@ -4,9 +4,11 @@ import click
 
 from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS
 from protocol.lazycli import LazyGroup
+from verifier.cli import COMMANDS as VERIFIER_COMMANDS
 
 COMMANDS = {
     **COORDINATOR_COMMANDS,
+    **VERIFIER_COMMANDS,
     "demo": "launcher.demo:demo",
     "up": "launcher.commands:up",
     "devnet": "launcher.chain_cli:devnet",

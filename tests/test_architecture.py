@@ -4,8 +4,11 @@ Specifications:
 - ``protocol`` (pure primitives) imports no other Lethe package, and no Flask, Flower or
   web3 at module level (inside a function is fine: only what runs, loads them);
 - ``infra`` (shared infrastructure) imports only ``protocol``;
+- ``verifier`` (the public audit, explorer, receipt check and content-store tools) imports
+  only ``protocol`` and ``infra``: anyone runs it, and nothing in it is the coordinator;
 - ``node`` and ``coordinator`` import ``protocol`` and ``infra``, never each other, and
-  never ``launcher``; nor do their lazy CLI tables name a module of another role;
+  never ``launcher``; nor do their lazy CLI tables name a module of another role (the
+  coordinator may import ``verifier``: its API serves the public explorer page);
 - ``launcher`` (the local federation) sits on top and may import everything.
 """
 
@@ -22,8 +25,9 @@ ALLOWED = {
     "protocol": {"protocol"},
     "infra": {"protocol", "infra"},
     "node": {"protocol", "infra", "node"},
-    "coordinator": {"protocol", "infra", "coordinator"},
-    "launcher": {"protocol", "infra", "node", "coordinator", "launcher"},
+    "verifier": {"protocol", "infra", "verifier"},
+    "coordinator": {"protocol", "infra", "verifier", "coordinator"},
+    "launcher": {"protocol", "infra", "node", "coordinator", "verifier", "launcher"},
 }
 HEAVY = {"flask", "flwr", "web3"}
 LAZY_COMMAND = re.compile(r"^([a-z_]+)(\.[a-z_]+)+:[a-z_]+$")

@@ -256,9 +256,9 @@ def test_real_history_passes_the_audit_and_shows_in_the_explorer(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    from coordinator.audit import audit
     from tests.browser import CHROMIUM_ARGS
     from tests.conftest import REPO_ROOT
+    from verifier.audit import audit
 
     report = audit(_ledger(federation), LocalStore(federation.workdir / "store"))
     assert report.ok, report.verdict()

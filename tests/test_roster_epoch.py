@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from coordinator.audit import audit
 from coordinator.rounds import RoundFailed
 from node.stages import answer
 from protocol.epoch import chain_epoch
@@ -35,6 +34,7 @@ from protocol.ledger import ForgetState
 from protocol.messages import SHARE, TRAIN, TrainReply, TrainRequest
 from protocol.model import vector_from_bytes
 from tests.test_adversarial_coordinator import RogueCoordinator, _is, _victim_model
+from verifier.audit import audit
 
 if TYPE_CHECKING:
     from node.sisa import NodeModel

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from coordinator.audit import audit
 from coordinator.rounds import RoundFailed
 from node.stages import answer
 from protocol.messages import SHARE, WireRecord
 from protocol.model import vector_from_bytes
 from tests.test_adversarial_coordinator import RogueCoordinator, _is, _victim_model
+from verifier.audit import audit
 
 if TYPE_CHECKING:
     from tests.round_fixtures import MakeFederation, MemoryFederation, NodeHandle

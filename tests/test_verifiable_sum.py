@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from coordinator.audit import audit
 from node.stages import answer
 from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
@@ -40,6 +39,7 @@ from protocol.model import model_bytes, vector_from_bytes
 from protocol.noise import DEFAULT_NOISE_SCALE
 from protocol.recompute import recompute_model
 from tests.test_adversarial_coordinator import RogueCoordinator, _victim_model
+from verifier.audit import audit
 
 if TYPE_CHECKING:
     from coordinator.rounds import RoundState

@@ -51,7 +51,7 @@ td.cid { font-family: monospace; font-size: 12px; }
 .badge.bad { background: #fde2e1; color: #b3261e; }
 .state-completed { color: #1e7b34; font-weight: 600; }
 .state-failed, .error { color: #b3261e; }
-td.probs { font-size: 12px; white-space: nowrap; }
+td.probs, td.decision { font-size: 12px; white-space: nowrap; }
 td.model { font-family: monospace; font-size: 12px; white-space: nowrap; }
 tr[data-decision="review"] { background: #fff6d6; }
 .decide { margin-right: 4px; padding: 0 8px; }

@@ -129,21 +129,16 @@ def test_bank_feedback_flows_from_upload_to_certificates_in_chromium(
                 assert first.locator("td.model").inner_text().startswith("model · round ")
                 assert page.inner_text("#sum-review").startswith(f"{reviews} (")
 
-                # One click each, signed with a name: the first review row is forgotten.
+                # One click each, signed with a name: the person reads the text and forgets a
+                # review row the bank itself calls negative or neutral, keeps a positive one.
+                truth = {r["account_number"]: r["ground_truth"].casefold() for r in rows}
+                pending = page.locator("tr.row[data-decision=review] td.record").all_inner_texts()
+                to_forget = next(r for r in pending if truth[r] in ("negative", "neutral"))
+                to_keep = next(r for r in pending if truth[r] == "positive")
                 page.fill("#decider", "Ana Lima")
-                pending = page.locator("tr.row[data-decision=review]")
-                to_forget = pending.nth(0).locator("td.record").inner_text()
-                to_keep = pending.nth(1).locator("td.record").inner_text()
-                pending.nth(0).locator("button.decide-forget").click()
-                page.wait_for_function(
-                    "() => [...document.querySelectorAll('tr.row')].some(r => "
-                    f"r.querySelector('td.record').textContent === '{to_forget}' && "
-                    "r.dataset.decision === 'forget')",
-                    timeout=30_000,
-                )
-                page.locator("tr.row[data-decision=review]").nth(0).locator(
-                    "button.decide-keep"
-                ).click()
+                for record, choice in ((to_forget, "forget"), (to_keep, "keep")):
+                    row = page.locator("tr.row", has=page.locator("td.record", has_text=record))
+                    row.locator(f"button.decide-{choice}").click()
                 page.wait_for_function(
                     "() => document.getElementById('sum-human').textContent === '2'",
                     timeout=30_000,
@@ -151,8 +146,9 @@ def test_bank_feedback_flows_from_upload_to_certificates_in_chromium(
                 forgets = page.locator("tr.row[data-decision=forget]").count()
                 keeps = page.locator("tr.row[data-decision=keep]").count()
                 assert (forgets, keeps) == (model_forgets + 1, model_keeps + 1)
-                signed = page.locator("tr.row", has_text=to_forget).locator("td.model")
-                assert signed.inner_text() == "Ana Lima"
+                for record in (to_forget, to_keep):
+                    row = page.locator("tr.row", has=page.locator("td.record", has_text=record))
+                    assert row.locator("td.model").inner_text() == "Ana Lima"
                 started = time.monotonic()
                 page.wait_for_function(
                     "() => [...document.querySelectorAll('tr.row[data-decision=forget]')].every("

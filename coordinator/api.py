@@ -23,7 +23,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from coordinator.feedback import FeedbackError, FeedbackService
+from coordinator.feedback import FeedbackError, FeedbackService, Sentiment, valid_decider
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
@@ -307,6 +307,49 @@ def create_app(
     return app
 
 
+def _decide(
+    db: CoordinatorDB,
+    service: FeedbackService,
+    record_key: RecordKey,
+    record_id: str,
+    sentiment: Sentiment,
+    decision: str,
+    request_id: str | None,
+    *,
+    decided_by: str = "model",
+    resolves: int | None = None,
+) -> tuple[Response, int]:
+    """Log a decision; a forget opens (or finds) the record's forget request first, the
+    same path whoever decided."""
+    forget: dict[str, Any] | None = None
+    status = 200
+    if decision == "forget":
+        commitment = record_key.commitment_hex(record_id)
+        done = db.latest_forget_for(commitment)
+        if db.record_owner(commitment) is not None:
+            try:
+                req, created = db.submit_forget(record_id, commitment, request_id)
+            except QueueError as exc:
+                return _error(409, str(exc))
+            forget, status = req.to_json(), 202 if created else 200
+        elif done is not None and done.state == "completed":
+            forget = done.to_json()
+        else:
+            return _error(404, f"unknown record id {record_id!r}: no node holds it")
+    try:
+        entry = service.log.add(
+            record_id,
+            sentiment,
+            decision,
+            None if forget is None else forget["request_id"],
+            decided_by=decided_by,
+            resolves=resolves,
+        )
+    except FeedbackError as exc:
+        return _error(409, str(exc))
+    return jsonify({**entry.to_json(), "forget": forget}), status
+
+
 def _feedback_routes(
     app: Flask,
     db: CoordinatorDB,
@@ -348,26 +391,59 @@ def _feedback_routes(
             sentiment = service.scorer.score(text)
         except FeedbackError as exc:
             return _error(503, str(exc))
-        decision = service.policy.decide(sentiment.label)
-        forget: dict[str, Any] | None = None
-        status = 200
-        if decision == "forget":
-            commitment = record_key.commitment_hex(record_id)
-            done = db.latest_forget_for(commitment)
-            if db.record_owner(commitment) is not None:
-                try:
-                    req, created = db.submit_forget(record_id, commitment, request_id)
-                except QueueError as exc:
-                    return _error(409, str(exc))
-                forget, status = req.to_json(), 202 if created else 200
-            elif done is not None and done.state == "completed":
-                forget = done.to_json()
-            else:
-                return _error(404, f"unknown record id {record_id!r}: no node holds it")
-        entry = service.log.add(
-            record_id, sentiment, decision, None if forget is None else forget["request_id"]
+        decision = service.policy.decide(sentiment)
+        return _decide(db, service, record_key, record_id, sentiment, decision, request_id)
+
+    @app.post("/feedback/<int:seq>/decision")
+    def decide_review(seq: int) -> tuple[Response, int]:
+        if not authorised():
+            return _error(401, unauthorised)
+        body = request.get_json(silent=True) if request.is_json else None
+        if not isinstance(body, dict):
+            return _error(
+                400, 'body must be a JSON object like {"decision": "forget", "decided_by": "…"}'
+            )
+        unknown = set(body) - {"decision", "decided_by", "request_id"}
+        if unknown:
+            return _error(400, "unknown field(s): " + ", ".join(map(repr, sorted(unknown)))[:200])
+        decision = body.get("decision")
+        if decision not in ("forget", "keep"):
+            raise BadInput('decision must be "forget" or "keep"')
+        try:
+            decider = valid_decider(body.get("decided_by"))
+        except FeedbackError as exc:
+            raise BadInput(str(exc)) from exc
+        request_id = body.get("request_id")
+        if request_id is not None:
+            request_id = valid_request_id(request_id)
+        entry = service.log.get(seq)
+        if entry is None:
+            return _error(404, f"no feedback {seq}")
+        if entry.decision != "review" or entry.resolves is not None:
+            return _error(
+                409, f"feedback {seq} was decided by {entry.decided_by}, not sent to review"
+            )
+        done = service.log.resolution(seq)
+        if done is not None:
+            return _error(409, f"feedback {seq} was already decided by {done.decided_by}")
+        sentiment = Sentiment(entry.label, entry.probabilities, entry.model_round, entry.model_cid)
+        return _decide(
+            db,
+            service,
+            record_key,
+            entry.record_id,
+            sentiment,
+            decision,
+            request_id,
+            decided_by=decider,
+            resolves=seq,
         )
-        return jsonify({**entry.to_json(), "forget": forget}), status
+
+    @app.get("/feedback/summary")
+    def feedback_summary() -> tuple[Response, int]:
+        if not authorised():
+            return _error(401, unauthorised)
+        return jsonify(service.log.summary()), 200
 
     @app.get("/feedback/events")
     def feedback_events() -> Response | tuple[Response, int]:

@@ -54,7 +54,13 @@ class CoordinatorConfig(JsonConfig):
     labels: tuple[str, ...] = DEFAULT_LABELS
     """The federation's classes in head order (the nodes' ``--labels``): names of scores."""
     feedback_forget_on: tuple[str, ...] = ("negative", "neutral")
-    """``POST /feedback`` opens a forget request when the global model gives one of these."""
+    """The labels whose probability counts for forgetting in ``POST /feedback``."""
+    feedback_tau: float = 0.8
+    """τ: the model forgets a record when P(feedback_forget_on) ≥ τ, keeps it when
+    P(the other labels) ≥ τ, and otherwise sends the row to a person ("review")."""
+    feedback_temperature: float = 1.0
+    """Logit temperature of the feedback scorer (``make bench-sentiment`` fits it on the
+    test split; ``coordinator.calibration``)."""
     record_key_file: str = ""
     """The federation's record key, shared with the nodes and no one else
     (``protocol.commitments.RecordKey``): the API finds a record's owner with it."""
@@ -80,6 +86,12 @@ class CoordinatorConfig(JsonConfig):
             )
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"need ≥ 2 distinct labels, got {list(self.labels)}")
+        if not 0.5 <= self.feedback_tau <= 1.0:
+            raise ConfigError(f"feedback_tau must be within 0.5 … 1, got {self.feedback_tau}")
+        if not 0 < self.feedback_temperature <= 100:
+            raise ConfigError(
+                f"feedback_temperature must be within (0, 100], got {self.feedback_temperature}"
+            )
         unknown = sorted(set(self.feedback_forget_on) - set(self.labels))
         if unknown:
             raise ConfigError(

@@ -74,8 +74,10 @@ def _feedback(config: CoordinatorConfig, db: CoordinatorDB) -> "FeedbackService"
 
     store = open_store(config.store)
     return FeedbackService(
-        scorer=GlobalModelScorer(db, store, labels=config.labels),
-        policy=FeedbackPolicy(config.feedback_forget_on),
+        scorer=GlobalModelScorer(
+            db, store, labels=config.labels, temperature=config.feedback_temperature
+        ),
+        policy=FeedbackPolicy(config.feedback_forget_on, config.feedback_tau),
         log=FeedbackLog(db, store),
     )
 
@@ -136,7 +138,22 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     "--feedback-forget",
     default="negative,neutral",
     show_default=True,
-    help="POST /feedback forgets the record when the global model gives one of these labels.",
+    help="POST /feedback counts these labels' probability for forgetting the record.",
+)
+@click.option(
+    "--feedback-tau",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.8,
+    show_default=True,
+    help="The model forgets when P(forget labels) ≥ τ, keeps when P(others) ≥ τ, and sends "
+    "the row to a person for review otherwise (0.5: never review).",
+)
+@click.option(
+    "--feedback-temperature",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Logit temperature of the feedback scorer (make bench-sentiment fits one).",
 )
 def configure(
     out: str,
@@ -150,6 +167,8 @@ def configure(
     slices: int,
     shards: int,
     feedback_forget: str,
+    feedback_tau: float,
+    feedback_temperature: float,
 ) -> None:
     """Write the coordinator's config, an API token and the federation's record key beside
     it (each kept if it exists)."""
@@ -178,6 +197,8 @@ def configure(
         shards=shards,
         deployment_block=deployment_block,
         feedback_forget_on=tuple(x.strip() for x in feedback_forget.split(",") if x.strip()),
+        feedback_tau=feedback_tau,
+        feedback_temperature=feedback_temperature,
     )
     try:
         config.validate()

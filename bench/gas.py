@@ -24,8 +24,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from launcher.devnet import Devnet
 from protocol.approvals import RoundApproval
+from protocol.envelope import public_key_bytes
 from protocol.ledger import Ledger, StakePolicy, TxResult, deploy
 from protocol.typed_data import Domain
 
@@ -73,6 +76,12 @@ MANIFEST_CID = "bafkreidgvpkjawlxz6sffxzwgooowe5yt7i6wsyg236mfoks77nywkptdq"
 CERT_CID = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
 
 
+def _x25519_key(rng: random.Random) -> bytes:
+    """A real X25519 public key, reproducible from the bench's seed (the contract refuses
+    random bytes that are no usable key)."""
+    return public_key_bytes(X25519PrivateKey.from_private_bytes(rng.randbytes(32)))
+
+
 def measure(nodes: int = NODES) -> dict[str, int]:
     """Run the scenario on a fresh anvil; return the worst gas seen for each call."""
     rng = random.Random(0)
@@ -95,7 +104,7 @@ def measure(nodes: int = NODES) -> dict[str, int]:
         for acct, node in zip(node_accts, node_ledgers, strict=True):
             record("stake", functools.partial(node.stake, POLICY.required_stake))
             record("admit_node", functools.partial(owner.admit_node, acct.address))
-            record("register_key", functools.partial(node.register_key, rng.randbytes(32)))
+            record("register_key", functools.partial(node.register_key, _x25519_key(rng)))
 
         proposed: dict[int, tuple[bytes, bytes]] = {}
 

@@ -114,6 +114,26 @@ def _checked_roster(rt: NodeRuntime, request: ShareRequest | AggregateRequest) -
     return roster
 
 
+def _roster_shared_under(
+    rt: NodeRuntime, request: AggregateRequest, sharing: Sharing | None
+) -> Roster:
+    """At ``aggregate``, the roster this node checked against the chain and masked under at
+    ``share``: a member rotating its key in between cannot fail the round (the shares were
+    sealed to the keys of that roster). Without that sharing, the chain's roster as now."""
+    from protocol.secure_sum import MaskedInput, Roster, roster_digest
+
+    if sharing is not None:
+        roster = Roster.from_bytes(request.roster)
+        masked = MaskedInput.from_bytes(sharing.masked)
+        if (roster.federation_id, roster.round) == (request.federation_id, request.round) and (
+            masked.roster == roster_digest(roster)
+            and request.round == rt.ledger.last_round() + 1
+        ):
+            roster.member(rt.address)
+            return roster
+    return _checked_roster(rt, request)
+
+
 def _checked_senders(roster: Roster, senders: list[str]) -> None:
     """Senders are roster members, at least ``max(t, MIN_SENDERS)`` of them."""
     from protocol.secure_sum import MIN_SENDERS
@@ -299,10 +319,10 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
     from protocol.secure_sum import reveal, sender_set_digest
 
     _check_federation(rt, request)
-    roster = _checked_roster(rt, request)
+    sharing = rt.rounds.sharing(request.round)
+    roster = _roster_shared_under(rt, request, sharing)
     _checked_senders(roster, request.senders)
     agreed = rt.rounds.agreement(request.round)
-    sharing = rt.rounds.sharing(request.round)
     if agreed is None or sharing is None or agreed[0] != set_key(request.senders):
         raise ProtocolError("this node did not agree on this sender set for this round")
     digest = sender_set_digest(roster, request.senders, sharing.n_total)

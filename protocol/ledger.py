@@ -705,10 +705,14 @@ class Ledger:
         return key if any(key) else None
 
     def roster(self) -> list[RosterEntry]:
-        """Admitted nodes with their keys, in the contract's roster order."""
+        """Admitted nodes with their keys, in the contract's roster order; a key no envelope
+        can be sealed to (``protocol.envelope.usable_public_key``) reads as none registered,
+        so every node leaves that member out alike instead of failing the round."""
+        from protocol.envelope import usable_public_key
+
         nodes, keys = self._call("roster")
         return [
-            RosterEntry(address=str(n), key=bytes(k) if any(k) else None)
+            RosterEntry(address=str(n), key=bytes(k) if usable_public_key(bytes(k)) else None)
             for n, k in zip(nodes, keys, strict=True)
         ]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 
 from node.sisa import NodeModel, SisaNode, assign, average, evaluate
@@ -27,6 +28,7 @@ from node.store import NodeConfig, Record
 from protocol.approvals import RoundApproval
 from protocol.certificate import Certificate
 from protocol.commitments import RecordKey, Update
+from protocol.envelope import public_key_bytes
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
@@ -180,7 +182,8 @@ class History:
             node.train()
             self.nodes.append(node)
             self.ingested.append(16)
-            fed.nodes[i].register_key(keccak256(b"x25519 " + address.encode()))
+            seed = keccak256(b"x25519 " + address.encode())
+            fed.nodes[i].register_key(public_key_bytes(X25519PrivateKey.from_private_bytes(seed)))
         self.committed: dict[int, tuple[NodeModel, tuple[bytes, ...]]] = {}
         self.rounds: list[PublishedRound] = []
         self.accuracy: dict[int, float] = {}

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
 from protocol.commitments import Update, sign_leaf
-from protocol.errors import LedgerError, ProtocolError
+from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
 from protocol.messages import (
@@ -176,6 +176,7 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     """
     _check_federation(rt, request)
     epoch = _checked_epoch(rt, request)
+    _approve_missed_rounds(rt)
     with rt.sisa() as node:
         own = node.config
         layout = FederationLayout(request.federation_id, request.shards, request.slices)
@@ -204,6 +205,17 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         records=b"".join(rt.record_key.commitment(rid) for rid in ids),
         slice_roots=b"".join(roots),
     )
+
+
+def _approve_missed_rounds(rt: NodeRuntime) -> None:
+    """Approve finalized rounds this node was left out of (``node.missed_approvals``); a
+    chain error here must not cost the node the round it is asked to train for."""
+    from node.missed_approvals import approve_missed
+
+    try:
+        approve_missed(rt)
+    except LetheError as exc:
+        logger.warning("could not check for rounds left unapproved: %s", exc)
 
 
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
@@ -432,13 +444,13 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
     return ApproveReply(
         address=rt.address,
         approved=True,
-        tx_hash=_approve_on_chain(rt, proposal),
+        tx_hash=approve_on_chain(rt, proposal),
         accuracy=accuracy,
         signature=None,
     )
 
 
-def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
+def approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
     """Approve a proposed round with the node's own key; ``None`` if it already approved
     (its signature was carried, or a retried request)."""
     if rt.ledger.has_approved(proposal.round, rt.address):

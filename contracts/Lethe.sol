@@ -149,8 +149,14 @@ contract Lethe {
     /// @notice Approvals signed off chain and carried by one transaction, in the order counted.
     event RoundApprovedBy(uint64 indexed round, address[] nodes, uint32 approvals);
     event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
+    /// @notice `requestLabel` is the request id's preimage (requestId = keccak256(label)) when
+    ///         the coordinator gives it, so the node it names can act on the event alone.
     event ForgetRequested(
-        bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator, address indexed node
+        bytes32 indexed requestId,
+        bytes32 recordCommitment,
+        address indexed coordinator,
+        address indexed node,
+        string requestLabel
     );
     event ForgetCertified(
         bytes32 indexed requestId,
@@ -193,6 +199,7 @@ contract Lethe {
     error ProposalMismatch(uint64 round);
     error AdmittedAfterProposal(uint64 round, address node);
     error RequestExists(bytes32 requestId);
+    error LabelMismatch(bytes32 requestId);
     error UnknownRequest(bytes32 requestId);
     error AlreadyCertified(bytes32 requestId, address node);
     error NotRecordOwner(bytes32 requestId, address caller);
@@ -629,7 +636,13 @@ contract Lethe {
 
     /// @notice Open forget request `requestId` for the record committed to by `recordCommitment`,
     ///         held by admitted node `node` (the node that announced the commitment).
-    function requestForget(bytes32 requestId, bytes32 recordCommitment, address node) external onlyCoordinator {
+    ///         `label`, if not empty, is the id's preimage: the certificate names it, and the
+    ///         node watching the chain certifies from the event without a coordinator message.
+    function requestForget(bytes32 requestId, bytes32 recordCommitment, address node, string calldata label)
+        external
+        onlyCoordinator
+    {
+        if (bytes(label).length != 0 && keccak256(bytes(label)) != requestId) revert LabelMismatch(requestId);
         if (_members[node].positionPlusOne == 0) revert NotAdmittedNode(node);
         Forget storage f = _forgets[requestId];
         if (f.state != ForgetState.None) revert RequestExists(requestId);
@@ -641,7 +654,7 @@ contract Lethe {
             f.deadline = uint64(block.number) + window;
             _stakes[node].openForgets += 1;
         }
-        emit ForgetRequested(requestId, recordCommitment, msg.sender, node);
+        emit ForgetRequested(requestId, recordCommitment, msg.sender, node, label);
     }
 
     /// @notice The owning node certifies it deleted the record and retrained.

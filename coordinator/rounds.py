@@ -840,7 +840,7 @@ class Coordinator:
             owner = owners[0]
         try:
             tx: str | None = self.ledger.request_forget(
-                keccak256(req.request_id.encode()),
+                req.request_id,  # its text goes on chain: the owner can act on the event alone
                 bytes.fromhex(req.record_commitment[2:]),
                 owner,
             ).tx_hash

@@ -183,7 +183,7 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         layout.check_member(own.federation_id, own.shards, own.slices)
         if node.enter_epoch(epoch):
             logger.info("roster epoch %s: retraining every slice for it", _hex(epoch))
-        forgotten = _forget(rt, node, request.forget_requests)
+        forgotten = forget_and_certify(rt, node, request.forget_requests)
         node.train(on_slice=None)
         model = node.model(request.through_slice)
         ids = node.store.record_ids()
@@ -467,7 +467,9 @@ def approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
         return None
 
 
-def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list[ForgetResult]:
+def forget_and_certify(
+    rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]
+) -> list[ForgetResult]:
     """Forget the named records this node holds; store signed certificates, certify on chain.
 
     Requests for records held elsewhere get no entry: the node's models are untouched.

@@ -139,7 +139,7 @@ class ForgetRequestEvent:
     node: str
     label: str = ""
     """The request id's preimage, when the coordinator gave it (see ``request_forget``)."""
-    block_number: int = 0
+    block_number: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from launcher.devnet import Devnet
 from protocol.approvals import RoundApproval
 from protocol.envelope import public_key_bytes
+from protocol.hashing import keccak256
 from protocol.ledger import Ledger, StakePolicy, TxResult, deploy
 from protocol.typed_data import Domain
 
@@ -123,13 +124,13 @@ def measure(nodes: int = NODES) -> dict[str, int]:
                 approve = functools.partial(node.approve_round, round_number)
                 record("approve_round", functools.partial(approve, *proposed[round_number]))
 
-        request_id, owner_node = rng.randbytes(32), node_ledgers[0]
+        # As the coordinator sends it: the request id's text (a uuid4 hex) goes on chain.
+        label, owner_node = rng.randbytes(16).hex(), node_ledgers[0]
+        request_id = keccak256(label.encode())
         record("propose_round", lambda: propose(1))
         record(
             "request_forget",
-            lambda: coordinator.request_forget(
-                request_id, rng.randbytes(32), str(owner_node.account)
-            ),
+            lambda: coordinator.request_forget(label, rng.randbytes(32), str(owner_node.account)),
         )
         approve_all(1)
         record(

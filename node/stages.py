@@ -27,6 +27,7 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
@@ -177,7 +178,7 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     _check_federation(rt, request)
     epoch = _checked_epoch(rt, request)
     _approve_missed_rounds(rt)
-    with rt.sisa() as node:
+    with SISA_WRITES, rt.sisa() as node:
         own = node.config
         layout = FederationLayout(request.federation_id, request.shards, request.slices)
         layout.check_member(own.federation_id, own.shards, own.slices)
@@ -205,6 +206,11 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         records=b"".join(rt.record_key.commitment(rid) for rid in ids),
         slice_roots=b"".join(roots),
     )
+
+
+SISA_WRITES = threading.Lock()
+"""Held while a node's process forgets or trains: a ``train`` message and the chain watcher
+(``node.forget_watch``) may carry the same forget request."""
 
 
 def _approve_missed_rounds(rt: NodeRuntime) -> None:
@@ -474,6 +480,7 @@ def forget_and_certify(
 
     Requests for records held elsewhere get no entry: the node's models are untouched.
     Repeating a request (a lost reply, a crash) returns what was done, never forgets twice.
+    Callers hold :data:`SISA_WRITES`.
     """
     requests: list[tuple[str, str]] = []
     for entry in entries:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from web3 import Web3
 
-from node.forget_watch import answer_forget_requests
+from node.forget_watch import Answered, answer_forget_requests
 from protocol.hashing import keccak256
 from protocol.ledger import ContractRevert, ForgetState, StakePolicy
 
@@ -79,3 +79,29 @@ def test_a_request_for_a_record_the_node_lacks_is_reported_with_the_reason(
     assert answered.reason == "this node holds no record with that commitment"
     with victim.runtime.sisa() as node:
         assert node.store.record_ids() == before
+
+
+def test_the_watcher_leaves_a_request_to_the_coordinator_until_half_its_deadline(
+    memory_federation: MemoryFederation,
+) -> None:
+    fed = memory_federation
+    fed.chain.owner.set_stake_policy(StakePolicy(0, 10**17, 0, DEADLINE, 0))
+    assert fed.coordinator.run_round(None).finalized
+    owner = fed.nodes[2]
+    with owner.runtime.sisa() as node:
+        record_id = node.store.record_ids()[2]
+    fed.chain.coordinator.request_forget(
+        "late-1", bytes.fromhex(fed.commitment(record_id)[2:]), owner.address
+    )
+    seen: dict[bytes, float] = {}
+
+    def watch() -> list[Answered]:
+        return answer_forget_requests(
+            owner.runtime, grace_s=60.0, first_seen=seen, clock=lambda: 0.0
+        )
+
+    assert watch() == []  # fresh: the coordinator's train message goes first
+    _mine(fed, DEADLINE // 2 + 1)
+    (answered,) = watch()
+    assert answered.certify_tx is not None, answered.reason
+    assert fed.chain.owner.forget_state(keccak256(b"late-1")).state is ForgetState.CERTIFIED

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from coordinator.feedback import FeedbackError, FeedbackService, Sentiment, valid_decider
+from coordinator.health import public_view
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
@@ -36,6 +37,7 @@ MAX_ROUND = 2**63 - 1  # SQLite's INTEGER
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
 MAX_RECORD_ID = 256
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PART_ID = re.compile(r"[A-Za-z0-9._-]{1,64}@0x[0-9a-f]{40}")
 _ROUND = re.compile(r"[0-9]{1,19}")
 
 
@@ -62,6 +64,14 @@ def valid_request_id(value: object) -> str:
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
         raise BadInput("request_id must be 1-64 characters of [A-Za-z0-9._-]")
     return value
+
+
+def valid_request_or_part_id(value: object) -> str:
+    """``value`` if it is a request id, or one holder's part of one (``<id>@<address>``,
+    ``coordinator.queue.part_id``) when several nodes hold the record."""
+    if isinstance(value, str) and _PART_ID.fullmatch(value):
+        return value
+    return valid_request_id(value)
 
 
 def valid_record_id(value: object) -> str:
@@ -219,7 +229,7 @@ def create_app(
                     )
                 return jsonify(existing.to_json()), 200
         commitment = record_key.commitment_hex(record_id)
-        if db.record_owner(commitment) is None:
+        if not db.record_owners(commitment):
             done = db.latest_forget_for(commitment)
             if done is not None and done.state == "completed":  # forgotten, not "unknown"
                 return jsonify(done.to_json()), 200
@@ -236,18 +246,25 @@ def create_app(
     def get_receipt(request_id: str) -> tuple[Response, int]:
         if not _authorised():
             return _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
-        valid_request_id(request_id)
+        valid_request_or_part_id(request_id)
         try:
-            receipt = db.get_forget(request_id).receipt
+            req = db.get_forget(request_id)
         except KeyError:
             return _error(404, f"unknown request id {request_id!r}")
+        receipt = req.receipt
+        if req.is_split:
+            return _error(
+                404,
+                f"request {request_id!r} is held by several nodes: ask for the receipt of "
+                "each part (its owners list their request ids)",
+            )
         if receipt is None:
             return _error(404, f"request {request_id!r} has no receipt yet (not certified)")
         return jsonify(receipt), 200
 
     @app.get("/forget/<text:request_id>")
     def get_forget(request_id: str) -> tuple[Response, int]:
-        valid_request_id(request_id)
+        valid_request_or_part_id(request_id)
         try:
             shown = db.get_forget(request_id).to_json(with_record_id=_authorised())
             return jsonify(shown), 200
@@ -288,7 +305,8 @@ def create_app(
         if health is None:
             return jsonify(info), 200
         info.update(health())
-        return jsonify(info), 200 if info["status"] == "ok" else 503
+        shown = info if _authorised() else public_view(info)
+        return jsonify(shown), 200 if info["status"] == "ok" else 503
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:
@@ -326,7 +344,7 @@ def _decide(
     if decision == "forget":
         commitment = record_key.commitment_hex(record_id)
         done = db.latest_forget_for(commitment)
-        if db.record_owner(commitment) is not None:
+        if db.record_owners(commitment):
             try:
                 req, created = db.submit_forget(record_id, commitment, request_id)
             except QueueError as exc:

@@ -205,6 +205,13 @@ def _print_health(health: dict[str, Any]) -> None:
     for node in health.get("nodes", []):
         seen = "connected" if node.get("connected") else "not connected"
         click.echo(f"    {node['address']}  {seen}, last round {node.get('last_round')}")
+    duplicates = health.get("duplicate_records")
+    if isinstance(duplicates, list):
+        for duplicate in duplicates:
+            holders = ", ".join(duplicate["owners"])
+            click.echo(f"  ⚠ record {duplicate['commitment']} announced by {holders}")
+    elif duplicates:
+        click.echo(f"  ⚠ {duplicates} record(s) announced by several nodes (token shows which)")
     for waiting in health.get("forgets_waiting", []):
         click.echo(f"  … {waiting['request_id']} {waiting['reason']}")
     click.echo("")

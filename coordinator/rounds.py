@@ -824,18 +824,33 @@ class Coordinator:
 
     def _request_on_chain(self, req: ForgetRequest) -> None:
         """Open the request on chain, naming the node that announced the record's commitment
-        (only that node may then certify it)."""
+        (only that node may then certify it); a record several nodes announced gets one
+        request per holder (``CoordinatorDB.split_forget``), none silently dropped."""
         from protocol.ledger import ContractRevert
 
-        owner = self.db.record_owner(req.record_commitment)
-        if owner is None:
-            self.db.advance_forget(
-                req.request_id, "received", "failed", reason="no node holds this record"
-            )
-            return
+        if req.parent_id is not None:  # one holder's part: that holder, as split
+            owner = req.node_address or ""
+        else:
+            owners = self.db.record_owners(req.record_commitment)
+            if not owners:
+                self.db.advance_forget(
+                    req.request_id, "received", "failed", reason="no node holds this record"
+                )
+                return
+            if len(owners) > 1:  # every holder forgets: one request on chain for each
+                parts = self.db.split_forget(req.request_id, owners)
+                self.report(
+                    f"forget {req.request_id}: record held by {len(owners)} nodes "
+                    f"({', '.join(owners)}); one request for each"
+                )
+                for part in parts:
+                    if part.state == "received":
+                        self._request_on_chain(part)
+                return
+            owner = owners[0]
         try:
             tx: str | None = self.ledger.request_forget(
-                keccak256(req.request_id.encode()),
+                req.request_id,  # its text goes on chain: the owner can act on the event alone
                 bytes.fromhex(req.record_commitment[2:]),
                 owner,
             ).tx_hash
@@ -877,8 +892,9 @@ class Coordinator:
         received = self.db.list_forgets(("received",))[:batch]
         for req in received:
             self._request_on_chain(req)
-        dispatched = self.db.list_forgets(("dispatched",))[:batch]
+        dispatched = [r for r in self.db.list_forgets(("dispatched",)) if not r.is_split][:batch]
         certified = self.db.list_forgets(("certified",))
+        self._settle_split()
         if not (dispatched or certified):
             self._backoff_s = 0.0
             return False
@@ -901,11 +917,17 @@ class Coordinator:
         self._mark_owners()
         if outcome.finalized and outcome.manifest is not None:
             self._complete(outcome.round, outcome.manifest)
+        self._settle_split()
         if self.db.list_forgets(("dispatched", "certified")):
             self._back_off(connected, "requests still open after the round")
         else:
             self._backoff_s, self._retry_at = 0.0, 0.0
         return True
+
+    def _settle_split(self) -> None:
+        """Complete (or fail) a record held by several nodes once every holder's part has."""
+        for req in self.db.settle_split():
+            self.report(f"forget {req.request_id}: {req.state} for every holder ({req.reason})")
 
     def _back_off(self, connected: frozenset[int], why: str) -> None:
         """Wait longer before the next forget round, and say so (log and ``/health``)."""
@@ -929,6 +951,8 @@ class Coordinator:
         from rounds for ``owner_offline_s``; clear it when the owner commits again."""
         now = time.time()
         for req in self.db.list_forgets(("dispatched", "certified")):
+            if req.is_split:  # its parts say which holder is missing
+                continue
             owner = (req.node_address or "").lower()
             if owner in self.last_committed:
                 self._absent_since.pop(owner, None)

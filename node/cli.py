@@ -16,6 +16,7 @@ COMMANDS = {
     "unstake": "node.stake_cli:unstake",
     "rewards": "node.stake_cli:rewards",
     "claim": "node.stake_cli:claim",
+    "approve": "node.approve_cli:approve",
 }
 
 

@@ -10,7 +10,7 @@ import click
 from infra.net import free_port
 from infra.options import chain_options, store_option
 from node.keeper import SuperNodeKeeper
-from node.runtime import CONFIG_KEY, NodeRunConfig
+from node.runtime import CONFIG_KEY, NodeRunConfig, NodeRuntime
 
 
 @click.command()
@@ -59,6 +59,7 @@ def run(
     extra_apps: tuple[str, ...],
 ) -> None:
     """Start the SuperNode (process isolation) and serve its ClientApp tasks in this process."""
+    from node.forget_watch import ForgetWatcher
     from node.worker import AppSpecError, WorkerConfig, parse_app, serve
 
     config = NodeRunConfig.load(config_path)
@@ -95,9 +96,12 @@ def run(
     supernode = SuperNodeKeeper(
         argv, env={**os.environ}, log=lambda line: click.echo(f"{config.name}: {line}")
     ).start()
+    # Forget requests naming this node are answered from the chain too, dispatched or not.
+    watcher = ForgetWatcher(NodeRuntime(config)).start()
     try:
         serve(WorkerConfig(f"127.0.0.1:{port}", extra_apps=apps))
     finally:
+        watcher.stop()
         supernode.stop()
 
 
@@ -144,7 +148,6 @@ def join(
 
     The node must already be admitted by the contract owner (`lethe admit --node ADDR`).
     """
-    from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.envelope import generate_private_key, private_key_bytes
     from protocol.errors import LetheError

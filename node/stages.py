@@ -27,11 +27,12 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from node.store import NodeError
 from protocol.commitments import Update, sign_leaf
-from protocol.errors import LedgerError, ProtocolError
+from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
 from protocol.messages import (
@@ -115,6 +116,25 @@ def _checked_roster(rt: NodeRuntime, request: ShareRequest | AggregateRequest) -
     return roster
 
 
+def _roster_shared_under(
+    rt: NodeRuntime, request: AggregateRequest, sharing: Sharing | None
+) -> Roster:
+    """At ``aggregate``, the roster this node checked against the chain and masked under at
+    ``share``: a member rotating its key in between cannot fail the round (the shares were
+    sealed to the keys of that roster). Without that sharing, the chain's roster as now."""
+    from protocol.secure_sum import MaskedInput, Roster, roster_digest
+
+    if sharing is not None:
+        roster = Roster.from_bytes(request.roster)
+        masked = MaskedInput.from_bytes(sharing.masked)
+        if (roster.federation_id, roster.round) == (request.federation_id, request.round) and (
+            masked.roster == roster_digest(roster) and request.round == rt.ledger.last_round() + 1
+        ):
+            roster.member(rt.address)
+            return roster
+    return _checked_roster(rt, request)
+
+
 def _checked_senders(roster: Roster, senders: list[str]) -> None:
     """Senders are roster members, at least ``max(t, MIN_SENDERS)`` of them."""
     from protocol.secure_sum import MIN_SENDERS
@@ -157,13 +177,14 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     """
     _check_federation(rt, request)
     epoch = _checked_epoch(rt, request)
-    with rt.sisa() as node:
+    _approve_missed_rounds(rt)
+    with SISA_WRITES, rt.sisa() as node:
         own = node.config
         layout = FederationLayout(request.federation_id, request.shards, request.slices)
         layout.check_member(own.federation_id, own.shards, own.slices)
         if node.enter_epoch(epoch):
             logger.info("roster epoch %s: retraining every slice for it", _hex(epoch))
-        forgotten = _forget(rt, node, request.forget_requests)
+        forgotten = forget_and_certify(rt, node, request.forget_requests)
         node.train(on_slice=None)
         model = node.model(request.through_slice)
         ids = node.store.record_ids()
@@ -185,6 +206,22 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         records=b"".join(rt.record_key.commitment(rid) for rid in ids),
         slice_roots=b"".join(roots),
     )
+
+
+SISA_WRITES = threading.Lock()
+"""Held while a node's process forgets or trains: a ``train`` message and the chain watcher
+(``node.forget_watch``) may carry the same forget request."""
+
+
+def _approve_missed_rounds(rt: NodeRuntime) -> None:
+    """Approve finalized rounds this node was left out of (``node.missed_approvals``); a
+    chain error here must not cost the node the round it is asked to train for."""
+    from node.missed_approvals import approve_missed
+
+    try:
+        approve_missed(rt)
+    except LetheError as exc:
+        logger.warning("could not check for rounds left unapproved: %s", exc)
 
 
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
@@ -354,10 +391,10 @@ def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateRep
     from protocol.secure_sum import MaskedInput, reveal, sender_set_digest
 
     _check_federation(rt, request)
-    roster = _checked_roster(rt, request)
+    sharing = rt.rounds.sharing(request.round)
+    roster = _roster_shared_under(rt, request, sharing)
     _checked_senders(roster, request.senders)
     agreed = rt.rounds.agreement(request.round)
-    sharing = rt.rounds.sharing(request.round)
     if agreed is None or sharing is None or agreed[0] != set_key(request.senders):
         raise ProtocolError("this node did not agree on this sender set for this round")
     used = MaskedInput.from_bytes(sharing.masked).settings
@@ -448,7 +485,7 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
             manifest.global_model_hash != request.model_hash
         ):
             raise ProtocolError("the global model's bytes do not hash to the proposed hash")
-        _check_is_the_sum(rt, manifest, global_bytes)
+        check_is_the_sum(rt, manifest, global_bytes)
         accuracy = (
             node.test_accuracy(vector_from_bytes(global_bytes))
             if node.store.counts().get("test_records")
@@ -469,13 +506,13 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
     return ApproveReply(
         address=rt.address,
         approved=True,
-        tx_hash=_approve_on_chain(rt, proposal),
+        tx_hash=approve_on_chain(rt, proposal),
         accuracy=accuracy,
         signature=None,
     )
 
 
-def _check_is_the_sum(rt: NodeRuntime, manifest: RoundManifest, global_bytes: bytes) -> None:
+def check_is_the_sum(rt: NodeRuntime, manifest: RoundManifest, global_bytes: bytes) -> None:
     """Approve only the noisy sum of the round's masked updates, recomputed here bit for bit
     from the manifest's transcript, over the very sender set this node agreed to (if it
     shared in the round): a constant, an old or a pre-forget model gets no approval."""
@@ -490,7 +527,7 @@ def _check_is_the_sum(rt: NodeRuntime, manifest: RoundManifest, global_bytes: by
     check_published(manifest, global_bytes)
 
 
-def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
+def approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
     """Approve a proposed round with the node's own key; ``None`` if it already approved
     (its signature was carried, or a retried request)."""
     if rt.ledger.has_approved(proposal.round, rt.address):
@@ -507,11 +544,14 @@ def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
         return None
 
 
-def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list[ForgetResult]:
+def forget_and_certify(
+    rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]
+) -> list[ForgetResult]:
     """Forget the named records this node holds; store signed certificates, certify on chain.
 
     Requests for records held elsewhere get no entry: the node's models are untouched.
     Repeating a request (a lost reply, a crash) returns what was done, never forgets twice.
+    Callers hold :data:`SISA_WRITES`.
     """
     requests: list[tuple[str, str]] = []
     for entry in entries:

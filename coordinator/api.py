@@ -24,6 +24,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from coordinator.feedback import FeedbackError, FeedbackService
+from coordinator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from coordinator.metrics import metrics_text
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
@@ -133,7 +135,8 @@ def create_app(
     ``explorer`` renders the
     ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
     token, per client address (None: no limit); ``health`` probes the federation's parts
-    for ``/health`` (``coordinator.health.probe``; None: the API's own counters only);
+    for ``/health`` and ``/metrics`` (``coordinator.health.probe``; None: the API's own
+    counters only);
     ``feedback`` adds ``POST /feedback``, its live log and the ``/dashboard`` page.
     """
     if len(token) < 16:
@@ -289,6 +292,10 @@ def create_app(
             return jsonify(info), 200
         info.update(health())
         return jsonify(info), 200 if info["status"] == "ok" else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(metrics_text(db, health), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:

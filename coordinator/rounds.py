@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from coordinator.deadline import StragglerRule
+from coordinator.metrics import count_round
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.commitments import Update, recover_leaf_signer
 from protocol.epoch import roster_epoch
@@ -680,7 +681,7 @@ class Coordinator:
             state.approvals[reply.address] = reply
         return replies
 
-    def record(self, state: RoundState) -> RoundOutcome:
+    def record(self, state: RoundState, stages: dict[str, float] | None = None) -> RoundOutcome:
         """Read the round's fate from the chain and save it in the database."""
         manifest, proposal = state.manifest, state.proposal
         assert manifest is not None and proposal is not None and state.roster is not None
@@ -705,6 +706,7 @@ class Coordinator:
             "accuracy": float(np.mean(accuracies)) if accuracies else None,
             "forget_requests": manifest.forget_requests,
             "seconds": round(time.monotonic() - state.started, 3),
+            "stage_seconds": {name: round(s, 3) for name, s in (stages or {}).items()},
         }
         self.db.save_round(state.round, "finalized" if on_chain.finalized else "proposed", info)
         acc = "n/a" if info["accuracy"] is None else f"{info['accuracy']:.3f}"
@@ -721,6 +723,16 @@ class Coordinator:
         *,
         forgets: Sequence[ForgetRequest] = (),
         require_change: bool = False,
+    ) -> RoundOutcome:
+        """:meth:`_run_round`, its outcome counted for ``GET /metrics``."""
+        with count_round(self.db, RoundFailed, RoundFutile):
+            return self._run_round(through_slice, forgets, require_change)
+
+    def _run_round(
+        self,
+        through_slice: int | None,
+        forgets: Sequence[ForgetRequest],
+        require_change: bool,
     ) -> RoundOutcome:
         """Run one secure round end to end and record it; RoundFailed if too few answer.
 
@@ -754,7 +766,7 @@ class Coordinator:
             began = time.monotonic()
             stage(state)
             timings[name] = time.monotonic() - began
-        outcome = self.record(state)
+        outcome = self.record(state, stages=timings)
         logger.info(
             "round %d: stages %s",
             state.round,

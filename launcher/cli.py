@@ -3,7 +3,7 @@
 import click
 
 from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS
-from protocol.lazycli import LazyGroup
+from infra.lazycli import LazyGroup
 
 COMMANDS = {
     **COORDINATOR_COMMANDS,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,11 @@ class LocalFederation:
         fresh = not deployment_file.exists()
         if not fresh:
             self.deployment = Deployment.load(deployment_file)
+            if self.deployment.rpc_url != self.devnet.rpc_url:
+                # federation.json is the record of where anvil runs now; this copy is kept
+                # current for tools given only the deployment file (LETHE_DEPLOYMENT)
+                self.deployment = replace(self.deployment, rpc_url=self.devnet.rpc_url)
+                self.deployment.save(deployment_file)
         else:
             self.deployment = deploy(
                 self.devnet.rpc_url, owner.private_key, coordinator=coordinator.address

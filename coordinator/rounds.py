@@ -28,6 +28,7 @@ import numpy as np
 from coordinator.deadline import StragglerRule
 from coordinator.metrics import count_round
 from coordinator.queue import CoordinatorDB, ForgetRequest
+from infra.logs import bind_round, log_context
 from protocol.commitments import Update, recover_leaf_signer
 from protocol.epoch import roster_epoch
 from protocol.errors import LedgerError, LetheError, ProtocolError
@@ -724,8 +725,12 @@ class Coordinator:
         forgets: Sequence[ForgetRequest] = (),
         require_change: bool = False,
     ) -> RoundOutcome:
-        """:meth:`_run_round`, its outcome counted for ``GET /metrics``."""
-        with count_round(self.db, RoundFailed, RoundFutile):
+        """:meth:`_run_round`, its outcome counted for ``GET /metrics``, its log lines
+        naming the round and the forget requests it carries."""
+        with (
+            count_round(self.db, RoundFailed, RoundFutile),
+            log_context(request_ids=[r.request_id for r in forgets]),
+        ):
             return self._run_round(through_slice, forgets, require_change)
 
     def _run_round(
@@ -741,6 +746,7 @@ class Coordinator:
         unchanged models is never shared nor proposed.
         """
         round_no = self.ledger.last_round() + 1  # the contract takes only the next round
+        bind_round(round_no)
         state = RoundState(self.fed, round_no, through_slice, forgets)
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")

@@ -96,6 +96,8 @@ class NodeHandle:
     config_path: Path
     config: NodeRunConfig
     child: Child | None = None
+    metrics_port: int = 0
+    """Where its ``/metrics`` are served on 127.0.0.1 (chosen at its first start)."""
 
 
 class LocalFederation:
@@ -430,6 +432,7 @@ class LocalFederation:
         self, node: NodeHandle, *, command: Sequence[str] = (str(BIN / "lethe-node"),)
     ) -> None:
         """Start (or restart) one node's SuperNode and worker (``command run …``)."""
+        node.metrics_port = node.metrics_port or free_port()
         node.child = self.group.start(
             node.config.name,
             [
@@ -440,6 +443,8 @@ class LocalFederation:
                 "--superlink",
                 self.superlink_address,
                 "--insecure",
+                "--metrics-port",
+                str(node.metrics_port),
                 *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
             env=_env(
@@ -643,7 +648,14 @@ def describe(federation: LocalFederation) -> str:
             "superlink": federation.superlink_address,
             "api": federation.api_url,
             "store": str(federation.workdir / "store"),
-            "nodes": [{"name": n.config.name, "address": n.address} for n in federation.nodes],
+            "nodes": [
+                {
+                    "name": n.config.name,
+                    "address": n.address,
+                    "metrics": f"http://127.0.0.1:{n.metrics_port}/metrics",
+                }
+                for n in federation.nodes
+            ],
         },
         indent=2,
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from node.metrics import retraining
 from node.store import NodeError
 from protocol.commitments import Update, sign_leaf
 from protocol.errors import LedgerError, ProtocolError
@@ -455,7 +456,8 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list
     ]
     fresh = [(req, rid) for req, rid in mine if req not in done]
     if fresh:
-        node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
+        with retraining(len(fresh)):
+            node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
     return [_certify(rt, node, request_id, record_id) for request_id, record_id in mine]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from coordinator.workdir import WorkDir
 from infra.net import port_free
 from infra.options import deployment_option
 from launcher.devnet import (
@@ -16,6 +17,7 @@ from launcher.devnet import (
     is_dev_key,
     save_devnet_info,
 )
+from launcher.invite_cli import workdir_option
 from protocol.errors import LetheError
 from protocol.ledger import (
     PRIVATE_KEY_ENV,
@@ -177,6 +179,8 @@ def deploy(
 @click.option("--coordinator", help="Admit (or replace) the coordinator.")
 @click.option("--node", "nodes", multiple=True, help="Admit a node (repeatable).")
 @click.option("--quorum", type=click.IntRange(min=0), help="Set the quorum (0 = ⌈2n/3⌉).")
+@workdir_option
+@click.argument("request", type=click.Path(path_type=Path, dir_okay=False), required=False)
 def admit(
     rpc: str | None,
     key: str | None,
@@ -185,10 +189,27 @@ def admit(
     coordinator: str | None,
     nodes: tuple[str, ...],
     quorum: int | None,
+    workdir: Path | None,
+    request: Path | None,
 ) -> None:
-    """As the contract owner: admit the coordinator and nodes, set the quorum."""
+    """As the contract owner: admit the coordinator and nodes, set the quorum.
+
+    With REQUEST (the file `lethe-node join --invite` printed): check its one-time code
+    and signature, admit its address, register its SuperNode key if the invitation said
+    so, and send it the federation's record key sealed to its share key (the work
+    directory's federation, see `lethe invite`).
+    """
+    if request is not None:
+        from launcher.invite_cli import admit_request
+
+        if coordinator is not None or nodes or quorum is not None:
+            raise click.UsageError("give REQUEST alone, or --coordinator / --node / --quorum")
+        place = WorkDir.resolve(workdir)
+        rpc_url = place.rpc_url() or _resolve_rpc(rpc)
+        admit_request(request, workdir, _resolve_key(key, dev_account, rpc_chain_id(rpc_url)))
+        return
     if coordinator is None and not nodes and quorum is None:
-        raise click.UsageError("nothing to do: give --coordinator, --node or --quorum")
+        raise click.UsageError("nothing to do: give REQUEST, or --coordinator, --node or --quorum")
     try:
         deployment = Deployment.load(deployment_file)
         if rpc is None and deployment.chain_id == DEV_CHAIN_ID:

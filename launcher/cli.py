@@ -12,6 +12,7 @@ COMMANDS = {
     "devnet": "launcher.chain_cli:devnet",
     "deploy": "launcher.chain_cli:deploy",
     "admit": "launcher.chain_cli:admit",
+    "invite": "launcher.invite_cli:invite",
     "stake-policy": "launcher.chain_cli:stake_policy",
     "fund": "launcher.chain_cli:fund",
     "slash": "launcher.chain_cli:slash",

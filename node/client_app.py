@@ -61,8 +61,13 @@ def _handler(stage: str) -> Callable[[Message, Context], Message]:
         try:
             with answering(stage, ProtocolError):
                 content = from_record_dict(msg.content)
-                with log_context(**_ids(content)):
+                ids = _ids(content)
+                with log_context(**ids):
                     reply = answer(runtime, stage, content)
+                    if ids["request_ids"]:
+                        logger.info(
+                            "%s answered for forget %s", stage, ", ".join(ids["request_ids"])
+                        )
         except ProtocolError as exc:
             logger.warning("%s: refused: %s", stage, exc)
             error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"refused: {exc}")

@@ -26,26 +26,26 @@ from coordinator.workdir import WORKDIR_ENV, WorkDir
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-UP = [str(BIN / "lethe"), "up", "--nodes", "2", "--records-per-node", "40", "--slices", "1"]
+UP = [str(BIN / "lethe"), "up", "--nodes", "3", "--records-per-node", "40", "--slices", "1"]
 UP_TIMEOUT_S = 600
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return env | extra
 
 
 class Up:
     """One `lethe up` process in ``folder``, its output in a log file."""
 
-    def __init__(self, folder: Path, log: Path) -> None:
+    def __init__(self, folder: Path, log: Path, **env: str) -> None:
         self.log = log
         self.out = log.open("w")
         self.popen = subprocess.Popen(
             [*UP, "--api-port", "0"],
             cwd=folder,
-            env=_env(),
+            env=_env(**env),
             stdout=self.out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -84,14 +84,14 @@ def lethe(folder: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """A folder where `lethe up` ran, was stopped with Ctrl-C, and runs again; the first
-    run's RPC URL."""
+    """A folder where `lethe up` ran, was stopped with Ctrl-C, and runs again (logging
+    JSON); the first run's RPC URL."""
     folder = tmp_path_factory.mktemp("restarted-up")
     assert WORKDIR_ENV not in _env()
     first = Up(folder, folder / "up-1.log")
     first_rpc = WorkDir.resolve(folder / ".lethe" / "federation").read_summary()["rpc_url"]
     assert first.stop() == 0
-    second = Up(folder, folder / "up-2.log")
+    second = Up(folder, folder / "up-2.log", LETHE_LOG_FORMAT="json")
     try:
         yield folder, first_rpc
     finally:
@@ -144,6 +144,27 @@ def test_every_no_flag_command_works_after_a_restart(restarted: tuple[Path, str]
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "cannot reach" not in audit.stderr
 
+    # one forget followed across processes by its id in the JSON logs
+    for log in ("logs/api.log", "coordinator/coordinator.log", "logs/node-1.log"):
+        lines = (place.root / log).read_text().splitlines()
+        named = [line for line in lines if request_id in _json_ids(line)]
+        assert named, f"{log} never names {request_id}"
+    node = requests.get(place.read_summary()["nodes"][0]["metrics"], timeout=30).text
+    owner = {s.name: s.value for f in text_string_to_metric_families(node) for s in f.samples}
+    assert owner["lethe_node_forgets_total"] == 1
+    assert owner["lethe_node_retrain_seconds_count"] == 1
+    assert owner["lethe_node_rounds_answered_total"] >= 1
+    assert owner["lethe_node_stake_wei"] == 10**18
+
+
+def _json_ids(line: str) -> list[str]:
+    """The request ids a JSON log line names ([] for any other line)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return []
+    return list(entry.get("request_ids") or []) if isinstance(entry, dict) else []
+
 
 def test_metrics_of_the_running_federation(restarted: tuple[Path, str]) -> None:
     """`curl /metrics` on `lethe up`: text prometheus-client's parser reads, values sane."""
@@ -159,6 +180,6 @@ def test_metrics_of_the_running_federation(restarted: tuple[Path, str]) -> None:
     assert finalized >= 1
     assert samples[("lethe_last_finalized_round", ())] >= 1
     assert samples[("lethe_round_stage_seconds_count", (("stage", "train"),))] >= finalized
-    assert samples[("lethe_connected_nodes", ())] == 2
+    assert samples[("lethe_connected_nodes", ())] == 3
     for part in ("serverapp", "superlink", "chain", "store"):
         assert samples[("lethe_up", (("part", part),))] == 1, part

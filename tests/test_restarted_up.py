@@ -90,6 +90,9 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     assert WORKDIR_ENV not in _env()
     first = Up(folder, folder / "up-1.log")
     first_rpc = WorkDir.resolve(folder / ".lethe" / "federation").read_summary()["rpc_url"]
+    deadline = time.monotonic() + UP_TIMEOUT_S  # a history to audit after the restart
+    while "finalized" not in lethe(folder, "rounds").stdout and time.monotonic() < deadline:
+        time.sleep(2)
     assert first.stop() == 0
     second = Up(folder, folder / "up-2.log", LETHE_LOG_FORMAT="json")
     try:

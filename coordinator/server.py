@@ -20,7 +20,7 @@ from infra import logs
 from infra.logs import log_context
 
 ACCESS_LOG = "lethe.api.access"
-_FORGET_PATH = re.compile(r"^/forget/([A-Za-z0-9._-]{1,64})(?:/receipt)?$")
+_FORGET_PATH = re.compile(r"/forget/([A-Za-z0-9._-]{1,64})(?:/receipt)?")
 """A forget request's own routes: their lines name it (only well-formed ids)."""
 # Bodies up to this size reach the app (which answers a JSON 413 past 4 KiB); past it
 # waitress refuses the request itself, before buffering more.
@@ -45,7 +45,7 @@ def access_log(app: Callable[..., Iterable[bytes]], logger: logging.Logger) -> C
             return start_response(code, headers, exc_info)
 
         path = environ.get("PATH_INFO", "").encode("unicode_escape").decode("ascii")
-        named = _FORGET_PATH.match(path)
+        named = _FORGET_PATH.fullmatch(path)
         try:
             return app(environ, recording)
         finally:

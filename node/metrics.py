@@ -24,6 +24,8 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from protocol.messages import APPROVE
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
@@ -53,7 +55,8 @@ RETRAIN_SECONDS = Histogram(
     buckets=SECONDS_BUCKETS,
 )
 FORGETS = Counter("lethe_node_forgets", "Records this node forgot (retrained without)")
-LAST_STAGE = "approve"
+LAST_STAGE = APPROVE
+"""A round's last stage: answering it is answering the round."""
 
 _MASKS = (
     (re.compile(r"0x[0-9a-fA-F]+"), "HEX"),

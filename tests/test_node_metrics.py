@@ -16,6 +16,7 @@ from node.metrics import answering, refusal_reason, retraining, serve_metrics
 from protocol.errors import ProtocolError
 from protocol.hashing import keccak256
 from protocol.ledger import StakePolicy
+from protocol.messages import APPROVE
 
 if TYPE_CHECKING:
     from launcher.devnet import Devnet
@@ -72,7 +73,7 @@ def test_work_and_standing_are_served(served: str, staked: Federation) -> None:
     before = scrape(served)
     with answering("train", ProtocolError), retraining(2):
         pass
-    with answering("approve", ProtocolError):
+    with answering(APPROVE, ProtocolError):
         pass
     with pytest.raises(ProtocolError), answering("share", ProtocolError):
         raise ProtocolError("round 7 is not the chain's next round (8)")
@@ -91,7 +92,7 @@ def test_work_and_standing_are_served(served: str, staked: Federation) -> None:
     assert grew("lethe_node_errors_total", ("stage", "aggregate")) == 1
     assert grew("lethe_node_forgets_total") == 2
     assert grew("lethe_node_retrain_seconds_count") == 1
-    assert grew("lethe_node_stage_seconds_count", ("stage", "approve")) == 1
+    assert grew("lethe_node_stage_seconds_count", ("stage", APPROVE)) == 1
     assert after[("lethe_node_chain_up", ())] == 1
     assert after[("lethe_node_stake_wei", ())] == ETHER
     assert after[("lethe_node_slashed_wei", ())] == 0

@@ -25,6 +25,8 @@ from werkzeug.routing import BaseConverter
 
 from coordinator.feedback import FeedbackError, FeedbackService, Sentiment, valid_decider
 from coordinator.health import public_view
+from coordinator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from coordinator.metrics import metrics_text
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
@@ -143,7 +145,8 @@ def create_app(
     ``explorer`` renders the
     ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
     token, per client address (None: no limit); ``health`` probes the federation's parts
-    for ``/health`` (``coordinator.health.probe``; None: the API's own counters only);
+    for ``/health`` and ``/metrics`` (``coordinator.health.probe``; None: the API's own
+    counters only);
     ``feedback`` adds ``POST /feedback``, its live log and the ``/dashboard`` page.
     """
     if len(token) < 16:
@@ -307,6 +310,10 @@ def create_app(
         info.update(health())
         shown = info if _authorised() else public_view(info)
         return jsonify(shown), 200 if info["status"] == "ok" else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(metrics_text(db, health), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:

@@ -2,7 +2,7 @@
 
 import click
 
-from protocol.lazycli import LazyGroup
+from infra.lazycli import LazyGroup
 
 COMMANDS = {
     "api": "coordinator.serve_cli:api",

@@ -150,6 +150,18 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
             }
         },
         "/openapi.json": {"get": _read("This document", {"type": "object"})},
+        "/metrics": {
+            "get": {
+                "summary": "Rounds, stages, forgets, nodes, chain and store for Prometheus",
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(),
+                },
+            }
+        },
     }
     if explorer:
         paths["/explorer"] = {

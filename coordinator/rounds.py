@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from coordinator.deadline import StragglerRule
+from coordinator.metrics import count_round
 from coordinator.queue import CoordinatorDB, ForgetRequest
+from infra.logs import bind_round, log_context
 from protocol.canonical import canonical_json
 from protocol.commitments import Update, recover_leaf_signer
 from protocol.epoch import roster_epoch
@@ -707,7 +709,7 @@ class Coordinator:
             state.approvals[reply.address] = reply
         return replies
 
-    def record(self, state: RoundState) -> RoundOutcome:
+    def record(self, state: RoundState, stages: dict[str, float] | None = None) -> RoundOutcome:
         """Read the round's fate from the chain and save it in the database."""
         manifest, proposal = state.manifest, state.proposal
         assert manifest is not None and proposal is not None and state.roster is not None
@@ -732,6 +734,7 @@ class Coordinator:
             "accuracy": float(np.mean(accuracies)) if accuracies else None,
             "forget_requests": manifest.forget_requests,
             "seconds": round(time.monotonic() - state.started, 3),
+            "stage_seconds": {name: round(s, 3) for name, s in (stages or {}).items()},
         }
         self.db.save_round(state.round, "finalized" if on_chain.finalized else "proposed", info)
         acc = "n/a" if info["accuracy"] is None else f"{info['accuracy']:.3f}"
@@ -749,6 +752,20 @@ class Coordinator:
         forgets: Sequence[ForgetRequest] = (),
         require_change: bool = False,
     ) -> RoundOutcome:
+        """:meth:`_run_round`, its outcome counted for ``GET /metrics``, its log lines
+        naming the round and the forget requests it carries."""
+        with (
+            count_round(self.db, RoundFailed, RoundFutile),
+            log_context(request_ids=[r.request_id for r in forgets]),
+        ):
+            return self._run_round(through_slice, forgets, require_change)
+
+    def _run_round(
+        self,
+        through_slice: int | None,
+        forgets: Sequence[ForgetRequest],
+        require_change: bool,
+    ) -> RoundOutcome:
         """Run one secure round end to end and record it; RoundFailed if too few answer.
 
         With ``require_change`` (forget rounds), the round stops after ``train`` with
@@ -756,6 +773,7 @@ class Coordinator:
         unchanged models is never shared nor proposed.
         """
         round_no = self.ledger.last_round() + 1  # the contract takes only the next round
+        bind_round(round_no)
         state = RoundState(self.fed, round_no, through_slice, forgets)
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
@@ -781,7 +799,7 @@ class Coordinator:
             began = time.monotonic()
             stage(state)
             timings[name] = time.monotonic() - began
-        outcome = self.record(state)
+        outcome = self.record(state, stages=timings)
         logger.info(
             "round %d: stages %s",
             state.round,

@@ -3,7 +3,7 @@
 import click
 
 from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS
-from protocol.lazycli import LazyGroup
+from infra.lazycli import LazyGroup
 from verifier.cli import COMMANDS as VERIFIER_COMMANDS
 
 COMMANDS = {
@@ -14,6 +14,7 @@ COMMANDS = {
     "devnet": "launcher.chain_cli:devnet",
     "deploy": "launcher.chain_cli:deploy",
     "admit": "launcher.chain_cli:admit",
+    "invite": "launcher.invite_cli:invite",
     "stake-policy": "launcher.chain_cli:stake_policy",
     "fund": "launcher.chain_cli:fund",
     "slash": "launcher.chain_cli:slash",

@@ -30,6 +30,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from node.metrics import retraining
 from node.store import NodeError
 from protocol.commitments import Update, sign_leaf
 from protocol.errors import LedgerError, LetheError, ProtocolError
@@ -567,7 +568,8 @@ def forget_and_certify(
     ]
     fresh = [(req, rid) for req, rid in mine if req not in done]
     if fresh:
-        node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
+        with retraining(len(fresh)):
+            node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
     return [_certify(rt, node, request_id, record_id) for request_id, record_id in mine]
 
 

@@ -172,7 +172,7 @@ def test_a_foreign_app_named_lethe_never_runs_on_a_node(
     (app / "foreign_app" / "server.py").write_text(f"RESULT = {str(result)!r}\n{FOREIGN_SERVER}")
     (app / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "lethe"\nversion = "6.6.6"\ndependencies = ["flwr==1.41.0"]\n'
+        '[project]\nname = "lethe"\nversion = "6.6.6"\ndependencies = ["flwr==1.42.0"]\n'
         '[tool.flwr.app]\npublisher = "lethe"\nfab-include = ["foreign_app/**/*.py"]\n'
         "[tool.flwr.app.components]\n"
         'serverapp = "foreign_app.server:app"\nclientapp = "foreign_app.client:app"\n'

@@ -80,6 +80,8 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
         ledger.check_deployed()
         ledger.deployment_block = ledger.deployed_block()
         return ledger
+    if rpc is None and (place := WorkDir.holding(deployment_file)) is not None:
+        rpc = place.rpc_url()  # where this `lethe up` runs the chain now
     return Ledger.from_deployment(deployment_file, rpc_url=rpc, timeout=timeout)
 
 

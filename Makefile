@@ -10,7 +10,7 @@ NPM_TEST_STAMP := node_modules/.lethe-test-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test test-containers containers-images lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults bench-epoch clean
+.PHONY: setup test test-containers containers-images lint demo bench bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults bench-epoch bench-verify clean
 
 # `make setup` installs what `make demo` runs; `make setup-test` adds the test-only tools.
 # Each long step prints a line first and its time after (a fresh clone's pip step takes
@@ -84,7 +84,7 @@ test-containers: containers-images
 	$(BIN)/pytest -q -m containers tests/containers -p no:cacheprovider && \
 	echo "containers: compose test passed in $$(( $$(date +%s) - start )) s"
 
-bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults bench-epoch
+bench: bench-secagg bench-unlearning bench-gas bench-federation bench-ingest bench-ingest-memory bench-sentiment bench-privacy bench-faults bench-epoch bench-verify
 
 bench-secagg: setup
 	$(BIN)/python -m bench.secagg
@@ -94,6 +94,10 @@ bench-unlearning: setup
 
 bench-epoch: setup
 	$(BIN)/python -m bench.epoch
+
+# Manifest bytes and recomputation seconds of verifying a round at 3, 10, 30 senders → bench/results/verify.json
+bench-verify: setup
+	$(BIN)/python -m bench.verify
 
 bench-gas: setup
 	$(BIN)/python -m bench.gas

@@ -17,6 +17,14 @@
   changes from the retrain. Reported: its relative error against the newcomer's model,
   their cosine, and the test accuracy of both (the retrain is what keeps the estimate from
   being the model itself: without it, the error would be 0).
+- ``noise_curve``: the same estimate when every sum carries the noise the senders add
+  inside the secure sum (``protocol.noise``, simulated by ``bench.noise_sim``: fresh per
+  sum, since the sender set's commitments changed), for each σ of ``NOISE_SCALES``, over
+  ``DRAWS`` draws (mean and standard error): the estimate's cosine with the newcomer's
+  model, against ``baseline_cosine``, the exact global model's cosine with it (what the
+  coordinator would know without differencing), and the accuracy cost of the noise on
+  the global model in points. A removal is the same difference read the other way (the
+  four before, the three after), so its figures are these.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.noise_sim import inside_sum_noise
 from bench.unlearning import cached_embedder, embeddings
 from node.sisa import SisaNode, evaluate
 from node.store import NodeConfig, Record, load_default
@@ -47,6 +56,8 @@ NODE_DATA: tuple[tuple[tuple[int, int], int | None], ...] = (
 """(partition, limit): the demo's share of a node, one of three nodes of the whole
 dataset, all of it on one node."""
 NEWCOMER_RECORDS = 500
+NOISE_SCALES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+DRAWS = 20
 EPOCH_A = roster_epoch(["0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20])
 EPOCH_B = roster_epoch(["0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20, "0x" + "dd" * 20])
 
@@ -126,6 +137,9 @@ def newcomer(work: Path) -> dict[str, Any]:
     ]
     for node in nodes:
         node.close()
+    curve = noise_curve(
+        np.asarray(g1), np.asarray(g2), (n1, n2), (victim, n_victim), (features, labels)
+    )
     error = float(np.linalg.norm(estimate - victim) / np.linalg.norm(victim))
     return {
         "records_per_node": NEWCOMER_RECORDS,
@@ -137,8 +151,56 @@ def newcomer(work: Path) -> dict[str, Any]:
         "acc_newcomer": round(evaluate(victim.astype(np.float32), features, labels), 4),
         "acc_estimate": round(evaluate(estimate.astype(np.float32), features, labels), 4),
         "n_test": len(test),
+        "baseline_cosine": round(_cosine(np.asarray(g2), victim), 4),
+        "noise_curve": curve,
         **meta,
     }
+
+
+def _cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _mean_se(values: Sequence[float]) -> list[float]:
+    return [
+        round(statistics.mean(values), 4),
+        round(statistics.stdev(values) / len(values) ** 0.5, 4),
+    ]
+
+
+def noise_curve(
+    g1: np.ndarray[Any, Any],
+    g2: np.ndarray[Any, Any],
+    totals: tuple[int, int],
+    newcomer: tuple[np.ndarray[Any, Any], int],
+    test: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+) -> list[dict[str, Any]]:
+    """The admission estimate and the accuracy cost under noise inside the sum, per σ."""
+    (n1, n2), (victim, n_victim), (features, labels) = totals, newcomer, test
+    exact_accuracy = evaluate(g2.astype(np.float32), features, labels)
+    points = []
+    for sigma in NOISE_SCALES:
+        cosines, costs = [], []
+        for draw in range(DRAWS):
+            noisy1 = g1 + inside_sum_noise(
+                g1.size, sigma, seed=f"before-{draw}".encode(), n_members=3
+            )
+            noisy2 = g2 + inside_sum_noise(
+                g2.size, sigma, seed=f"after-{draw}".encode(), n_members=4
+            )
+            cosines.append(_cosine((n2 * noisy2 - n1 * noisy1) / n_victim, victim))
+            accuracy = evaluate(noisy2.astype(np.float32), features, labels)
+            costs.append(100 * (exact_accuracy - accuracy))
+        points.append(
+            {
+                "sigma": sigma,
+                "estimate_cosine": _mean_se(cosines),
+                "accuracy_cost_points": _mean_se(costs),
+                "draws": DRAWS,
+            }
+        )
+        print(json.dumps(points[-1]), flush=True)
+    return points
 
 
 def plot(points: list[dict[str, Any]], leak: dict[str, Any], path: Path) -> None:
@@ -159,15 +221,33 @@ def plot(points: list[dict[str, Any]], leak: dict[str, Any], path: Path) -> None
     )
     left.legend()
     left.grid(alpha=0.3)
-    names = ["newcomer's model", "estimate from two sums"]
-    right.bar(names, [leak["acc_newcomer"], leak["acc_estimate"]], color=["tab:blue", "tab:red"])
-    right.set(
-        ylabel="test accuracy",
-        ylim=(0, 1),
-        title=f"After an admission: rel. error {leak['estimate_rel_error']:.2f}, "
-        f"cosine {leak['estimate_cosine']:.2f}",
+    curve = leak["noise_curve"]
+    sigmas = [p["sigma"] for p in curve]
+    right.errorbar(
+        sigmas,
+        [p["estimate_cosine"][0] for p in curve],
+        yerr=[1.96 * p["estimate_cosine"][1] for p in curve],
+        fmt="o-",
+        color="tab:red",
+        label="estimate from two noisy sums",
     )
-    right.grid(alpha=0.3, axis="y")
+    right.axhline(leak["baseline_cosine"], color="tab:blue", ls="--", label="exact global model")
+    right.set(
+        xlabel="σ of the noise inside the sum",
+        ylabel="cosine with the newcomer's model",
+        title="What an admission tells the coordinator",
+    )
+    right.legend(loc="lower left")
+    cost = right.twinx()
+    cost.errorbar(
+        sigmas,
+        [p["accuracy_cost_points"][0] for p in curve],
+        yerr=[1.96 * p["accuracy_cost_points"][1] for p in curve],
+        fmt="s:",
+        color="tab:gray",
+    )
+    cost.set_ylabel("accuracy cost (points, grey)")
+    right.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -305,9 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return final["state"] in ("completed", "failed")
 
         forget_s = supervise_until(supervisor, done, 300)
-        from coordinator.audit import audit
         from protocol.ledger import Ledger
         from protocol.store import LocalStore
+        from verifier.audit import audit
 
         ledger = Ledger(
             federation.devnet.rpc_url,

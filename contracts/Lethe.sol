@@ -130,11 +130,17 @@ contract Lethe {
     mapping(address account => Stake) private _stakes;
     mapping(uint64 round => mapping(address node => bool)) public rewardClaimed;
 
+    /// @notice σ of the noise the senders add inside each round's secure sum, in millionths
+    ///         of a model unit per coordinate of the global model (protocol/noise.py). Nodes
+    ///         read it here at every share: the coordinator cannot lower it.
+    uint32 public noiseScaleMicros = 100000;
+
     event CoordinatorAdmitted(address indexed coordinator, address indexed previous);
     event NodeAdmitted(address indexed node, uint256 nodeCount);
     event NodeRemoved(address indexed node, uint256 nodeCount);
     event KeyRegistered(address indexed node, bytes32 key);
     event QuorumSet(uint32 configuredQuorum);
+    event NoiseScaleSet(uint32 noiseScaleMicros);
     event RoundProposed(
         uint64 indexed round,
         address indexed proposer,
@@ -149,8 +155,14 @@ contract Lethe {
     /// @notice Approvals signed off chain and carried by one transaction, in the order counted.
     event RoundApprovedBy(uint64 indexed round, address[] nodes, uint32 approvals);
     event RoundFinalized(uint64 indexed round, uint32 approvals, uint32 quorum);
+    /// @notice `requestLabel` is the request id's preimage (requestId = keccak256(label)) when
+    ///         the coordinator gives it, so the node it names can act on the event alone.
     event ForgetRequested(
-        bytes32 indexed requestId, bytes32 recordCommitment, address indexed coordinator, address indexed node
+        bytes32 indexed requestId,
+        bytes32 recordCommitment,
+        address indexed coordinator,
+        address indexed node,
+        string requestLabel
     );
     event ForgetCertified(
         bytes32 indexed requestId,
@@ -183,6 +195,7 @@ contract Lethe {
     error AlreadyAdmitted(address node);
     error RoleConflict(address account);
     error InvalidKey();
+    error NoiseScaleTooLarge(uint32 noiseScaleMicros, uint32 limit);
     error RoundNotNext(uint64 round, uint64 expected);
     error QuorumUnreachable(uint256 quorum, uint256 nodeCount);
     error UnknownRound(uint64 round);
@@ -193,6 +206,7 @@ contract Lethe {
     error ProposalMismatch(uint64 round);
     error AdmittedAfterProposal(uint64 round, address node);
     error RequestExists(bytes32 requestId);
+    error LabelMismatch(bytes32 requestId);
     error UnknownRequest(bytes32 requestId);
     error AlreadyCertified(bytes32 requestId, address node);
     error NotRecordOwner(bytes32 requestId, address caller);
@@ -310,11 +324,49 @@ contract Lethe {
         emit QuorumSet(quorum_);
     }
 
+    /// @notice Set σ of the noise inside every later round's secure sum (millionths).
+    /// @dev The limit matches the fixed-point headroom every node reserves for the noise.
+    function setNoiseScale(uint32 micros) external onlyOwner {
+        if (micros > 500000) revert NoiseScaleTooLarge(micros, 500000);
+        noiseScaleMicros = micros;
+        emit NoiseScaleSet(micros);
+    }
+
     /// @notice Publish (or rotate) the caller's X25519 public key for secret shares.
+    /// @dev Every node seals shares to every member's key, so a key no Diffie-Hellman can use
+    ///      would fail every round: refused here. The key is the little-endian u-coordinate
+    ///      (RFC 7748); refused are u >= 2^255 - 19 (non-canonical, including a set top bit)
+    ///      and the u of every point of order dividing 8 on the curve or its twist, after
+    ///      which the shared secret is all zero whatever the scalar: 0, 1, p - 1 and the two
+    ///      order-8 points (libsodium's X25519 blocklist, less its non-canonical entries).
     function registerKey(bytes32 key) external onlyNode {
-        if (key == bytes32(0)) revert InvalidKey();
+        if (!_usableKey(key)) revert InvalidKey();
         nodeKey[msg.sender] = key;
         emit KeyRegistered(msg.sender, key);
+    }
+
+    uint256 private constant X25519_P = 2 ** 255 - 19;
+    uint256 private constant X25519_ORDER8_A =
+        325606250916557431795983626356110631294008115727848805560023387167927233504;
+    uint256 private constant X25519_ORDER8_B =
+        39382357235489614581723060781553021112529911719440698176882885853963445705823;
+
+    function _usableKey(bytes32 key) private pure returns (bool) {
+        uint256 u = _littleEndian(uint256(key));
+        return u < X25519_P && u > 1 && u != X25519_P - 1 && u != X25519_ORDER8_A && u != X25519_ORDER8_B;
+    }
+
+    /// @dev The 32 bytes of `v` in reverse order.
+    function _littleEndian(uint256 v) private pure returns (uint256) {
+        v = ((v >> 8) & 0x00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF)
+            | ((v & 0x00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF00FF) << 8);
+        v = ((v >> 16) & 0x0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF)
+            | ((v & 0x0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF0000FFFF) << 16);
+        v = ((v >> 32) & 0x00000000FFFFFFFF00000000FFFFFFFF00000000FFFFFFFF00000000FFFFFFFF)
+            | ((v & 0x00000000FFFFFFFF00000000FFFFFFFF00000000FFFFFFFF00000000FFFFFFFF) << 32);
+        v = ((v >> 64) & 0x0000000000000000FFFFFFFFFFFFFFFF0000000000000000FFFFFFFFFFFFFFFF)
+            | ((v & 0x0000000000000000FFFFFFFFFFFFFFFF0000000000000000FFFFFFFFFFFFFFFF) << 64);
+        return (v >> 128) | (v << 128);
     }
 
     // ----- rounds ------------------------------------------------------------------------
@@ -599,7 +651,13 @@ contract Lethe {
 
     /// @notice Open forget request `requestId` for the record committed to by `recordCommitment`,
     ///         held by admitted node `node` (the node that announced the commitment).
-    function requestForget(bytes32 requestId, bytes32 recordCommitment, address node) external onlyCoordinator {
+    ///         `label`, if not empty, is the id's preimage: the certificate names it, and the
+    ///         node watching the chain certifies from the event without a coordinator message.
+    function requestForget(bytes32 requestId, bytes32 recordCommitment, address node, string calldata label)
+        external
+        onlyCoordinator
+    {
+        if (bytes(label).length != 0 && keccak256(bytes(label)) != requestId) revert LabelMismatch(requestId);
         if (_members[node].positionPlusOne == 0) revert NotAdmittedNode(node);
         Forget storage f = _forgets[requestId];
         if (f.state != ForgetState.None) revert RequestExists(requestId);
@@ -611,7 +669,7 @@ contract Lethe {
             f.deadline = uint64(block.number) + window;
             _stakes[node].openForgets += 1;
         }
-        emit ForgetRequested(requestId, recordCommitment, msg.sender, node);
+        emit ForgetRequested(requestId, recordCommitment, msg.sender, node, label);
     }
 
     /// @notice The owning node certifies it deleted the record and retrained.

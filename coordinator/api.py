@@ -23,7 +23,10 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from coordinator.feedback import FeedbackError, FeedbackService
+from coordinator.feedback import FeedbackError, FeedbackService, Sentiment, valid_decider
+from coordinator.health import public_view
+from coordinator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from coordinator.metrics import metrics_text
 from coordinator.openapi import openapi_document
 from coordinator.queue import CoordinatorDB, QueueError
 from coordinator.ratelimit import RateLimiter
@@ -36,6 +39,7 @@ MAX_ROUND = 2**63 - 1  # SQLite's INTEGER
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
 MAX_RECORD_ID = 256
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PART_ID = re.compile(r"[A-Za-z0-9._-]{1,64}@0x[0-9a-f]{40}")
 _ROUND = re.compile(r"[0-9]{1,19}")
 
 
@@ -62,6 +66,14 @@ def valid_request_id(value: object) -> str:
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
         raise BadInput("request_id must be 1-64 characters of [A-Za-z0-9._-]")
     return value
+
+
+def valid_request_or_part_id(value: object) -> str:
+    """``value`` if it is a request id, or one holder's part of one (``<id>@<address>``,
+    ``coordinator.queue.part_id``) when several nodes hold the record."""
+    if isinstance(value, str) and _PART_ID.fullmatch(value):
+        return value
+    return valid_request_id(value)
 
 
 def valid_record_id(value: object) -> str:
@@ -133,7 +145,8 @@ def create_app(
     ``explorer`` renders the
     ``/explorer`` page; ``rate_limit`` throttles every request that does not carry the
     token, per client address (None: no limit); ``health`` probes the federation's parts
-    for ``/health`` (``coordinator.health.probe``; None: the API's own counters only);
+    for ``/health`` and ``/metrics`` (``coordinator.health.probe``; None: the API's own
+    counters only);
     ``feedback`` adds ``POST /feedback``, its live log and the ``/dashboard`` page.
     """
     if len(token) < 16:
@@ -219,7 +232,7 @@ def create_app(
                     )
                 return jsonify(existing.to_json()), 200
         commitment = record_key.commitment_hex(record_id)
-        if db.record_owner(commitment) is None:
+        if not db.record_owners(commitment):
             done = db.latest_forget_for(commitment)
             if done is not None and done.state == "completed":  # forgotten, not "unknown"
                 return jsonify(done.to_json()), 200
@@ -236,18 +249,25 @@ def create_app(
     def get_receipt(request_id: str) -> tuple[Response, int]:
         if not _authorised():
             return _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
-        valid_request_id(request_id)
+        valid_request_or_part_id(request_id)
         try:
-            receipt = db.get_forget(request_id).receipt
+            req = db.get_forget(request_id)
         except KeyError:
             return _error(404, f"unknown request id {request_id!r}")
+        receipt = req.receipt
+        if req.is_split:
+            return _error(
+                404,
+                f"request {request_id!r} is held by several nodes: ask for the receipt of "
+                "each part (its owners list their request ids)",
+            )
         if receipt is None:
             return _error(404, f"request {request_id!r} has no receipt yet (not certified)")
         return jsonify(receipt), 200
 
     @app.get("/forget/<text:request_id>")
     def get_forget(request_id: str) -> tuple[Response, int]:
-        valid_request_id(request_id)
+        valid_request_or_part_id(request_id)
         try:
             shown = db.get_forget(request_id).to_json(with_record_id=_authorised())
             return jsonify(shown), 200
@@ -288,7 +308,12 @@ def create_app(
         if health is None:
             return jsonify(info), 200
         info.update(health())
-        return jsonify(info), 200 if info["status"] == "ok" else 503
+        shown = info if _authorised() else public_view(info)
+        return jsonify(shown), 200 if info["status"] == "ok" else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(metrics_text(db, health), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.get("/openapi.json")
     def openapi() -> tuple[Response, int]:
@@ -305,6 +330,49 @@ def create_app(
     if feedback is not None:
         _feedback_routes(app, db, feedback, record_key, _authorised)
     return app
+
+
+def _decide(
+    db: CoordinatorDB,
+    service: FeedbackService,
+    record_key: RecordKey,
+    record_id: str,
+    sentiment: Sentiment,
+    decision: str,
+    request_id: str | None,
+    *,
+    decided_by: str = "model",
+    resolves: int | None = None,
+) -> tuple[Response, int]:
+    """Log a decision; a forget opens (or finds) the record's forget request first, the
+    same path whoever decided."""
+    forget: dict[str, Any] | None = None
+    status = 200
+    if decision == "forget":
+        commitment = record_key.commitment_hex(record_id)
+        done = db.latest_forget_for(commitment)
+        if db.record_owners(commitment):
+            try:
+                req, created = db.submit_forget(record_id, commitment, request_id)
+            except QueueError as exc:
+                return _error(409, str(exc))
+            forget, status = req.to_json(), 202 if created else 200
+        elif done is not None and done.state == "completed":
+            forget = done.to_json()
+        else:
+            return _error(404, f"unknown record id {record_id!r}: no node holds it")
+    try:
+        entry = service.log.add(
+            record_id,
+            sentiment,
+            decision,
+            None if forget is None else forget["request_id"],
+            decided_by=decided_by,
+            resolves=resolves,
+        )
+    except FeedbackError as exc:
+        return _error(409, str(exc))
+    return jsonify({**entry.to_json(), "forget": forget}), status
 
 
 def _feedback_routes(
@@ -348,26 +416,59 @@ def _feedback_routes(
             sentiment = service.scorer.score(text)
         except FeedbackError as exc:
             return _error(503, str(exc))
-        decision = service.policy.decide(sentiment.label)
-        forget: dict[str, Any] | None = None
-        status = 200
-        if decision == "forget":
-            commitment = record_key.commitment_hex(record_id)
-            done = db.latest_forget_for(commitment)
-            if db.record_owner(commitment) is not None:
-                try:
-                    req, created = db.submit_forget(record_id, commitment, request_id)
-                except QueueError as exc:
-                    return _error(409, str(exc))
-                forget, status = req.to_json(), 202 if created else 200
-            elif done is not None and done.state == "completed":
-                forget = done.to_json()
-            else:
-                return _error(404, f"unknown record id {record_id!r}: no node holds it")
-        entry = service.log.add(
-            record_id, sentiment, decision, None if forget is None else forget["request_id"]
+        decision = service.policy.decide(sentiment)
+        return _decide(db, service, record_key, record_id, sentiment, decision, request_id)
+
+    @app.post("/feedback/<int:seq>/decision")
+    def decide_review(seq: int) -> tuple[Response, int]:
+        if not authorised():
+            return _error(401, unauthorised)
+        body = request.get_json(silent=True) if request.is_json else None
+        if not isinstance(body, dict):
+            return _error(
+                400, 'body must be a JSON object like {"decision": "forget", "decided_by": "…"}'
+            )
+        unknown = set(body) - {"decision", "decided_by", "request_id"}
+        if unknown:
+            return _error(400, "unknown field(s): " + ", ".join(map(repr, sorted(unknown)))[:200])
+        decision = body.get("decision")
+        if decision not in ("forget", "keep"):
+            raise BadInput('decision must be "forget" or "keep"')
+        try:
+            decider = valid_decider(body.get("decided_by"))
+        except FeedbackError as exc:
+            raise BadInput(str(exc)) from exc
+        request_id = body.get("request_id")
+        if request_id is not None:
+            request_id = valid_request_id(request_id)
+        entry = service.log.get(seq)
+        if entry is None:
+            return _error(404, f"no feedback {seq}")
+        if entry.decision != "review" or entry.resolves is not None:
+            return _error(
+                409, f"feedback {seq} was decided by {entry.decided_by}, not sent to review"
+            )
+        done = service.log.resolution(seq)
+        if done is not None:
+            return _error(409, f"feedback {seq} was already decided by {done.decided_by}")
+        sentiment = Sentiment(entry.label, entry.probabilities, entry.model_round, entry.model_cid)
+        return _decide(
+            db,
+            service,
+            record_key,
+            entry.record_id,
+            sentiment,
+            decision,
+            request_id,
+            decided_by=decider,
+            resolves=seq,
         )
-        return jsonify({**entry.to_json(), "forget": forget}), status
+
+    @app.get("/feedback/summary")
+    def feedback_summary() -> tuple[Response, int]:
+        if not authorised():
+            return _error(401, unauthorised)
+        return jsonify(service.log.summary()), 200
 
     @app.get("/feedback/events")
     def feedback_events() -> Response | tuple[Response, int]:

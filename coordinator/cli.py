@@ -2,20 +2,16 @@
 
 import click
 
-from protocol.lazycli import LazyGroup
+from infra.lazycli import LazyGroup
 
 COMMANDS = {
     "api": "coordinator.serve_cli:api",
     "configure": "coordinator.serve_cli:configure",
     "secagg-demo": "coordinator.secagg_demo:secagg_demo",
-    "cid": "coordinator.store_cli:cid",
-    "store": "coordinator.store_cli:store",
-    "audit": "coordinator.audit_cli:audit",
     "forget": "coordinator.client_cli:forget",
     "status": "coordinator.client_cli:status",
     "rounds": "coordinator.client_cli:rounds",
     "receipt": "coordinator.receipt_cli:receipt",
-    "check-receipt": "coordinator.receipt_cli:check_receipt",
     "feedback": "coordinator.feedback_cli:feedback",
 }
 

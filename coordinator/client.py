@@ -37,12 +37,12 @@ class ApiClient:
         self.timeout = timeout
         self._session = requests.Session()
 
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         if self.token:
-            kwargs["headers"] = {
-                "Authorization": f"Bearer {self.token}",
-                **kwargs.get("headers", {}),
-            }
+            kwargs["headers"] = {**self._headers(), **kwargs.get("headers", {})}
         try:
             res = self._session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
@@ -85,9 +85,12 @@ class ApiClient:
         )
 
     def health(self) -> dict[str, Any]:
-        """The federation's health (``GET /health``): a 503 is an answer here, not an error."""
+        """The federation's health (``GET /health``): a 503 is an answer here, not an error.
+        With the token it names the nodes and the records several of them hold."""
         try:
-            res = self._session.get(f"{self.url}/health", timeout=self.timeout)
+            res = self._session.get(
+                f"{self.url}/health", headers=self._headers(), timeout=self.timeout
+            )
             body = res.json()
         except (requests.RequestException, ValueError) as exc:
             raise ApiError(f"cannot reach the coordinator API at {self.url}: {exc}") from exc

@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from coordinator.client import ApiClient, ApiError
-from coordinator.workdir import WORKDIR_ENV, WorkDir
+from infra.workdir import WORKDIR_ENV, WorkDir
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3
@@ -205,6 +205,13 @@ def _print_health(health: dict[str, Any]) -> None:
     for node in health.get("nodes", []):
         seen = "connected" if node.get("connected") else "not connected"
         click.echo(f"    {node['address']}  {seen}, last round {node.get('last_round')}")
+    duplicates = health.get("duplicate_records")
+    if isinstance(duplicates, list):
+        for duplicate in duplicates:
+            holders = ", ".join(duplicate["owners"])
+            click.echo(f"  ⚠ record {duplicate['commitment']} announced by {holders}")
+    elif duplicates:
+        click.echo(f"  ⚠ {duplicates} record(s) announced by several nodes (token shows which)")
     for waiting in health.get("forgets_waiting", []):
         click.echo(f"  … {waiting['request_id']} {waiting['reason']}")
     click.echo("")

@@ -10,7 +10,6 @@ from protocol.commitments import RecordKey
 from protocol.errors import LetheError, ProtocolError
 from protocol.federation import DEFAULT_LABELS, DEFAULT_SHARDS, DEFAULT_SLICES
 from protocol.files import JsonConfig
-from protocol.publication import DEFAULT_SIGMA
 
 
 class ConfigError(LetheError):
@@ -24,7 +23,8 @@ class CoordinatorConfig(JsonConfig):
     ``slices`` initial rounds are run, round k releasing the models trained through
     slice k (so progress shows while SISA training proceeds); later rounds, run after
     forgets, use every slice. Every node must have ``shards`` × ``slices`` (it refuses
-    the round otherwise). ``clip`` bounds every weight for fixed-point sharing.
+    the round otherwise). The fixed-point code and the noise inside the sum are not
+    settings of the coordinator: every node derives them from the chain.
     """
 
     federation_id: str
@@ -37,7 +37,6 @@ class CoordinatorConfig(JsonConfig):
     slices: int = DEFAULT_SLICES
     shards: int = DEFAULT_SHARDS
     min_nodes: int = 2
-    clip: float = 8.0
     deployment_block: int = 0
     train_timeout_s: float = 600.0
     stage_timeout_s: float = 30.0
@@ -52,12 +51,16 @@ class CoordinatorConfig(JsonConfig):
     backoff_max_s: float = 120.0
     """Longest pause between futile forget rounds (it doubles from 5 s; a node joining or a
     new request ends it at once)."""
-    publish_noise: float = DEFAULT_SIGMA
-    """σ of the noise on published global models (``protocol.publication``); 0: exact."""
     labels: tuple[str, ...] = DEFAULT_LABELS
     """The federation's classes in head order (the nodes' ``--labels``): names of scores."""
     feedback_forget_on: tuple[str, ...] = ("negative", "neutral")
-    """``POST /feedback`` opens a forget request when the global model gives one of these."""
+    """The labels whose probability counts for forgetting in ``POST /feedback``."""
+    feedback_tau: float = 0.8
+    """τ: the model forgets a record when P(feedback_forget_on) ≥ τ, keeps it when
+    P(the other labels) ≥ τ, and otherwise sends the row to a person ("review")."""
+    feedback_temperature: float = 1.0
+    """Logit temperature of the feedback scorer (``make bench-sentiment`` fits it on the
+    test split; ``coordinator.calibration``)."""
     record_key_file: str = ""
     """The federation's record key, shared with the nodes and no one else
     (``protocol.commitments.RecordKey``): the API finds a record's owner with it."""
@@ -81,10 +84,14 @@ class CoordinatorConfig(JsonConfig):
                 "need straggler_floor_s > 0 and straggler_factor ≥ 1 (a node as fast as the "
                 f"median must be kept), got {self.straggler_floor_s}, {self.straggler_factor}"
             )
-        if not 0 <= self.publish_noise <= 10:
-            raise ConfigError(f"publish_noise must be within 0..10, got {self.publish_noise}")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"need ≥ 2 distinct labels, got {list(self.labels)}")
+        if not 0.5 <= self.feedback_tau <= 1.0:
+            raise ConfigError(f"feedback_tau must be within 0.5 … 1, got {self.feedback_tau}")
+        if not 0 < self.feedback_temperature <= 100:
+            raise ConfigError(
+                f"feedback_temperature must be within (0, 100], got {self.feedback_temperature}"
+            )
         unknown = sorted(set(self.feedback_forget_on) - set(self.labels))
         if unknown:
             raise ConfigError(

@@ -4,8 +4,12 @@ One static page and one script, both served by the API itself (no CDN, no build 
 browser reads the CSV locally (any of a few encodings), sends each row to ``POST
 /feedback`` with the token the user pastes, and follows the live log ``GET
 /feedback/events`` (server-sent events, read with ``fetch`` so that the token travels in
-a header, never in a URL). Every text a CSV holds reaches the page as ``textContent``,
-never as markup, and the content security policy allows only this origin's script.
+a header, never in a URL). Each row shows its class probabilities and the round and model
+that decided it; a row the model was not sure of is marked **review** with two buttons,
+and a click sends the person's decision (``POST /feedback/<seq>/decision``, signed with
+the name typed beside the token). A summary counts rows forgotten, kept and sent to review.
+Every text a CSV holds reaches the page as ``textContent``, never as markup, and the
+content security policy allows only this origin's script.
 """
 
 SECURITY_HEADERS = {
@@ -47,6 +51,11 @@ td.cid { font-family: monospace; font-size: 12px; }
 .badge.bad { background: #fde2e1; color: #b3261e; }
 .state-completed { color: #1e7b34; font-weight: 600; }
 .state-failed, .error { color: #b3261e; }
+td.probs, td.decision { font-size: 12px; white-space: nowrap; }
+td.model { font-family: monospace; font-size: 12px; white-space: nowrap; }
+tr[data-decision="review"] { background: #fff6d6; }
+.decide { margin-right: 4px; padding: 0 8px; }
+#summary span { margin-right: 14px; }
 </style>
 </head>
 <body>
@@ -55,6 +64,8 @@ td.cid { font-family: monospace; font-size: 12px; }
 rows the policy marks are forgotten by the node that holds them, with a certificate.</p>
 <fieldset>
   <label>API token <input id="token" type="password" size="34" autocomplete="off"></label>
+  <label>your name <input id="decider" size="16" autocomplete="name"
+    title="signs the decisions you make on rows sent to review"></label>
   <label>CSV <input id="file" type="file" accept=".csv,text/csv"></label>
   <label>encoding <select id="encoding">
     <option value="utf-8">UTF-8</option>
@@ -72,9 +83,15 @@ rows the policy marks are forgotten by the node that holds them, with a certific
   <progress id="progress" value="0" max="1"></progress>
   <span id="status">choose a CSV</span>
 </div>
+<div id="summary">
+  <span>forgotten <b id="sum-forget">0</b></span><span>kept <b id="sum-keep">0</b></span>
+  <span>to review <b id="sum-review">0</b></span>
+  <span>decided by a person <b id="sum-human">0</b></span>
+</div>
 <table>
-  <thead><tr><th>#</th><th>record</th><th>text</th><th>sentiment</th><th>decision</th>
-  <th>forget</th><th>certificate</th></tr></thead>
+  <thead><tr><th>#</th><th>record</th><th>text</th><th>sentiment</th>
+  <th>probabilities %</th><th>decision</th><th>decided by</th><th>forget</th>
+  <th>certificate</th></tr></thead>
   <tbody id="log"></tbody>
 </table>
 <script src="/dashboard.js"></script>
@@ -170,6 +187,62 @@ DASHBOARD_JS = r"""'use strict';
     $('progress').value = scored + done;
     setStatus(scored + ' / ' + rows.length + ' rows scored · ' + done + ' / ' + toForget +
       ' forgets completed');
+    const n = (d) => rows.filter((r) => r.decision === d).length;
+    const pct = (k) => k + (rows.length ? ' (' + Math.round(100 * k / rows.length) + ' %)' : '');
+    $('sum-forget').textContent = pct(n('forget'));
+    $('sum-keep').textContent = pct(n('keep'));
+    $('sum-review').textContent = pct(n('review'));
+    $('sum-human').textContent = String(rows.filter((r) => r.decidedBy &&
+      r.decidedBy !== 'model').length);
+  }
+
+  function showDecision(row, body) {
+    row.decision = body.decision;
+    row.decidedBy = body.decided_by;
+    row.tr.dataset.decision = body.decision;
+    row.cells.decision.replaceChildren();
+    row.cells.decision.textContent = body.decision;
+    row.cells.decider.textContent = body.decided_by === 'model'
+      ? 'model · round ' + body.model.round : body.decided_by;
+    row.cells.decider.title = 'model ' + body.model.cid;
+    if (body.decision === 'review') {
+      row.cells.decision.textContent = 'review ';
+      for (const choice of ['forget', 'keep']) {
+        const b = document.createElement('button');
+        b.type = 'button'; b.className = 'decide decide-' + choice; b.textContent = choice;
+        b.addEventListener('click', () => decide(row, choice));
+        row.cells.decision.appendChild(b);
+      }
+    }
+    if (body.forget) {
+      row.requestId = body.forget.request_id;
+      byRequest.set(row.requestId, row);
+      showForget(body.forget);
+    }
+  }
+
+  async function decide(row, choice) {
+    const token = $('token').value.trim();
+    const decider = $('decider').value.trim();
+    if (!decider) { setStatus('type your name first: it signs your decision', true); return; }
+    row.cells.decision.querySelectorAll('button').forEach((b) => { b.disabled = true; });
+    try {
+      const response = await fetch('/feedback/' + row.seq + '/decision', {
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ decision: choice, decided_by: decider }),
+      });
+      const body = await response.json();
+      if (!response.ok) {
+        setStatus('decision on row ' + row.seq + ': ' + body.error, true);
+        row.cells.decision.querySelectorAll('button').forEach((b) => { b.disabled = false; });
+        return;
+      }
+      showDecision(row, body);
+    } catch (err) {
+      setStatus('decision: ' + err, true);
+    }
+    progress();
   }
 
   function showForget(event) {
@@ -247,7 +320,9 @@ DASHBOARD_JS = r"""'use strict';
       const t = td(tr, 'text'); t.textContent = cells[textAt] || ''; t.title = cells[textAt] || '';
       const row = { tr, id: (cells[idAt] || '').trim(), text: cells[textAt] || '', scored: false,
         requestId: null, state: null,
-        cells: { sentiment: td(tr, 'sentiment'), decision: td(tr, 'decision'),
+        seq: null, decision: null, decidedBy: null,
+        cells: { sentiment: td(tr, 'sentiment'), probs: td(tr, 'probs'),
+          decision: td(tr, 'decision'), decider: td(tr, 'model'),
           state: td(tr, 'state'), cid: td(tr, 'cid') } };
       rows.push(row); $('log').appendChild(tr);
     });
@@ -269,15 +344,14 @@ DASHBOARD_JS = r"""'use strict';
         } else {
           const s = body.sentiment;
           const p = Math.round(100 * s.probabilities[s.label]);
+          row.seq = body.seq;
           row.cells.sentiment.textContent = s.label + ' ' + p + '%';
           row.cells.sentiment.className = 'sentiment ' + s.label;
-          row.cells.decision.textContent = body.decision;
-          row.tr.dataset.decision = body.decision;
-          if (body.forget) {
-            row.requestId = body.forget.request_id;
-            byRequest.set(row.requestId, row);
-            showForget(body.forget);
-          }
+          row.cells.probs.textContent = Object.entries(s.probabilities)
+            .map(([k, x]) => k.slice(0, 3) + ' ' + Math.round(100 * x)).join(' · ');
+          row.cells.probs.title = Object.entries(s.probabilities)
+            .map(([k, x]) => k + ' ' + x.toFixed(3)).join(', ');
+          showDecision(row, body);
         }
       } catch (err) {
         row.scored = true;

@@ -5,15 +5,22 @@ the latest finalized round, fetched from the content store by its CID (the store
 the bytes against the CID, and this module checks them against the round's model hash),
 applied to the text's all-MiniLM-L6-v2 embedding (``protocol.features``, the same
 encoder every node embeds its records with). No other sentiment model is involved. The
-published model carries the publication noise (``protocol.publication``): that is the
-model anyone outside the coordinator can check, so it is the one that decides.
+published model carries the noise the senders add inside the sum (``protocol.noise``):
+that is the model anyone can recompute and check, so it is the one that decides.
 
-A :class:`FeedbackPolicy` turns the label into a decision (default: negative or neutral
-→ forget); a forget decision opens an ordinary forget request for the record, which then
-follows the usual path (dispatched → certified → completed). Every decision is kept in
-the ``feedback`` table of the coordinator's database, which :class:`FeedbackLog` turns
-into the dashboard's live log (server-sent events), with each request's state and
-whether its certificate verifies.
+The head's logits are divided by the federation's temperature ``T``
+(``coordinator.calibration``, fitted on the test split by ``make bench-sentiment``), so a
+probability means what it says. A :class:`FeedbackPolicy` then decides only when the
+model is confident: with ``p`` the probability of the labels that call for forgetting
+(default: negative or neutral), it forgets when ``p ≥ τ``, keeps when ``1 − p ≥ τ``, and
+otherwise marks the row **review**: a person decides with one click (``POST
+/feedback/<seq>/decision``), which appends a second entry naming the decider and, for a
+forget, opens the request exactly as the model's own decision would. A forget decision
+opens an ordinary forget request for the record, which then follows the usual path
+(dispatched → certified → completed). Every decision is kept, append-only, in the
+``feedback`` table of the coordinator's database, which :class:`FeedbackLog` turns into
+the dashboard's live log (server-sent events), with each request's state and whether its
+certificate verifies.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from coordinator.calibration import softmax
 from coordinator.queue import CoordinatorDB, ForgetRequest
 from protocol.errors import LetheError
 from protocol.federation import DEFAULT_LABELS
@@ -41,20 +49,27 @@ if TYPE_CHECKING:
     from protocol.store import ContentStore
 
 DEFAULT_FORGET_ON = ("negative", "neutral")
+DEFAULT_TAU = 0.8
+"""The confidence the model needs to decide alone (``feedback_tau``): the largest τ of
+``make bench-sentiment``'s sweep at which the full federation sends at most 35 % of the
+*test split* to review (chosen there, never on the out-of-domain set)."""
+DEFAULT_TEMPERATURE = 1.0
+"""Logit temperature of the scorer (``feedback_temperature``); 1: the head as trained."""
+MODEL = "model"
+"""``decided_by`` of a decision the global model made alone."""
+MAX_DECIDER_LENGTH = 100
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id TEXT NOT NULL,
-    label TEXT NOT NULL,
-    probabilities TEXT NOT NULL,
-    decision TEXT NOT NULL CHECK (decision IN ('forget', 'keep')),
-    request_id TEXT,
-    model_round INTEGER NOT NULL,
-    model_cid TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-"""
+_COLUMNS = (
+    "seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL, label TEXT NOT NULL, "
+    "probabilities TEXT NOT NULL, "
+    "decision TEXT NOT NULL CHECK (decision IN ('forget', 'keep', 'review')), "
+    "request_id TEXT, model_round INTEGER NOT NULL, model_cid TEXT NOT NULL, "
+    "created_at REAL NOT NULL, decided_by TEXT NOT NULL DEFAULT 'model', "
+    "resolves INTEGER UNIQUE REFERENCES feedback(seq)"
+)
+_OLD_COLUMNS = (
+    "seq, record_id, label, probabilities, decision, request_id, model_round, model_cid, created_at"
+)
 
 
 class FeedbackError(LetheError):
@@ -73,13 +88,32 @@ class Sentiment:
 
 @dataclass(frozen=True)
 class FeedbackPolicy:
-    """Which labels open a forget request for the record the feedback is about."""
+    """Which labels call for forgetting the record, and how sure the model must be.
+
+    ``tau`` (τ, within 0.5 … 1): the model forgets when P(forget_on) ≥ τ, keeps when
+    P(the other labels) ≥ τ, and leaves the rest to a person (``"review"``). τ = 0.5
+    never asks; τ = 1 always does.
+    """
 
     forget_on: tuple[str, ...] = DEFAULT_FORGET_ON
+    tau: float = DEFAULT_TAU
 
-    def decide(self, label: str) -> str:
-        """``"forget"`` or ``"keep"``."""
-        return "forget" if label in self.forget_on else "keep"
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.tau <= 1.0:
+            raise ValueError(f"feedback tau must be within 0.5 … 1, got {self.tau}")
+
+    def forget_probability(self, probabilities: dict[str, float]) -> float:
+        """P(the true label is one that calls for forgetting)."""
+        return sum(p for label, p in probabilities.items() if label in self.forget_on)
+
+    def decide(self, sentiment: Sentiment) -> str:
+        """``"forget"``, ``"keep"`` or ``"review"``."""
+        p = self.forget_probability(sentiment.probabilities)
+        if p >= self.tau:
+            return "forget"
+        if 1.0 - p >= self.tau:
+            return "keep"
+        return "review"
 
 
 Embed = Callable[[str], "npt.NDArray[np.float32]"]
@@ -99,6 +133,7 @@ class GlobalModelScorer:
     The model is a linear softmax head over the 384-dimensional embedding (feature map
     ``none``, the default): ``(384 + 1) × len(labels)`` float32 values. A federation
     with another shape is refused with a message, never scored with a misread head.
+    Its logits are divided by ``temperature`` before the softmax.
     """
 
     def __init__(
@@ -108,11 +143,15 @@ class GlobalModelScorer:
         *,
         labels: Sequence[str] = DEFAULT_LABELS,
         embed: Embed = minilm_embed,
+        temperature: float = DEFAULT_TEMPERATURE,
     ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"feedback temperature must be > 0, got {temperature}")
         self.db = db
         self.store = store
         self.labels = tuple(labels)
         self.embed = embed
+        self.temperature = temperature
         self._lock = threading.Lock()
         self._cached: tuple[str, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
 
@@ -152,8 +191,7 @@ class GlobalModelScorer:
         """The label the current global model gives ``text``, with every class's probability."""
         model_round, cid, weights, bias = self._head()
         logits = self.embed(text).astype(np.float64) @ weights + bias
-        exp = np.exp(logits - logits.max())
-        probs = exp / exp.sum()
+        probs = softmax(logits, self.temperature)
         return Sentiment(
             label=self.labels[int(np.argmax(probs))],
             probabilities={
@@ -177,6 +215,8 @@ class FeedbackEntry:
     model_round: int
     model_cid: str
     created_at: float
+    decided_by: str = MODEL
+    resolves: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as the API and the live log show it."""
@@ -185,10 +225,29 @@ class FeedbackEntry:
             "record_id": self.record_id,
             "sentiment": {"label": self.label, "probabilities": self.probabilities},
             "decision": self.decision,
+            "decided_by": self.decided_by,
+            "resolves": self.resolves,
             "request_id": self.request_id,
             "model": {"round": self.model_round, "cid": self.model_cid},
             "created_at": self.created_at,
         }
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> FeedbackEntry:
+        """An entry read back from the ``feedback`` table."""
+        return cls(
+            r["seq"],
+            r["record_id"],
+            r["label"],
+            json.loads(r["probabilities"]),
+            r["decision"],
+            r["request_id"],
+            r["model_round"],
+            r["model_cid"],
+            r["created_at"],
+            r["decided_by"],
+            r["resolves"],
+        )
 
 
 class FeedbackLog:
@@ -207,8 +266,33 @@ class FeedbackLog:
         self.poll_s = poll_s
         self.stream_seconds = stream_seconds
         self._verified: dict[str, tuple[bool, str]] = {}
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the table, or rebuild one from before review rows existed (its CHECK
+        refuses ``review``; SQLite cannot alter a CHECK), keeping every entry."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'feedback'"
+            ).fetchone()
+            if row is None:
+                con.execute(f"CREATE TABLE feedback ({_COLUMNS})")
+            elif "'review'" not in row["sql"]:
+                con.execute("ALTER TABLE feedback RENAME TO feedback_before_review")
+                con.execute(f"CREATE TABLE feedback ({_COLUMNS})")
+                con.execute(
+                    f"INSERT INTO feedback ({_OLD_COLUMNS}) "
+                    f"SELECT {_OLD_COLUMNS} FROM feedback_before_review"
+                )
+                con.execute("DROP TABLE feedback_before_review")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(Path(self.db.path), timeout=30, isolation_level=None)
@@ -216,15 +300,24 @@ class FeedbackLog:
         return con
 
     def add(
-        self, record_id: str, sentiment: Sentiment, decision: str, request_id: str | None
+        self,
+        record_id: str,
+        sentiment: Sentiment,
+        decision: str,
+        request_id: str | None,
+        *,
+        decided_by: str = MODEL,
+        resolves: int | None = None,
     ) -> FeedbackEntry:
-        """Keep one decision; return it with its sequence number."""
+        """Keep one decision; return it with its sequence number. A person's decision on a
+        review row names it in ``resolves`` (unique: a row is settled once)."""
         now = time.time()
         con = self._connect()
         try:
             cur = con.execute(
                 "INSERT INTO feedback (record_id, label, probabilities, decision, request_id,"
-                " model_round, model_cid, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " model_round, model_cid, created_at, decided_by, resolves)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record_id,
                     sentiment.label,
@@ -234,9 +327,13 @@ class FeedbackLog:
                     sentiment.model_round,
                     sentiment.model_cid,
                     now,
+                    decided_by,
+                    resolves,
                 ),
             )
             seq = int(cur.lastrowid or 0)
+        except sqlite3.IntegrityError as exc:
+            raise FeedbackError(f"feedback {resolves} has already been decided") from exc
         finally:
             con.close()
         return FeedbackEntry(
@@ -249,7 +346,50 @@ class FeedbackLog:
             sentiment.model_round,
             sentiment.model_cid,
             now,
+            decided_by,
+            resolves,
         )
+
+    def get(self, seq: int) -> FeedbackEntry | None:
+        """One entry by sequence number."""
+        con = self._connect()
+        try:
+            row = con.execute("SELECT * FROM feedback WHERE seq = ?", (seq,)).fetchone()
+        finally:
+            con.close()
+        return None if row is None else FeedbackEntry.from_row(row)
+
+    def resolution(self, seq: int) -> FeedbackEntry | None:
+        """The person's decision that settled review row ``seq``, if any."""
+        con = self._connect()
+        try:
+            row = con.execute("SELECT * FROM feedback WHERE resolves = ?", (seq,)).fetchone()
+        finally:
+            con.close()
+        return None if row is None else FeedbackEntry.from_row(row)
+
+    def summary(self) -> dict[str, Any]:
+        """How rows were decided: the model's forget / keep / review counts, and how many
+        review rows a person has settled (and which way)."""
+        con = self._connect()
+        try:
+            rows = con.execute(
+                "SELECT decision, resolves IS NOT NULL AS human, COUNT(*) AS n FROM feedback"
+                " GROUP BY decision, human"
+            ).fetchall()
+        finally:
+            con.close()
+        model = {"forget": 0, "keep": 0, "review": 0}
+        human = {"forget": 0, "keep": 0}
+        for r in rows:
+            (human if r["human"] else model)[r["decision"]] += r["n"]
+        total = sum(model.values())
+        return {
+            "rows": total,
+            "model": model,
+            "reviewed": human,
+            "shares": {k: round(v / total, 4) if total else 0.0 for k, v in model.items()},
+        }
 
     def last_seq(self) -> int:
         """The newest entry's sequence number (0: none yet)."""
@@ -268,20 +408,7 @@ class FeedbackLog:
             ).fetchall()
         finally:
             con.close()
-        return [
-            FeedbackEntry(
-                r["seq"],
-                r["record_id"],
-                r["label"],
-                json.loads(r["probabilities"]),
-                r["decision"],
-                r["request_id"],
-                r["model_round"],
-                r["model_cid"],
-                r["created_at"],
-            )
-            for r in rows
-        ]
+        return [FeedbackEntry.from_row(r) for r in rows]
 
     def certificate_check(self, request: ForgetRequest) -> tuple[bool, str]:
         """Whether the request's certificate, fetched by CID, verifies and is this request's,
@@ -357,6 +484,19 @@ class Scorer(Protocol):
     """Anything that gives a text's sentiment (the global model; a fixed one in unit tests)."""
 
     def score(self, text: str) -> Sentiment: ...
+
+
+def valid_decider(value: object) -> str:
+    """The name a person signs a review decision with (any printable text, ≤ 100 chars;
+    never ``model``, which marks the model's own decisions)."""
+    if not isinstance(value, str) or not value.strip():
+        raise FeedbackError("decided_by is required: the name of the person who decides")
+    name = value.strip()
+    if len(name) > MAX_DECIDER_LENGTH or not name.isprintable():
+        raise FeedbackError(f"decided_by must be printable text of ≤ {MAX_DECIDER_LENGTH} chars")
+    if name == MODEL:
+        raise FeedbackError(f"decided_by {MODEL!r} is reserved for the model's own decisions")
+    return name
 
 
 @dataclass(frozen=True)

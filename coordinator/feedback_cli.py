@@ -98,6 +98,12 @@ def feedback(
             + ": "
             + ", ".join(f"{n} {label}" for label, n in sorted(labels.items()))
         )
+        decisions = Counter(r["decision"] for r in results)
+        click.echo(
+            f"decisions: {decisions['forget']} forget, {decisions['keep']} keep, "
+            f"{decisions['review']} review"
+            + (" (a person decides these in /dashboard)" if decisions["review"] else "")
+        )
         click.echo(f"forget requests: {len(requests)}")
         if finals:
             states = Counter(f["state"] for f in finals.values())

@@ -209,6 +209,7 @@ def probe(
     return {
         "status": "down" if problems else "ok",
         "problems": problems,
+        "duplicate_records": db.duplicate_records(),
         "serverapp": serverapp,
         "superlink": superlink,
         "connected_nodes": len(connected),
@@ -218,3 +219,16 @@ def probe(
         "store": content_store,
         "forgets_waiting": waiting,
     }
+
+
+def public_view(report: dict[str, Any]) -> dict[str, Any]:
+    """What ``/health`` tells a caller without the token: counts, never which node (its
+    address or Flower id) is connected nor which records several nodes hold."""
+    shown = dict(report)
+    nodes = shown.pop("nodes", None)
+    if isinstance(nodes, list):
+        shown["known_nodes"] = len(nodes)
+    duplicates = shown.get("duplicate_records")
+    if isinstance(duplicates, list):
+        shown["duplicate_records"] = len(duplicates)
+    return shown

@@ -150,6 +150,18 @@ def openapi_document(*, explorer: bool = True, feedback: bool = False) -> dict[s
             }
         },
         "/openapi.json": {"get": _read("This document", {"type": "object"})},
+        "/metrics": {
+            "get": {
+                "summary": "Rounds, stages, forgets, nodes, chain and store for Prometheus",
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(),
+                },
+            }
+        },
     }
     if explorer:
         paths["/explorer"] = {
@@ -279,17 +291,35 @@ def _feedback_paths() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "record_id": {
-                "type": "string", "minLength": 1, "maxLength": 256, "pattern": RECORD_ID_PATTERN
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "pattern": RECORD_ID_PATTERN,
             },
             "text": {"type": "string", "minLength": 1},
             "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
         },
     }
-    decided = {"type": "object", "required": ["record_id", "sentiment", "decision", "model"]}
+    decided = {
+        "type": "object",
+        "required": ["record_id", "sentiment", "decision", "decided_by", "model"],
+    }
+    decision_body = {
+        "type": "object",
+        "required": ["decision", "decided_by"],
+        "additionalProperties": False,
+        "properties": {
+            "decision": {"enum": ["forget", "keep"]},
+            "decided_by": {"type": "string", "minLength": 1, "maxLength": 100},
+            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+        },
+    }
     return {
         "/feedback": {
             "post": {
-                "summary": "Score a text with the current global model; forget per the policy",
+                "summary": (
+                    "Score a text with the current global model; forget, keep or send to review"
+                ),
                 "security": [{"bearer": []}],
                 "requestBody": {
                     "required": True,
@@ -306,6 +336,47 @@ def _feedback_paths() -> dict[str, Any]:
                         (415, "body is not JSON"),
                         (503, "no finalized global model yet"),
                     ),
+                },
+            }
+        },
+        "/feedback/{seq}/decision": {
+            "post": {
+                "summary": "A person decides a row the model sent to review (one click)",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "seq",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": decision_body}},
+                },
+                "responses": {
+                    "200": _json(decided, "kept, or its forget request already known"),
+                    "202": _json(decided, "a forget request was opened"),
+                    **_errors(
+                        (400, "bad JSON or fields"),
+                        (401, "missing or wrong bearer token"),
+                        (404, "no such feedback, or no node holds the record"),
+                        (409, "the row was not sent to review, or is already decided"),
+                    ),
+                },
+            }
+        },
+        "/feedback/summary": {
+            "get": {
+                "summary": "How many rows the model forgot, kept and sent to review",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["rows", "model", "reviewed", "shares"]},
+                        "the counts",
+                    ),
+                    **_errors((401, "missing or wrong bearer token")),
                 },
             }
         },

@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS forget_requests (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     history TEXT NOT NULL DEFAULT '[]',
-    receipt TEXT
+    receipt TEXT,
+    parent_id TEXT,
+    owners TEXT
 );
 CREATE INDEX IF NOT EXISTS forget_state ON forget_requests(state);
 CREATE TABLE IF NOT EXISTS rounds (
@@ -52,8 +54,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS record_index (
-    commitment TEXT PRIMARY KEY,
-    node_address TEXT NOT NULL
+    commitment TEXT NOT NULL,
+    node_address TEXT NOT NULL,
+    PRIMARY KEY (commitment, node_address)
 );
 CREATE TABLE IF NOT EXISTS control (
     key TEXT PRIMARY KEY,
@@ -87,6 +90,16 @@ class ForgetRequest:
     history: list[dict[str, Any]]
     receipt: dict[str, Any] | None = None
     """The owner node's receipt (``protocol.receipt``): the record's salts. Never public."""
+    parent_id: str | None = None
+    """For one owner's part of a record held by several nodes: the request it belongs to."""
+    owners: list[str] | None = None
+    """For a record held by several nodes: every holder. Each has its own part (a request
+    ``<id>@<address>`` on chain); this one completes only once every part has."""
+
+    @property
+    def is_split(self) -> bool:
+        """Whether this request is carried out by its parts, one per holder."""
+        return self.owners is not None
 
     def to_json(self, *, with_record_id: bool = True) -> dict[str, Any]:
         """The view served by ``GET /forget/<id>``; the record id and the receipt only for
@@ -96,29 +109,63 @@ class ForgetRequest:
         if with_record_id:
             shown["record_id"] = self.record_id
             shown["receipt"] = self.receipt
-        return shown | {
-            "state": self.state,
-            "reason": self.reason,
-            "node_address": self.node_address,
-            "certificate_cid": self.certificate_cid,
-            "new_model_hash": self.new_model_hash,
-            "round": self.round,
-            "tx": {
-                "request": self.request_tx,
-                "certify": self.certify_tx,
-                "complete": self.complete_tx,
-            },
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "history": self.history,
-        }
+        parts: dict[str, Any] = {}
+        if self.owners is not None:  # every holder's part, each with its own state
+            parts["owners"] = [
+                {"node_address": a, "request_id": part_id(self.request_id, a)} for a in self.owners
+            ]
+        if self.parent_id is not None:
+            parts["parent_id"] = self.parent_id
+        return (
+            shown
+            | parts
+            | {
+                "state": self.state,
+                "reason": self.reason,
+                "node_address": self.node_address,
+                "certificate_cid": self.certificate_cid,
+                "new_model_hash": self.new_model_hash,
+                "round": self.round,
+                "tx": {
+                    "request": self.request_tx,
+                    "certify": self.certify_tx,
+                    "complete": self.complete_tx,
+                },
+                "created_at": self.created_at,
+                "updated_at": self.updated_at,
+                "history": self.history,
+            }
+        )
 
 
 def _request(row: sqlite3.Row) -> ForgetRequest:
     fields = dict(row)
     fields["history"] = json.loads(fields["history"])
     fields["receipt"] = json.loads(fields["receipt"]) if fields.get("receipt") else None
+    fields["owners"] = json.loads(fields["owners"]) if fields.get("owners") else None
     return ForgetRequest(**fields)
+
+
+def part_id(request_id: str, node_address: str) -> str:
+    """The id of one holder's part of a request for a record several nodes hold; ``@`` is
+    never in a client's request id, so a part's id cannot be taken by a client first."""
+    return f"{request_id}@{node_address.lower()}"
+
+
+def _migrate_record_index(con: sqlite3.Connection) -> None:
+    """A database made when a commitment had one owner keeps its index, now keyed by both."""
+    keys = [r["name"] for r in con.execute("PRAGMA table_info(record_index)") if r["pk"]]
+    if keys != ["commitment"]:
+        return
+    con.executescript(
+        "BEGIN IMMEDIATE;"
+        "ALTER TABLE record_index RENAME TO record_index_one_owner;"
+        "CREATE TABLE record_index (commitment TEXT NOT NULL, node_address TEXT NOT NULL,"
+        " PRIMARY KEY (commitment, node_address));"
+        "INSERT INTO record_index SELECT commitment, node_address FROM record_index_one_owner;"
+        "DROP TABLE record_index_one_owner;"
+        "COMMIT;"
+    )
 
 
 class CoordinatorDB:
@@ -130,8 +177,10 @@ class CoordinatorDB:
         with self._connect() as con:
             con.executescript(_SCHEMA)
             columns = {r["name"] for r in con.execute("PRAGMA table_info(forget_requests)")}
-            if "receipt" not in columns:  # a database made before receipts
-                con.execute("ALTER TABLE forget_requests ADD COLUMN receipt TEXT")
+            for column in ("receipt", "parent_id", "owners"):  # a database made before them
+                if column not in columns:
+                    con.execute(f"ALTER TABLE forget_requests ADD COLUMN {column} TEXT")
+            _migrate_record_index(con)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -171,7 +220,8 @@ class CoordinatorDB:
                 return self.get_forget(request_id), False
             open_row = con.execute(
                 "SELECT request_id FROM forget_requests WHERE record_commitment=? AND state IN"
-                " ('received', 'dispatched', 'certified') ORDER BY created_at LIMIT 1",
+                " ('received', 'dispatched', 'certified') AND parent_id IS NULL"
+                " ORDER BY created_at LIMIT 1",
                 (record_commitment,),
             ).fetchone()
             if open_row is not None:  # the same record is already being forgotten
@@ -199,7 +249,7 @@ class CoordinatorDB:
         """The newest request for a record commitment, in any state (None if none)."""
         with self._connect() as con:
             row = con.execute(
-                "SELECT * FROM forget_requests WHERE record_commitment=?"
+                "SELECT * FROM forget_requests WHERE record_commitment=? AND parent_id IS NULL"
                 " ORDER BY created_at DESC, request_id DESC LIMIT 1",
                 (record_commitment,),
             ).fetchone()
@@ -285,6 +335,87 @@ class CoordinatorDB:
             con.execute("COMMIT")
         return True
 
+    def split_forget(self, request_id: str, owners: list[str]) -> list[ForgetRequest]:
+        """Give a received request one part per holder of its record (each asked, requested
+        on chain and certified on its own); the request itself waits for all of them.
+        Idempotent: a request already split keeps its parts."""
+        owners = sorted({a.lower(): a for a in owners}.values(), key=str.lower)
+        now = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute(
+                "SELECT * FROM forget_requests WHERE request_id=?", (request_id,)
+            ).fetchone()
+            if row is None:
+                con.execute("COMMIT")
+                raise KeyError(request_id)
+            if row["owners"] is None and row["state"] == "received":
+                for owner in owners:
+                    history = json.dumps([{"state": "received", "at": now}])
+                    con.execute(
+                        "INSERT OR IGNORE INTO forget_requests (request_id, record_id,"
+                        " record_commitment, state, node_address, created_at, updated_at,"
+                        " history, parent_id) VALUES (?, ?, ?, 'received', ?, ?, ?, ?, ?)",
+                        (
+                            part_id(request_id, owner),
+                            row["record_id"],
+                            row["record_commitment"],
+                            owner,
+                            now,
+                            now,
+                            history,
+                            request_id,
+                        ),
+                    )
+                reason = f"held by {len(owners)} nodes: each must forget it"
+                history = json.loads(row["history"])
+                history.append({"state": "dispatched", "at": now, "reason": reason})
+                con.execute(
+                    "UPDATE forget_requests SET state='dispatched', owners=?, reason=?,"
+                    " updated_at=?, history=? WHERE request_id=?",
+                    (json.dumps(owners), reason, now, json.dumps(history), request_id),
+                )
+            con.execute("COMMIT")
+        return self.parts_of(request_id)
+
+    def parts_of(self, request_id: str) -> list[ForgetRequest]:
+        """The per-holder parts of a split request, by holder address."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT * FROM forget_requests WHERE parent_id=? ORDER BY lower(node_address)",
+                (request_id,),
+            ).fetchall()
+        return [_request(row) for row in rows]
+
+    def settle_split(self) -> list[ForgetRequest]:
+        """Move every open split request on from its parts: completed once every holder's
+        part is (in the latest of their rounds), failed once all parts ended and one failed.
+        Return the requests that moved."""
+        moved = []
+        for req in self.list_forgets(OPEN_STATES):
+            if not req.is_split:
+                continue
+            parts = self.parts_of(req.request_id)
+            if not parts or any(p.state in OPEN_STATES for p in parts):
+                continue
+            failed = [p for p in parts if p.state == "failed"]
+            if failed:
+                reason = "; ".join(f"{p.node_address}: {p.reason}" for p in failed)
+                done = self.advance_forget(req.request_id, req.state, "failed", reason=reason)
+            else:
+                last = max(parts, key=lambda p: p.round or 0)
+                done = self.advance_forget(
+                    req.request_id,
+                    req.state,
+                    "completed",
+                    round=last.round,
+                    reason=None,
+                    complete_tx=last.complete_tx,
+                )
+            if done:
+                moved.append(self.get_forget(req.request_id))
+        return moved
+
     # -- rounds, nodes, record index ---------------------------------------------------
 
     def save_round(self, round_no: int, state: str, info: dict[str, Any]) -> None:
@@ -334,24 +465,41 @@ class CoordinatorDB:
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             con.execute("DELETE FROM record_index WHERE node_address=?", (node_address,))
+            # Several nodes may announce one commitment: each is an owner, none replaces another.
             con.executemany(
-                "INSERT OR REPLACE INTO record_index (commitment, node_address) VALUES (?,?)",
+                "INSERT OR IGNORE INTO record_index (commitment, node_address) VALUES (?,?)",
                 [(c, node_address) for c in commitments],
             )
             con.execute("COMMIT")
 
-    def record_owner(self, commitment: str) -> str | None:
-        """Address of the node that announced this record commitment, if any."""
+    def record_owners(self, commitment: str) -> list[str]:
+        """Addresses of every node that announced this record commitment, sorted."""
         with self._connect() as con:
-            row = con.execute(
-                "SELECT node_address FROM record_index WHERE commitment=?", (commitment,)
-            ).fetchone()
-        return None if row is None else str(row[0])
+            rows = con.execute(
+                "SELECT node_address FROM record_index WHERE commitment=?"
+                " ORDER BY lower(node_address)",
+                (commitment,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def record_count(self) -> int:
-        """How many record commitments are indexed."""
+        """How many distinct record commitments are indexed."""
         with self._connect() as con:
-            return int(con.execute("SELECT COUNT(*) FROM record_index").fetchone()[0])
+            return int(
+                con.execute("SELECT COUNT(DISTINCT commitment) FROM record_index").fetchone()[0]
+            )
+
+    def duplicate_records(self) -> list[dict[str, Any]]:
+        """Commitments announced by more than one node, with every holder: the operator's
+        to look at (a shared public record, or a node copying another's to take its forgets)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT commitment, GROUP_CONCAT(node_address, ' ') FROM record_index"
+                " GROUP BY commitment HAVING COUNT(*) > 1 ORDER BY commitment"
+            ).fetchall()
+        return [
+            {"commitment": r[0], "owners": sorted(str(r[1]).split(), key=str.lower)} for r in rows
+        ]
 
     # -- control -------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ def reconcile(
     """Align every request with the chain; return ``(request id, from, to)`` per move."""
     moves = []
     for req in db.list_forgets(("dispatched", "certified", "completed")):
+        if req.is_split:  # not on chain itself: its parts are, each reconciled here
+            continue
         chain = ledger.forget_state(keccak256(req.request_id.encode())).state
         if _RANK[req.state] <= _CHAIN_RANK[chain]:
             continue

@@ -20,13 +20,16 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from coordinator.deadline import StragglerRule
+from coordinator.metrics import count_round
 from coordinator.queue import CoordinatorDB, ForgetRequest
+from infra.logs import bind_round, log_context
+from protocol.canonical import canonical_json
 from protocol.commitments import Update, recover_leaf_signer
 from protocol.epoch import roster_epoch
 from protocol.errors import LedgerError, LetheError, ProtocolError
@@ -55,9 +58,9 @@ from protocol.typed_data import Domain
 if TYPE_CHECKING:
     from coordinator.config import CoordinatorConfig
     from coordinator.transport import Transport
-    from protocol.field import FixedPoint
     from protocol.ledger import Ledger, TxResult
-    from protocol.secure_sum import MaskedInput, Reveal, Roster
+    from protocol.recompute import Signed
+    from protocol.secure_sum import MaskedInput, Reveal, Roster, SumSettings
     from protocol.store import ContentStore
 
 logger = logging.getLogger("lethe.coordinator")
@@ -109,15 +112,20 @@ class RoundState:
     committed: dict[str, Committed] = field(default_factory=dict)
     """Address → accepted train reply (stage 1)."""
     roster: Roster | None = None
-    fixed_point: FixedPoint | None = None
+    settings: SumSettings | None = None
+    """The round's sum settings, derived from the chain as every node derives them."""
     envelopes: dict[str, dict[str, bytes]] = field(default_factory=dict)
     """Sender → recipient → sealed seed shares (stage 2)."""
     masked: dict[str, MaskedInput] = field(default_factory=dict)
-    """Sender → its masked vector, signed by it (stage 2)."""
+    """Sender → its masked vector (stage 2)."""
+    masked_signed: dict[str, Signed] = field(default_factory=dict)
+    """Sender → its masked vector's bytes and its signature on them (the transcript)."""
     agreements: dict[str, str] = field(default_factory=dict)
     """Sender → its signature on the sender set (stage 2)."""
     reveals: list[Reveal] = field(default_factory=list)
     """The senders' seed shares, each signed by its node (stage 3)."""
+    reveals_signed: dict[str, Signed] = field(default_factory=dict)
+    """Revealer → its reveal's bytes and signature (the transcript)."""
     manifest: RoundManifest | None = None
     manifest_cid: str = ""
     proposal: TxResult | None = None
@@ -402,12 +410,13 @@ class Coordinator:
         masked and signed, and seals Shamir shares of its mask seeds for every roster
         member; if some did not share but at least max(t, 3) did, those are asked once to
         agree to themselves alone (with the same masked vectors)."""
-        from protocol.field import FixedPoint
+        from protocol.recompute import Signed
         from protocol.secure_sum import (
             MIN_SENDERS,
             MaskedInput,
             Member,
             Roster,
+            SumSettings,
             default_threshold,
             order,
             roster_digest,
@@ -426,7 +435,13 @@ class Coordinator:
             threshold=default_threshold(len(chain)),
             members=tuple(Member(address, x, key) for address, (x, key) in chain),
         )
-        fixed_point = state.fixed_point = FixedPoint.for_parties(roster.n, self.config.clip)
+        # The code and the noise every node derives from the chain: nodes refuse any other.
+        settings = state.settings = SumSettings.for_round(
+            roster.n,
+            self.ledger.noise_scale(),
+            through_slice=state.through_slice,
+            n_total=state.n_total,
+        )
         roster_bytes = roster.to_bytes()
         expected = {m.node_id for m in roster.members}
         masked_with = order(state.committed)  # the first set each sender signs, and masks with
@@ -448,20 +463,23 @@ class Coordinator:
 
         def ask(senders: list[str]) -> None:
             """Ask the senders to sign ``senders`` and share; keep well-formed replies."""
+            commitments = canonical_json([asdict(self._node_update(state, a)) for a in senders])
             requests: dict[int, StageMessage] = {
                 state.committed[a].node: ShareRequest(
                     **state.base(),
                     model_hash=state.committed[a].reply.model_hash,
                     n_total=state.n_total,
-                    clip=fixed_point.clip,
-                    frac_bits=fixed_point.frac_bits,
+                    clip=settings.clip,
+                    frac_bits=settings.frac_bits,
                     senders=senders,
                     roster=roster_bytes,
+                    commitments=commitments,
                 )
                 for a in senders
             }
-            digest = sender_set_digest(roster, senders, state.n_total)
+            digest = sender_set_digest(roster, senders, settings)
             state.envelopes, state.agreements, state.masked = {}, {}, {}
+            state.masked_signed = {}
             for node, reply in self._exchange(
                 requests, ShareReply, self.config.stage_timeout_s, answering_as=state.addresses()
             ).items():
@@ -479,6 +497,9 @@ class Coordinator:
                     state.envelopes[reply.address] = reply.envelopes
                     state.agreements[reply.address] = reply.signature
                     state.masked[reply.address] = masked
+                    state.masked_signed[reply.address] = Signed(
+                        reply.masked, reply.masked_signature
+                    )
 
         senders = sorted(state.committed, key=str.lower)
         ask(senders)
@@ -508,6 +529,7 @@ class Coordinator:
     def aggregate_stage(self, state: RoundState) -> None:
         """Stage 3: each sender opens the envelopes addressed to it and signs its shares of the
         seeds that unmask the sum (after checking every sender's signature on the set)."""
+        from protocol.recompute import Signed
         from protocol.secure_sum import Reveal
 
         assert state.roster is not None
@@ -541,6 +563,7 @@ class Coordinator:
             elif address not in seen:
                 seen.add(address)
                 state.reveals.append(revealed)
+                state.reveals_signed[address] = Signed(reply.reveal, reply.signature)
         if len(state.reveals) < state.roster.threshold:
             raise RoundFailed(
                 f"round {state.round}: {len(state.reveals)} reveals, "
@@ -548,24 +571,22 @@ class Coordinator:
             )
 
     def publish_stage(self, state: RoundState) -> None:
-        """Reconstruct the weighted sum, add the publication noise, store model and manifest
-        by CID, propose on chain."""
+        """Unmask the (noisy) weighted sum, store model and manifest by CID. The manifest
+        carries the round's transcript, so every node and anyone else recomputes the same
+        model from it (``protocol.recompute``); the coordinator never holds an exact sum."""
         from protocol.model import model_bytes
-        from protocol.publication import published_model
+        from protocol.recompute import Transcript, global_model
 
-        assert state.roster is not None and state.fixed_point is not None
-        roster, senders = state.roster, state.senders
+        assert state.roster is not None and state.settings is not None
+        roster, senders, settings = state.roster, state.senders, state.settings
         n_senders = sum(state.committed[s].reply.n_samples for s in senders)
-        total = published_model(
-            self._reconstruct(
-                roster,
-                {s: state.masked[s] for s in senders},
-                state.reveals,
-                state.fixed_point,
-                state.n_total,
-                n_senders,
-            ),
-            self.config.publish_noise,
+        total = global_model(
+            roster,
+            {s: state.masked[s] for s in senders},
+            state.reveals,
+            settings.fixed_point,
+            settings.n_total,
+            n_senders,
         )
         responders = sorted((r.node_id for r in state.reveals), key=str.lower)
         global_bytes = model_bytes(total)
@@ -578,16 +599,7 @@ class Coordinator:
                 {"address": m.node_id, "x": m.x, "public_key": _hex(m.public_key)}
                 for m in roster.members
             ],
-            updates=[
-                NodeUpdate(
-                    s,
-                    state.committed[s].reply.model_hash,
-                    state.committed[s].reply.n_samples,
-                    state.committed[s].reply.signature,
-                    _roots_hex(state.committed[s].reply.slice_roots),
-                )
-                for s in senders
-            ],
+            updates=[self._node_update(state, s) for s in senders],
             responders={
                 "train": sorted(state.committed, key=str.lower),
                 "share": senders,
@@ -597,10 +609,27 @@ class Coordinator:
             global_model_cid=model_cid,
             global_model_hash=_hex(keccak256(global_bytes)),
             n_total=n_senders,
-            fixed_point={"clip": state.fixed_point.clip, "frac_bits": state.fixed_point.frac_bits},
+            fixed_point={"clip": settings.clip, "frac_bits": settings.frac_bits},
             forget_requests=[r.request_id for r in state.forgets],
+            transcript=Transcript(
+                masked={s: state.masked_signed[s] for s in senders},
+                agreements={s: state.agreements[s] for s in senders},
+                reveals=dict(state.reveals_signed),
+            ).to_json(),
         )
         state.manifest_cid = self.store.put(manifest.to_bytes())
+
+    @staticmethod
+    def _node_update(state: RoundState, address: str) -> NodeUpdate:
+        """A committed node's signed update, as the manifest and the share request list it."""
+        reply = state.committed[address].reply
+        return NodeUpdate(
+            address,
+            reply.model_hash,
+            reply.n_samples,
+            reply.signature,
+            _roots_hex(reply.slice_roots),
+        )
 
     def approve_stage(self, state: RoundState) -> None:
         """Stage 4: the nodes that aggregated check the round's content and sign its approval;
@@ -680,7 +709,7 @@ class Coordinator:
             state.approvals[reply.address] = reply
         return replies
 
-    def record(self, state: RoundState) -> RoundOutcome:
+    def record(self, state: RoundState, stages: dict[str, float] | None = None) -> RoundOutcome:
         """Read the round's fate from the chain and save it in the database."""
         manifest, proposal = state.manifest, state.proposal
         assert manifest is not None and proposal is not None and state.roster is not None
@@ -705,6 +734,7 @@ class Coordinator:
             "accuracy": float(np.mean(accuracies)) if accuracies else None,
             "forget_requests": manifest.forget_requests,
             "seconds": round(time.monotonic() - state.started, 3),
+            "stage_seconds": {name: round(s, 3) for name, s in (stages or {}).items()},
         }
         self.db.save_round(state.round, "finalized" if on_chain.finalized else "proposed", info)
         acc = "n/a" if info["accuracy"] is None else f"{info['accuracy']:.3f}"
@@ -722,6 +752,20 @@ class Coordinator:
         forgets: Sequence[ForgetRequest] = (),
         require_change: bool = False,
     ) -> RoundOutcome:
+        """:meth:`_run_round`, its outcome counted for ``GET /metrics``, its log lines
+        naming the round and the forget requests it carries."""
+        with (
+            count_round(self.db, RoundFailed, RoundFutile),
+            log_context(request_ids=[r.request_id for r in forgets]),
+        ):
+            return self._run_round(through_slice, forgets, require_change)
+
+    def _run_round(
+        self,
+        through_slice: int | None,
+        forgets: Sequence[ForgetRequest],
+        require_change: bool,
+    ) -> RoundOutcome:
         """Run one secure round end to end and record it; RoundFailed if too few answer.
 
         With ``require_change`` (forget rounds), the round stops after ``train`` with
@@ -729,6 +773,7 @@ class Coordinator:
         unchanged models is never shared nor proposed.
         """
         round_no = self.ledger.last_round() + 1  # the contract takes only the next round
+        bind_round(round_no)
         state = RoundState(self.fed, round_no, through_slice, forgets)
         label = "all slices" if through_slice is None else f"slices 1..{through_slice + 1}"
         self.report(f"round {state.round}: training ({label})")
@@ -754,7 +799,7 @@ class Coordinator:
             began = time.monotonic()
             stage(state)
             timings[name] = time.monotonic() - began
-        outcome = self.record(state)
+        outcome = self.record(state, stages=timings)
         logger.info(
             "round %d: stages %s",
             state.round,
@@ -793,39 +838,37 @@ class Coordinator:
             for r in self.db.list_forgets(("certified",))
         )
 
-    @staticmethod
-    def _reconstruct(
-        roster: Roster,
-        masked: dict[str, MaskedInput],
-        reveals: list[Reveal],
-        fixed_point: FixedPoint,
-        n_total: int,
-        n_senders: int,
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Σ (n_i/N)·w_i over the senders, renormalised if some committed nodes never shared."""
-        from protocol.secure_sum import reconstruct_sum
-
-        total = reconstruct_sum(roster, masked, reveals, fixed_point)
-        if n_senders != n_total:
-            total = total * (n_total / n_senders)
-        return np.asarray(total, dtype=np.float32)
-
     # -- forget requests ----------------------------------------------------------------
 
     def _request_on_chain(self, req: ForgetRequest) -> None:
         """Open the request on chain, naming the node that announced the record's commitment
-        (only that node may then certify it)."""
+        (only that node may then certify it); a record several nodes announced gets one
+        request per holder (``CoordinatorDB.split_forget``), none silently dropped."""
         from protocol.ledger import ContractRevert
 
-        owner = self.db.record_owner(req.record_commitment)
-        if owner is None:
-            self.db.advance_forget(
-                req.request_id, "received", "failed", reason="no node holds this record"
-            )
-            return
+        if req.parent_id is not None:  # one holder's part: that holder, as split
+            owner = req.node_address or ""
+        else:
+            owners = self.db.record_owners(req.record_commitment)
+            if not owners:
+                self.db.advance_forget(
+                    req.request_id, "received", "failed", reason="no node holds this record"
+                )
+                return
+            if len(owners) > 1:  # every holder forgets: one request on chain for each
+                parts = self.db.split_forget(req.request_id, owners)
+                self.report(
+                    f"forget {req.request_id}: record held by {len(owners)} nodes "
+                    f"({', '.join(owners)}); one request for each"
+                )
+                for part in parts:
+                    if part.state == "received":
+                        self._request_on_chain(part)
+                return
+            owner = owners[0]
         try:
             tx: str | None = self.ledger.request_forget(
-                keccak256(req.request_id.encode()),
+                req.request_id,  # its text goes on chain: the owner can act on the event alone
                 bytes.fromhex(req.record_commitment[2:]),
                 owner,
             ).tx_hash
@@ -867,8 +910,9 @@ class Coordinator:
         received = self.db.list_forgets(("received",))[:batch]
         for req in received:
             self._request_on_chain(req)
-        dispatched = self.db.list_forgets(("dispatched",))[:batch]
+        dispatched = [r for r in self.db.list_forgets(("dispatched",)) if not r.is_split][:batch]
         certified = self.db.list_forgets(("certified",))
+        self._settle_split()
         if not (dispatched or certified):
             self._backoff_s = 0.0
             return False
@@ -891,11 +935,17 @@ class Coordinator:
         self._mark_owners()
         if outcome.finalized and outcome.manifest is not None:
             self._complete(outcome.round, outcome.manifest)
+        self._settle_split()
         if self.db.list_forgets(("dispatched", "certified")):
             self._back_off(connected, "requests still open after the round")
         else:
             self._backoff_s, self._retry_at = 0.0, 0.0
         return True
+
+    def _settle_split(self) -> None:
+        """Complete (or fail) a record held by several nodes once every holder's part has."""
+        for req in self.db.settle_split():
+            self.report(f"forget {req.request_id}: {req.state} for every holder ({req.reason})")
 
     def _back_off(self, connected: frozenset[int], why: str) -> None:
         """Wait longer before the next forget round, and say so (log and ``/health``)."""
@@ -919,6 +969,8 @@ class Coordinator:
         from rounds for ``owner_offline_s``; clear it when the owner commits again."""
         now = time.time()
         for req in self.db.list_forgets(("dispatched", "certified")):
+            if req.is_split:  # its parts say which holder is missing
+                continue
             owner = (req.node_address or "").lower()
             if owner in self.last_committed:
                 self._absent_since.pop(owner, None)

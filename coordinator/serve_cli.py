@@ -11,7 +11,6 @@ from coordinator.config import ConfigError, CoordinatorConfig
 from coordinator.queue import CoordinatorDB
 from infra.options import chain_options, store_option
 from protocol.federation import DEFAULT_SHARDS, DEFAULT_SLICES
-from protocol.publication import DEFAULT_SIGMA
 
 if TYPE_CHECKING:
     from coordinator.feedback import FeedbackService
@@ -75,8 +74,10 @@ def _feedback(config: CoordinatorConfig, db: CoordinatorDB) -> "FeedbackService"
 
     store = open_store(config.store)
     return FeedbackService(
-        scorer=GlobalModelScorer(db, store, labels=config.labels),
-        policy=FeedbackPolicy(config.feedback_forget_on),
+        scorer=GlobalModelScorer(
+            db, store, labels=config.labels, temperature=config.feedback_temperature
+        ),
+        policy=FeedbackPolicy(config.feedback_forget_on, config.feedback_tau),
         log=FeedbackLog(db, store),
     )
 
@@ -94,9 +95,9 @@ def _health(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], dict[s
 
 def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]:
     """The explorer page: the audit's verdicts, kept current block by block and cached."""
-    from coordinator.explorer import LiveExplorer
     from protocol.ledger import Ledger
     from protocol.store import open_store
+    from verifier.explorer import LiveExplorer
 
     ledger = Ledger(config.rpc_url, config.contract, deployment_block=config.deployment_block)
     return LiveExplorer(ledger, open_store(config.store), db)
@@ -134,18 +135,25 @@ def _explorer(config: CoordinatorConfig, db: CoordinatorDB) -> Callable[[], str]
     help="SISA shards per node (every node must have as many).",
 )
 @click.option(
-    "--publish-noise",
-    type=click.FloatRange(0, 10),
-    default=DEFAULT_SIGMA,
-    show_default=True,
-    help="σ of the noise on each published global model, so that the models around a "
-    "forget do not point at the record (README, 'What an observer learns'); 0: exact.",
-)
-@click.option(
     "--feedback-forget",
     default="negative,neutral",
     show_default=True,
-    help="POST /feedback forgets the record when the global model gives one of these labels.",
+    help="POST /feedback counts these labels' probability for forgetting the record.",
+)
+@click.option(
+    "--feedback-tau",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.8,
+    show_default=True,
+    help="The model forgets when P(forget labels) ≥ τ, keeps when P(others) ≥ τ, and sends "
+    "the row to a person for review otherwise (0.5: never review).",
+)
+@click.option(
+    "--feedback-temperature",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Logit temperature of the feedback scorer (make bench-sentiment fits one).",
 )
 def configure(
     out: str,
@@ -158,8 +166,9 @@ def configure(
     db: str,
     slices: int,
     shards: int,
-    publish_noise: float,
     feedback_forget: str,
+    feedback_tau: float,
+    feedback_temperature: float,
 ) -> None:
     """Write the coordinator's config, an API token and the federation's record key beside
     it (each kept if it exists)."""
@@ -187,8 +196,9 @@ def configure(
         slices=slices,
         shards=shards,
         deployment_block=deployment_block,
-        publish_noise=publish_noise,
         feedback_forget_on=tuple(x.strip() for x in feedback_forget.split(",") if x.strip()),
+        feedback_tau=feedback_tau,
+        feedback_temperature=feedback_temperature,
     )
     try:
         config.validate()

@@ -9,13 +9,19 @@ platform it cannot run on.
 """
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
 
+from infra import logs
+from infra.logs import log_context
+
 ACCESS_LOG = "lethe.api.access"
+_FORGET_PATH = re.compile(r"/forget/([A-Za-z0-9._-]{1,64})(?:/receipt)?")
+"""A forget request's own routes: their lines name it (only well-formed ids)."""
 # Bodies up to this size reach the app (which answers a JSON 413 past 4 KiB); past it
 # waitress refuses the request itself, before buffering more.
 SERVER_BODY_LIMIT = 1 << 20
@@ -38,18 +44,20 @@ def access_log(app: Callable[..., Iterable[bytes]], logger: logging.Logger) -> C
             status[0] = code.split(" ", 1)[0]
             return start_response(code, headers, exc_info)
 
+        path = environ.get("PATH_INFO", "").encode("unicode_escape").decode("ascii")
+        named = _FORGET_PATH.fullmatch(path)
         try:
             return app(environ, recording)
         finally:
-            path = environ.get("PATH_INFO", "").encode("unicode_escape").decode("ascii")
-            logger.info(
-                '%s "%s %s" %s %.3fs',
-                environ.get("REMOTE_ADDR", "-"),
-                environ.get("REQUEST_METHOD", "-"),
-                path[:300],
-                status[0],
-                time.perf_counter() - started,
-            )
+            with log_context(request_ids=[named[1]] if named else ()):
+                logger.info(
+                    '%s "%s %s" %s %.3fs',
+                    environ.get("REMOTE_ADDR", "-"),
+                    environ.get("REQUEST_METHOD", "-"),
+                    path[:300],
+                    status[0],
+                    time.perf_counter() - started,
+                )
 
     return logged
 
@@ -75,7 +83,7 @@ def create_server(app: Flask, host: str, port: int, *, threads: int = 8) -> Any:
 
 def serve(app: Flask, host: str, port: int, *, threads: int = 8) -> None:
     """Serve ``app`` on waitress until interrupted, logging every request to stderr."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure("api", "%(asctime)s %(name)s %(message)s")
     server = create_server(app, host, port, threads=threads)
     logging.getLogger(ACCESS_LOG).info("serving on http://%s:%s", host, server.effective_port)
     try:

@@ -17,7 +17,7 @@ from coordinator.health import Heartbeat
 from coordinator.queue import CoordinatorDB
 from coordinator.rounds import Coordinator
 from coordinator.transport import FlowerTransport
-from infra import flower
+from infra import flower, logs
 
 app = ServerApp()
 
@@ -38,10 +38,10 @@ def main(grid: Grid, context: Context) -> None:
     config = CoordinatorConfig.load(str(context.run_config["coordinator-config"]))
     # The ServerApp's stdout goes to Flower's log stream; keep a file beside the queue too.
     handler = logging.FileHandler(Path(config.db).with_name("coordinator.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(logs.formatter("coordinator", "%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("lethe").addHandler(handler)
     logging.getLogger("lethe").setLevel(logging.INFO)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="[lethe] %(message)s")
+    logs.configure("coordinator", "[lethe] %(message)s", stream=sys.stdout)
     # httpx logs every request at INFO: with replies pulled every poll_s that was ~20
     # lines a second, each one shipped to the SuperLink's log store by another request.
     for chatty in ("httpx", "httpcore"):

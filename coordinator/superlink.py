@@ -1,6 +1,6 @@
 """Run Flower's real SuperLink, accepting SuperNode heartbeats down to 1 s.
 
-flwr 1.41 refuses a heartbeat interval under 10 s, and counts a node offline only
+flwr (1.42, as 1.41) refuses a heartbeat interval under 10 s, and counts a node offline only
 2 × interval after its last one: a killed node then holds every pending message for up
 to 20 s (``train`` waits for it; later stages cut it off sooner, ``coordinator.deadline``).
 This entry point runs the unmodified ``flower-superlink`` command line with only that

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The federation owner's desk, DEVELOPMENT ONLY (anvil's public dev account 0 signs).
+# The federation owner's desk, DEVELOPMENT ONLY (a dev chain: funding is anvil_setBalance).
+# The owner's key is generated here, in this container's own volume, never a published
+# development account: a participant knowing the owner key could admit Sybils, set the
+# quorum to 1 or remove honest nodes.
 # 1. A CA and the SuperLink's TLS certificate: the CA key stays in this container's own
 #    volume, the certificate and its key go to the coordinator's TLS volume only, the CA
 #    certificate to the public volume everyone reads.
@@ -29,11 +32,15 @@ fi
 until python -c "import sys; from launcher.devnet import rpc_ready; sys.exit(not rpc_ready('$LETHE_RPC_URL'))"; do
   sleep 1
 done
+owner=$(python /app/docker/keys.py eth /owner/key)
+LETHE_PRIVATE_KEY=$(cat /owner/key/eth.key)
+export LETHE_PRIVATE_KEY
 until [ -s /requests/coordinator/address ]; do sleep 1; done
 coordinator=$(cat /requests/coordinator/address)
 if [ ! -f /public/deployment.json ]; then
+  python /app/docker/fund.py "$owner"
   python /app/docker/fund.py "$coordinator"
-  lethe deploy --rpc "$LETHE_RPC_URL" --dev-account 0 --coordinator "$coordinator" \
+  lethe deploy --rpc "$LETHE_RPC_URL" --coordinator "$coordinator" \
     --out /owner/deployment.json
   install -m 0644 /owner/deployment.json /public/deployment.json
 fi

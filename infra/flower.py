@@ -1,6 +1,6 @@
 """Every Flower internal Lethe relies on, in one guarded place.
 
-Flower 1.41's public API paces a loopback federation by sleeps (the SuperNode idles 3 s
+Flower's public API (1.42, as 1.41) paces a loopback federation by sleeps (the SuperNode idles 3 s
 between pulls, objects are pulled with a 1 s first back-off) and runs a ClientApp in a
 fresh process per message. Lethe shortens those waits and keeps one ClientApp process
 warm, which needs Flower's private modules. They are touched only here, each named in
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lethe.flower")
 
-PINNED = "1.41.0"
+PINNED = "1.42.0"
 """The flwr version whose internals this module was written against (as pyproject pins)."""
 
 SUPERNODE_LOOP = "flwr.supernode.start_client_internal"

@@ -8,6 +8,7 @@ import click
 
 from infra.net import port_free
 from infra.options import deployment_option
+from infra.workdir import WorkDir
 from launcher.devnet import (
     DEFAULT_STATE_FILE,
     DEV_CHAIN_ID,
@@ -16,6 +17,7 @@ from launcher.devnet import (
     is_dev_key,
     save_devnet_info,
 )
+from launcher.invite_cli import workdir_option
 from protocol.errors import LetheError
 from protocol.ledger import (
     PRIVATE_KEY_ENV,
@@ -177,6 +179,14 @@ def deploy(
 @click.option("--coordinator", help="Admit (or replace) the coordinator.")
 @click.option("--node", "nodes", multiple=True, help="Admit a node (repeatable).")
 @click.option("--quorum", type=click.IntRange(min=0), help="Set the quorum (0 = ⌈2n/3⌉).")
+@click.option(
+    "--noise",
+    type=click.FloatRange(0, 0.5),
+    help="Set σ of the noise the nodes add inside every later round's secure sum "
+    "(model units per coordinate of the global model; README, 'Noise inside the sum').",
+)
+@workdir_option
+@click.argument("request", type=click.Path(path_type=Path, dir_okay=False), required=False)
 def admit(
     rpc: str | None,
     key: str | None,
@@ -185,10 +195,32 @@ def admit(
     coordinator: str | None,
     nodes: tuple[str, ...],
     quorum: int | None,
+    noise: float | None,
+    workdir: Path | None,
+    request: Path | None,
 ) -> None:
-    """As the contract owner: admit the coordinator and nodes, set the quorum."""
-    if coordinator is None and not nodes and quorum is None:
-        raise click.UsageError("nothing to do: give --coordinator, --node or --quorum")
+    """As the contract owner: admit the coordinator and nodes, set the quorum and the noise.
+
+    With REQUEST (the file `lethe-node join --invite` printed): check its one-time code
+    and signature, admit its address, register its SuperNode key if the invitation said
+    so, and send it the federation's record key sealed to its share key (the work
+    directory's federation, see `lethe invite`).
+    """
+    if request is not None:
+        from launcher.invite_cli import admit_request
+
+        if coordinator is not None or nodes or quorum is not None or noise is not None:
+            raise click.UsageError(
+                "give REQUEST alone, or --coordinator / --node / --quorum / --noise"
+            )
+        place = WorkDir.resolve(workdir)
+        rpc_url = place.rpc_url() or _resolve_rpc(rpc)
+        admit_request(request, workdir, _resolve_key(key, dev_account, rpc_chain_id(rpc_url)))
+        return
+    if coordinator is None and not nodes and quorum is None and noise is None:
+        raise click.UsageError(
+            "nothing to do: give REQUEST, or --coordinator, --node, --quorum or --noise"
+        )
     try:
         deployment = Deployment.load(deployment_file)
         if rpc is None and deployment.chain_id == DEV_CHAIN_ID:
@@ -204,6 +236,8 @@ def admit(
             click.echo(f"node {node}: tx {ledger.admit_node(node).tx_hash}")
         if quorum is not None:
             click.echo(f"quorum {quorum}: tx {ledger.set_quorum(quorum).tx_hash}")
+        if noise is not None:
+            click.echo(f"noise σ {noise}: tx {ledger.set_noise_scale(noise).tx_hash}")
     except (LetheError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from coordinator.workdir import DEFAULT_WORKDIR
+from infra.workdir import DEFAULT_WORKDIR
 from protocol.federation import DEFAULT_SLICES
 
 

@@ -164,9 +164,9 @@ def _stakes(federation: Any) -> None:
 
 def _audit(federation: Any) -> None:
     """Replay the chain's events and check every round and forget against the store."""
-    from coordinator.audit import audit
     from protocol.ledger import Ledger
     from protocol.store import LocalStore
+    from verifier.audit import audit
 
     ledger = Ledger(
         federation.devnet.rpc_url,

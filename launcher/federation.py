@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +96,8 @@ class NodeHandle:
     config_path: Path
     config: NodeRunConfig
     child: Child | None = None
+    metrics_port: int = 0
+    """Where its ``/metrics`` are served on 127.0.0.1 (chosen at its first start)."""
 
 
 class LocalFederation:
@@ -145,6 +147,11 @@ class LocalFederation:
         fresh = not deployment_file.exists()
         if not fresh:
             self.deployment = Deployment.load(deployment_file)
+            if self.deployment.rpc_url != self.devnet.rpc_url:
+                # federation.json is the record of where anvil runs now; this copy is kept
+                # current for tools given only the deployment file (LETHE_DEPLOYMENT)
+                self.deployment = replace(self.deployment, rpc_url=self.devnet.rpc_url)
+                self.deployment.save(deployment_file)
         else:
             self.deployment = deploy(
                 self.devnet.rpc_url, owner.private_key, coordinator=coordinator.address
@@ -425,6 +432,7 @@ class LocalFederation:
         self, node: NodeHandle, *, command: Sequence[str] = (str(BIN / "lethe-node"),)
     ) -> None:
         """Start (or restart) one node's SuperNode and worker (``command run …``)."""
+        node.metrics_port = node.metrics_port or free_port()
         node.child = self.group.start(
             node.config.name,
             [
@@ -435,6 +443,8 @@ class LocalFederation:
                 "--superlink",
                 self.superlink_address,
                 "--insecure",
+                "--metrics-port",
+                str(node.metrics_port),
                 *[arg for app in self.spec.allowed_apps for arg in ("--allow-app", app)],
             ],
             env=_env(
@@ -638,7 +648,14 @@ def describe(federation: LocalFederation) -> str:
             "superlink": federation.superlink_address,
             "api": federation.api_url,
             "store": str(federation.workdir / "store"),
-            "nodes": [{"name": n.config.name, "address": n.address} for n in federation.nodes],
+            "nodes": [
+                {
+                    "name": n.config.name,
+                    "address": n.address,
+                    "metrics": f"http://127.0.0.1:{n.metrics_port}/metrics",
+                }
+                for n in federation.nodes
+            ],
         },
         indent=2,
     )

@@ -2,7 +2,7 @@
 
 import click
 
-from protocol.lazycli import LazyGroup
+from infra.lazycli import LazyGroup
 
 COMMANDS = {
     "ingest": "node.commands:ingest",
@@ -11,11 +11,12 @@ COMMANDS = {
     "info": "node.commands:info",
     "records": "node.records_cli:records",
     "run": "node.run_cli:run",
-    "join": "node.run_cli:join",
+    "join": "node.join_cli:join",
     "stake": "node.stake_cli:stake",
     "unstake": "node.stake_cli:unstake",
     "rewards": "node.stake_cli:rewards",
     "claim": "node.stake_cli:claim",
+    "approve": "node.approve_cli:approve",
 }
 
 

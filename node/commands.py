@@ -120,7 +120,10 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     "--test-limit", type=click.IntRange(min=0), help="With --default: a sample of N test records."
 )
 @click.option(
-    "--federation", default="lethe", show_default=True, envvar="LETHE_FEDERATION",
+    "--federation",
+    default="lethe",
+    show_default=True,
+    envvar="LETHE_FEDERATION",
     help="Federation id: salts shard/slice assignment and seeds [env LETHE_FEDERATION].",
 )
 @click.option("--node-id", help="Seeds this node's training [default: node-i from --partition].")
@@ -398,11 +401,14 @@ def _result_json(result: ForgetResult, key: str | None) -> dict[str, Any]:
 @db_option
 @click.argument("record_ids", nargs=-1, required=True)
 @click.option(
-    "--request-id", "request_ids", multiple=True,
+    "--request-id",
+    "request_ids",
+    multiple=True,
     help="One per record id, in order [default: each record's commitment].",
 )
 @click.option(
-    "--key", envvar=PRIVATE_KEY_ENV,
+    "--key",
+    envvar=PRIVATE_KEY_ENV,
     help=f"Node's hex private key, to sign the certificates [env {PRIVATE_KEY_ENV}].",
 )
 def forget(

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
+from infra import logs
 from infra.net import free_port
 from infra.options import chain_options, store_option
 from node.keeper import SuperNodeKeeper
-from node.runtime import CONFIG_KEY, NodeRunConfig
+from node.runtime import CONFIG_KEY, NodeRunConfig, NodeRuntime
 
 
 @click.command()
@@ -49,6 +50,18 @@ from node.runtime import CONFIG_KEY, NodeRunConfig
     show_default="a free port",
     help="Port of the SuperNode's local Runtime API (127.0.0.1 only).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics (answers, refusals, retrain seconds, forgets, stake, "
+    "rewards) at http://HOST:PORT/metrics [default: none].",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics are served on (0.0.0.0 in a container a scraper reaches).",
+)
 def run(
     config_path: str,
     superlink: str,
@@ -57,8 +70,11 @@ def run(
     auth_key: str | None,
     runtime_port: int,
     extra_apps: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Start the SuperNode (process isolation) and serve its ClientApp tasks in this process."""
+    from node.forget_watch import ForgetWatcher
     from node.worker import AppSpecError, WorkerConfig, parse_app, serve
 
     config = NodeRunConfig.load(config_path)
@@ -88,17 +104,34 @@ def run(
     argv += ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
     if auth_key:
         argv += ["--auth-supernode-private-key", str(Path(auth_key).resolve())]
-    logging.basicConfig(level=logging.INFO, format=f"[{config.name}] %(message)s")
+    logs.configure(config.name, f"[{config.name}] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     click.echo(f"{config.name}: SuperNode → {superlink}, Runtime API 127.0.0.1:{port}")
+    if metrics_port is not None:
+        _serve_metrics(config, metrics_host, metrics_port)
     # Started again whenever it ends (e.g. its auth key was not registered yet).
     supernode = SuperNodeKeeper(
         argv, env={**os.environ}, log=lambda line: click.echo(f"{config.name}: {line}")
     ).start()
+    # Forget requests naming this node are answered from the chain too, dispatched or not.
+    watcher = ForgetWatcher(NodeRuntime(config)).start()
     try:
         serve(WorkerConfig(f"127.0.0.1:{port}", extra_apps=apps))
     finally:
+        watcher.stop()
         supernode.stop()
+
+
+def _serve_metrics(config: NodeRunConfig, host: str, port: int) -> None:
+    from node.metrics import serve_metrics
+    from node.runtime import NodeRuntime
+
+    runtime = NodeRuntime(config)
+    try:
+        serve_metrics(port, host, ledger=lambda: runtime.ledger, address=runtime.address)
+    except OSError as exc:
+        raise click.UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+    click.echo(f"{config.name}: metrics at http://{host}:{port}/metrics")
 
 
 @click.command()
@@ -144,7 +177,6 @@ def join(
 
     The node must already be admitted by the contract owner (`lethe admit --node ADDR`).
     """
-    from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.envelope import generate_private_key, private_key_bytes
     from protocol.errors import LetheError

@@ -108,9 +108,7 @@ def epochs_per_slice(epochs: int, slices: int) -> int:
     return max(1, round(2 * epochs / (slices + 1)))
 
 
-def seed_for(
-    federation_id: str, node_id: str, shard: int, slice_: int, epoch: bytes = b""
-) -> int:
+def seed_for(federation_id: str, node_id: str, shard: int, slice_: int, epoch: bytes = b"") -> int:
     """The mini-batch order seed of one slice step under a roster ``epoch`` (empty: none)."""
     digest = keccak256(
         _SEED_DOMAIN
@@ -191,6 +189,17 @@ def _deterministic_torch() -> Iterator[Any]:
         torch.set_num_threads(threads)
 
 
+def balanced_weights(labels: npt.NDArray[np.int64], classes: int) -> npt.NDArray[np.float32]:
+    """Per-class loss weights ``n / (C · n_c)`` of the rows a step trains on (0 for a class
+    without rows): a pure function of those rows, so a retrain without a record recomputes
+    exactly the weights a training from scratch without it uses."""
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(classes, dtype=np.float64)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights.astype(np.float32)
+
+
 def train_head(
     vector: Vector,
     features: npt.NDArray[np.float32],
@@ -201,12 +210,14 @@ def train_head(
     learning_rate: float,
     l2: float,
     seed: int,
+    class_weights: npt.NDArray[np.float32] | None = None,
 ) -> Vector:
     """Continue training a head by mini-batch SGD on softmax cross-entropy + L2.
 
     Each epoch visits the rows in a permutation drawn from ``seed``; the step size decays
     as ``lr/√(1+epoch)``. Gradients are written out (no autograd) so each mini-batch costs
     a fixed handful of single-threaded kernels: time is proportional to samples × epochs.
+    ``class_weights`` (one per class) scale each row's loss by its label's weight.
     """
     n, dim = features.shape
     if n == 0:
@@ -217,16 +228,23 @@ def train_head(
         weights = torch.tensor(w_np)
         bias = torch.tensor(b_np)
         x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        y_all = torch.nn.functional.one_hot(torch.from_numpy(labels), classes).to(torch.float32)
+        labels_t = torch.from_numpy(labels)
+        y_all = torch.nn.functional.one_hot(labels_t, classes).to(torch.float32)
+        row_weight = None
+        if class_weights is not None:
+            row_weight = torch.from_numpy(np.asarray(class_weights, dtype=np.float32))[labels_t]
         generator = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
             x_epoch, y_epoch = x_all[order], y_all[order]
+            w_epoch = None if row_weight is None else row_weight[order].unsqueeze(1)
             step = learning_rate / (1.0 + epoch) ** 0.5
             for start in range(0, n, batch_size):
                 xb = x_epoch[start : start + batch_size]
                 residual = torch.softmax(torch.addmm(bias, xb, weights), dim=1)
                 residual -= y_epoch[start : start + batch_size]
+                if w_epoch is not None:
+                    residual *= w_epoch[start : start + batch_size]
                 scale = step / xb.shape[0]
                 weights.mul_(1.0 - step * l2).sub_(xb.t().mm(residual), alpha=scale)
                 bias.sub_(residual.sum(0), alpha=scale)
@@ -660,15 +678,21 @@ class SisaNode:
         sample_epochs = 0
         for k in range(from_slice, cfg.slices):
             n = int(ends[k])
+            labels = data.labels[:n]
             vector = train_head(
                 vector,
                 x[:n],
-                data.labels[:n],
+                labels,
                 epochs=epochs,
                 batch_size=cfg.batch_size,
                 learning_rate=cfg.learning_rate,
                 l2=cfg.l2,
                 seed=seed_for(cfg.federation_id, cfg.node_id, shard, k, epoch),
+                class_weights=(
+                    balanced_weights(labels, self.classes)
+                    if cfg.class_weight == "balanced"
+                    else None
+                ),
             )
             sample_epochs += n * epochs
             checkpoints.append(

@@ -27,11 +27,13 @@ trusts the coordinator for nothing it can check itself (docs/trust.md):
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
+from node.metrics import retraining
 from node.store import NodeError
 from protocol.commitments import Update, sign_leaf
-from protocol.errors import LedgerError, ProtocolError
+from protocol.errors import LedgerError, LetheError, ProtocolError
 from protocol.federation import FederationLayout
 from protocol.hashing import keccak256
 from protocol.messages import (
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from node.runtime import NodeRuntime
     from node.sisa import SisaNode
     from protocol.ledger import RoundProposal
+    from protocol.manifest import RoundManifest
     from protocol.secure_sum import Roster
 
 logger = logging.getLogger("lethe.node")
@@ -114,6 +117,25 @@ def _checked_roster(rt: NodeRuntime, request: ShareRequest | AggregateRequest) -
     return roster
 
 
+def _roster_shared_under(
+    rt: NodeRuntime, request: AggregateRequest, sharing: Sharing | None
+) -> Roster:
+    """At ``aggregate``, the roster this node checked against the chain and masked under at
+    ``share``: a member rotating its key in between cannot fail the round (the shares were
+    sealed to the keys of that roster). Without that sharing, the chain's roster as now."""
+    from protocol.secure_sum import MaskedInput, Roster, roster_digest
+
+    if sharing is not None:
+        roster = Roster.from_bytes(request.roster)
+        masked = MaskedInput.from_bytes(sharing.masked)
+        if (roster.federation_id, roster.round) == (request.federation_id, request.round) and (
+            masked.roster == roster_digest(roster) and request.round == rt.ledger.last_round() + 1
+        ):
+            roster.member(rt.address)
+            return roster
+    return _checked_roster(rt, request)
+
+
 def _checked_senders(roster: Roster, senders: list[str]) -> None:
     """Senders are roster members, at least ``max(t, MIN_SENDERS)`` of them."""
     from protocol.secure_sum import MIN_SENDERS
@@ -156,13 +178,14 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     """
     _check_federation(rt, request)
     epoch = _checked_epoch(rt, request)
-    with rt.sisa() as node:
+    _approve_missed_rounds(rt)
+    with SISA_WRITES, rt.sisa() as node:
         own = node.config
         layout = FederationLayout(request.federation_id, request.shards, request.slices)
         layout.check_member(own.federation_id, own.shards, own.slices)
         if node.enter_epoch(epoch):
             logger.info("roster epoch %s: retraining every slice for it", _hex(epoch))
-        forgotten = _forget(rt, node, request.forget_requests)
+        forgotten = forget_and_certify(rt, node, request.forget_requests)
         node.train(on_slice=None)
         model = node.model(request.through_slice)
         ids = node.store.record_ids()
@@ -186,15 +209,41 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     )
 
 
+SISA_WRITES = threading.Lock()
+"""Held while a node's process forgets or trains: a ``train`` message and the chain watcher
+(``node.forget_watch``) may carry the same forget request."""
+
+
+def _approve_missed_rounds(rt: NodeRuntime) -> None:
+    """Approve finalized rounds this node was left out of (``node.missed_approvals``); a
+    chain error here must not cost the node the round it is asked to train for."""
+    from node.missed_approvals import approve_missed
+
+    try:
+        approve_missed(rt)
+    except LetheError as exc:
+        logger.warning("could not check for rounds left unapproved: %s", exc)
+
+
 def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
-    """Sign the round's sender set, then mask n_i/N · w_i with a self mask and one pair mask
-    per sender, sign the masked vector, and Shamir-share the mask seeds to the roster, one
-    sealed envelope per recipient: once per round, and never, for a model unchanged since
-    it was last summed, into another sender set."""
+    """Sign the round's sender set and settings, then add this node's noise to n_i/N · w_i,
+    mask it with a self mask and one pair mask per sender, sign the masked vector, and
+    Shamir-share the mask seeds to the roster, one sealed envelope per recipient: once per
+    round, and never, for a model unchanged since it was last summed, into another set.
+
+    The fixed-point code and the noise scale come from the chain (roster size, the
+    federation's σ), not from the coordinator: a request naming another code is refused.
+    """
     from node.round_state import Sharing
     from protocol.canonical import canonical_json
-    from protocol.field import FixedPoint
-    from protocol.secure_sum import mask_and_share, roster_digest, sender_set_digest
+    from protocol.noise import node_noise_key, noise_context, sender_noise
+    from protocol.secure_sum import (
+        MaskedInput,
+        SumSettings,
+        mask_and_share,
+        roster_digest,
+        sender_set_digest,
+    )
 
     _check_federation(rt, request)
     roster = _checked_roster(rt, request)
@@ -202,17 +251,22 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     if rt.address.lower() not in {s.lower() for s in request.senders}:
         raise ProtocolError("asked to share into a sender set without this node")
     _check_model_epoch(rt, roster)
-    fixed_point = FixedPoint(request.clip, request.frac_bits)
-    fixed_point.check_parties(roster.n)
+    sigma = rt.ledger.noise_scale()
+    settings = SumSettings.for_round(
+        roster.n, sigma, through_slice=request.through_slice, n_total=request.n_total
+    )
+    if (request.clip, request.frac_bits) != (settings.clip, settings.frac_bits):
+        raise ProtocolError(
+            f"asked to share under clip {request.clip}, frac_bits {request.frac_bits}; every "
+            f"node derives clip {settings.clip}, frac_bits {settings.frac_bits} for a roster "
+            f"of {roster.n} at the chain's σ = {sigma}"
+        )
     fingerprint = _hex(
         keccak256(
             canonical_json(
                 {
                     "model_hash": request.model_hash,
-                    "n_total": request.n_total,
-                    "clip": request.clip,
-                    "frac_bits": request.frac_bits,
-                    "through_slice": request.through_slice,
+                    "settings": settings.to_json(),
                     "roster": roster_digest(roster),
                 }
             )
@@ -223,10 +277,11 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
     if earlier is not None and signed is not None:  # a retried stage: the very same answer
         return _share_reply(rt, signed, earlier)
     if earlier is not None:  # a sender was lost mid-share: agree to the smaller set only
-        digest = sender_set_digest(roster, request.senders, request.n_total)
-        signature = sign_leaf(digest, rt.eth_key)
+        used = MaskedInput.from_bytes(earlier.masked).settings
+        signature = sign_leaf(sender_set_digest(roster, request.senders, used), rt.eth_key)
         rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
         return _share_reply(rt, signature, earlier)
+    commitments = _checked_commitments(rt, request)
     with rt.sisa() as node:
         model = node.model(request.through_slice)
     if model.hash_hex != request.model_hash:
@@ -235,14 +290,30 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         raise ProtocolError(
             f"n_total {request.n_total} cannot include this node's {model.n_samples}"
         )
+    noise = sender_noise(
+        node_noise_key(bytes.fromhex(rt.eth_key.removeprefix("0x"))),
+        noise_context(
+            request.federation_id,
+            commitments,
+            n_total=request.n_total,
+            through_slice=request.through_slice,
+            sigma=settings.sigma,
+        ),
+        model.vector.shape[0],
+        sigma=settings.sigma,
+        scale=settings.fixed_point.scale,
+        senders=len(request.senders),
+    )
     contribution = mask_and_share(
         roster,
         rt.address,
         rt.x25519_key,
         model.vector,
         weight=model.n_samples / request.n_total,
-        fixed_point=fixed_point,
+        fixed_point=settings.fixed_point,
         senders=request.senders,
+        settings=settings,
+        noise=noise,
     )
     masked = contribution.masked.to_bytes()
     sharing = Sharing(
@@ -254,11 +325,36 @@ def handle_share(rt: NodeRuntime, request: ShareRequest) -> ShareReply:
         masked,
         sign_leaf(keccak256(masked), rt.eth_key),
     )
-    digest = sender_set_digest(roster, request.senders, request.n_total)
+    digest = sender_set_digest(roster, request.senders, settings)
     signature = sign_leaf(digest, rt.eth_key)
     rt.rounds.record_agree(request.round, request.senders, request.model_hash, signature)
     rt.rounds.record_share(request.round, sharing)
     return _share_reply(rt, signature, sharing)
+
+
+def _checked_commitments(rt: NodeRuntime, request: ShareRequest) -> list[tuple[str, str, int]]:
+    """Every sender's update of this round, signed by it: what this node's noise is drawn
+    for. A coordinator making up commitments (to have an unchanged model drawn fresh noise
+    round after round, and average it away) is refused here."""
+    import json
+
+    from protocol.manifest import NodeUpdate
+
+    try:
+        updates = [NodeUpdate(**u) for u in json.loads(request.commitments)]
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"malformed sender commitments: {exc}") from exc
+    if sorted(u.address.lower() for u in updates) != sorted(s.lower() for s in request.senders):
+        raise ProtocolError("the commitments are not exactly one per sender")
+    domain = Domain.of(rt.ledger)
+    for u in updates:
+        if u.signer(domain, request.federation_id, request.round).lower() != u.address.lower():
+            raise ProtocolError(f"the commitment of {u.address} is not signed by it")
+        if u.address.lower() == rt.address.lower() and u.model_hash != request.model_hash:
+            raise ProtocolError("this node's commitment names another model")
+    if sum(u.n_samples for u in updates) != request.n_total:
+        raise ProtocolError(f"n_total {request.n_total} is not the senders' samples")
+    return [(u.address, u.model_hash, u.n_samples) for u in updates]
 
 
 def _check_model_epoch(rt: NodeRuntime, roster: Roster) -> None:
@@ -288,24 +384,22 @@ def _share_reply(rt: NodeRuntime, signature: str, sharing: Sharing) -> ShareRepl
     )
 
 
-
-
-
 def handle_aggregate(rt: NodeRuntime, request: AggregateRequest) -> AggregateReply:
     """Shown every sender's signature on the set (and weights) this node signed, reveal its
     shares of the seeds that unmask the sum over that set, once per round."""
     from node.round_state import set_key
     from protocol.commitments import recover_leaf_signer
-    from protocol.secure_sum import reveal, sender_set_digest
+    from protocol.secure_sum import MaskedInput, reveal, sender_set_digest
 
     _check_federation(rt, request)
-    roster = _checked_roster(rt, request)
+    sharing = rt.rounds.sharing(request.round)
+    roster = _roster_shared_under(rt, request, sharing)
     _checked_senders(roster, request.senders)
     agreed = rt.rounds.agreement(request.round)
-    sharing = rt.rounds.sharing(request.round)
     if agreed is None or sharing is None or agreed[0] != set_key(request.senders):
         raise ProtocolError("this node did not agree on this sender set for this round")
-    digest = sender_set_digest(roster, request.senders, sharing.n_total)
+    used = MaskedInput.from_bytes(sharing.masked).settings
+    digest = sender_set_digest(roster, request.senders, used)
     signers = set()
     for agreement in request.agreements:
         signer = recover_leaf_signer(digest, agreement.signature).lower()
@@ -392,6 +486,7 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
             manifest.global_model_hash != request.model_hash
         ):
             raise ProtocolError("the global model's bytes do not hash to the proposed hash")
+        check_is_the_sum(rt, manifest, global_bytes)
         accuracy = (
             node.test_accuracy(vector_from_bytes(global_bytes))
             if node.store.counts().get("test_records")
@@ -412,13 +507,28 @@ def handle_approve(rt: NodeRuntime, request: ApproveRequest) -> ApproveReply:
     return ApproveReply(
         address=rt.address,
         approved=True,
-        tx_hash=_approve_on_chain(rt, proposal),
+        tx_hash=approve_on_chain(rt, proposal),
         accuracy=accuracy,
         signature=None,
     )
 
 
-def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
+def check_is_the_sum(rt: NodeRuntime, manifest: RoundManifest, global_bytes: bytes) -> None:
+    """Approve only the noisy sum of the round's masked updates, recomputed here bit for bit
+    from the manifest's transcript, over the very sender set this node agreed to (if it
+    shared in the round): a constant, an old or a pre-forget model gets no approval."""
+    from node.round_state import set_key
+    from protocol.recompute import check_published
+
+    agreed = rt.rounds.agreement(manifest.round)
+    if agreed is not None and agreed[0] != set_key([u.address for u in manifest.updates]):
+        raise ProtocolError(
+            f"round {manifest.round}: the manifest sums another sender set than this node agreed to"
+        )
+    check_published(manifest, global_bytes)
+
+
+def approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
     """Approve a proposed round with the node's own key; ``None`` if it already approved
     (its signature was carried, or a retried request)."""
     if rt.ledger.has_approved(proposal.round, rt.address):
@@ -435,11 +545,14 @@ def _approve_on_chain(rt: NodeRuntime, proposal: RoundProposal) -> str | None:
         return None
 
 
-def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list[ForgetResult]:
+def forget_and_certify(
+    rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]
+) -> list[ForgetResult]:
     """Forget the named records this node holds; store signed certificates, certify on chain.
 
     Requests for records held elsewhere get no entry: the node's models are untouched.
     Repeating a request (a lost reply, a crash) returns what was done, never forgets twice.
+    Callers hold :data:`SISA_WRITES`.
     """
     requests: list[tuple[str, str]] = []
     for entry in entries:
@@ -455,7 +568,8 @@ def _forget(rt: NodeRuntime, node: SisaNode, entries: list[ForgetEntry]) -> list
     ]
     fresh = [(req, rid) for req, rid in mine if req not in done]
     if fresh:
-        node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
+        with retraining(len(fresh)):
+            node.forget([rid for _, rid in fresh], request_ids=[req for req, _ in fresh])
     return [_certify(rt, node, request_id, record_id) for request_id, record_id in mine]
 
 

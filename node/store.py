@@ -55,6 +55,8 @@ SCHEMA_VERSION = 2
 MAX_ID_LENGTH = 256
 MAX_REPORTED_PROBLEMS = 20
 TEST_FRACTION_PERCENT = 10
+CLASS_WEIGHTS = ("balanced", "none")
+"""How a slice step weighs each record's loss (``NodeConfig.class_weight``)."""
 """Share of the default dataset held out, identically on every node, for evaluation."""
 
 _SCHEMA = """
@@ -134,6 +136,10 @@ class Record:
 class NodeConfig:
     """Everything that determines a node's models; fixed when its store is created.
 
+    ``class_weight``: ``"balanced"`` (the default) weighs each record's loss by
+    ``n / (C · n_c)`` over the records a slice step trains on, so a minority class (18 % of
+    the default tweets are positive) is not out-voted; ``"none"`` is the plain loss.
+
     ``epochs`` is the epoch budget of an unsliced training run; the sliced schedule spends
     the same budget (see ``node.sisa``). Changing any field changes every checkpoint's
     lineage, so a store refuses to be reopened with a different configuration.
@@ -149,6 +155,7 @@ class NodeConfig:
     batch_size: int = 32
     learning_rate: float = 4.0
     l2: float = 1e-4
+    class_weight: str = "balanced"
 
     def __post_init__(self) -> None:
         problems = []
@@ -164,17 +171,25 @@ class NodeConfig:
             problems.append("epochs and batch size must be ≥ 1")
         if not self.learning_rate > 0 or self.l2 < 0:
             problems.append("learning rate must be > 0 and l2 ≥ 0")
+        if self.class_weight not in CLASS_WEIGHTS:
+            problems.append(
+                f"class weight must be one of {list(CLASS_WEIGHTS)}, got {self.class_weight!r}"
+            )
         if problems:
             raise NodeError("invalid node configuration: " + "; ".join(problems))
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON form, as stored in ``meta``."""
-        return {**asdict(self), "labels": list(self.labels)}
+        """Plain JSON form, as stored in ``meta``. An unweighted configuration omits
+        ``class_weight``, so stores made before the field existed keep their digest."""
+        data = {**asdict(self), "labels": list(self.labels)}
+        if self.class_weight == "none":
+            del data["class_weight"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NodeConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls(**{**data, "labels": tuple(data["labels"])})
+        """Inverse of :meth:`to_json` (no ``class_weight``: an unweighted store)."""
+        return cls(**{"class_weight": "none", **data, "labels": tuple(data["labels"])})
 
     def digest(self) -> bytes:
         """keccak256 of the canonical configuration: the root of every checkpoint lineage."""

@@ -1,6 +1,6 @@
 """Run Flower's real SuperNode with a shorter idle poll, so a round is not paced by sleeps.
 
-flwr 1.41's SuperNode sleeps a fixed 3 s whenever the SuperLink has no message for it,
+flwr's SuperNode (1.42, as 1.41) sleeps a fixed 3 s whenever the SuperLink has no message for it,
 waits for replies in 0.5 s steps, and pulls message objects with a 1 s initial back-off.
 On a loopback federation those sleeps, not computation, set the length of every message
 stage (~6 s measured). This entry point runs the unmodified ``flower-supernode`` command

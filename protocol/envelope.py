@@ -105,6 +105,31 @@ def key_to_hex(raw: bytes) -> str:
     return raw.hex()
 
 
+_P = 2**255 - 19
+SMALL_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        _P - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }
+)
+"""The canonical u-coordinates of the points of order dividing 8 on Curve25519 and its
+twist (libsodium's X25519 blocklist): any scalar maps them to an all-zero secret."""
+
+
+def usable_public_key(key: bytes) -> bool:
+    """Whether an X25519 public key can seal an envelope: 32 bytes, a canonical u < 2^255-19
+    (RFC 7748, little-endian), not of small order. The contract's ``registerKey`` refuses
+    the same keys; a member whose key (on an older deployment) fails this counts as not
+    registered, the same way for every node."""
+    if len(key) != KEY_BYTES:
+        return False
+    u = int.from_bytes(key, "little")
+    return u < _P and u not in SMALL_ORDER_U
+
+
 def key_from_hex(text: str) -> bytes:
     """Raw 32 bytes from hex (an optional ``0x`` prefix is accepted)."""
     body = text[2:] if text.startswith(("0x", "0X")) else text

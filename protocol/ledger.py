@@ -137,6 +137,9 @@ class ForgetRequestEvent:
     request_id: bytes
     record_commitment: bytes
     node: str
+    label: str = ""
+    """The request id's preimage, when the coordinator gave it (see ``request_forget``)."""
+    block_number: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -455,6 +458,18 @@ class Ledger:
         """Owner: approvals a round needs from now on; 0 restores ⌈2n/3⌉."""
         return self._transact("setQuorum", quorum)
 
+    def set_noise_scale(self, sigma: float) -> TxResult:
+        """Owner: σ of the noise inside every later round's secure sum (model units)."""
+        from protocol.noise import NOISE_MICROS
+
+        return self._transact("setNoiseScale", round(sigma * NOISE_MICROS))
+
+    def noise_scale(self) -> float:
+        """σ of the noise the senders add inside the secure sum, as the chain holds it."""
+        from protocol.noise import NOISE_MICROS
+
+        return int(self._call("noiseScaleMicros")) / NOISE_MICROS
+
     def register_key(self, key: bytes) -> TxResult:
         """Node: publish (or rotate) its 32-byte X25519 public key."""
         return self._transact("registerKey", _bytes32(key, "X25519 public key"))
@@ -580,13 +595,21 @@ class Ledger:
             _bytes32(updates_root, "updates root"),
         )
 
-    def request_forget(self, request_id: bytes, record_commitment: bytes, node: str) -> TxResult:
-        """Coordinator: open a forget request for a record held by admitted node ``node``."""
+    def request_forget(
+        self, request_id: bytes | str, record_commitment: bytes, node: str
+    ) -> TxResult:
+        """Coordinator: open a forget request for a record held by admitted node ``node``.
+
+        Given as text, the request's id on chain is its keccak256 and the text goes in the
+        ``ForgetRequested`` event, so the node can certify it from the chain alone."""
+        label = request_id if isinstance(request_id, str) else ""
+        chain_id = keccak256(label.encode()) if isinstance(request_id, str) else request_id
         return self._transact(
             "requestForget",
-            _bytes32(request_id, "request id"),
+            _bytes32(chain_id, "request id"),
             _bytes32(record_commitment, "record commitment"),
             node,
+            label,
         )
 
     def certify_forget(
@@ -705,10 +728,14 @@ class Ledger:
         return key if any(key) else None
 
     def roster(self) -> list[RosterEntry]:
-        """Admitted nodes with their keys, in the contract's roster order."""
+        """Admitted nodes with their keys, in the contract's roster order; a key no envelope
+        can be sealed to (``protocol.envelope.usable_public_key``) reads as none registered,
+        so every node leaves that member out alike instead of failing the round."""
+        from protocol.envelope import usable_public_key
+
         nodes, keys = self._call("roster")
         return [
-            RosterEntry(address=str(n), key=bytes(k) if any(k) else None)
+            RosterEntry(address=str(n), key=bytes(k) if usable_public_key(bytes(k)) else None)
             for n, k in zip(nodes, keys, strict=True)
         ]
 
@@ -735,12 +762,16 @@ class Ledger:
         found = self._indexed_events("ForgetRequested", _bytes32(request_id, "request id"))
         if not found:
             return None
-        args = found[0].args
-        return ForgetRequestEvent(
-            request_id=bytes(args["requestId"]),
-            record_commitment=bytes(args["recordCommitment"]),
-            node=str(args["node"]),
-        )
+        return _forget_request_event(found[0])
+
+    def forget_requests_naming(self, node: str, *, from_block: int = 0) -> list[ForgetRequestEvent]:
+        """Every forget request opened for ``node`` since ``from_block``, in chain order."""
+        found = self.events(["ForgetRequested"], from_block=from_block)
+        return [
+            _forget_request_event(e)
+            for e in found
+            if str(e.args["node"]).lower() == node.lower()
+        ]
 
     def has_approved(self, round_number: int, node: str) -> bool:
         return bool(self._call("hasApproved", round_number, node))
@@ -1052,6 +1083,17 @@ def _positive_wei(amount: int) -> int:
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise ValueError(f"amount must be a positive number of wei, got {amount!r}")
     return amount
+
+
+def _forget_request_event(event: LedgerEvent) -> ForgetRequestEvent:
+    args = event.args
+    return ForgetRequestEvent(
+        request_id=bytes(args["requestId"]),
+        record_commitment=bytes(args["recordCommitment"]),
+        node=str(args["node"]),
+        label=str(args.get("requestLabel", "")),
+        block_number=event.block_number,
+    )
 
 
 def _address_or_none(value: Any) -> str | None:

@@ -4,8 +4,10 @@
 ``updatesRoot`` on chain. The manifest lists every node update of the round (address,
 model hash, sample count, slice roots, EIP-712 signature of its ``Update``), in the order
 of the Merkle tree whose root is ``updatesRoot`` (sorted by address), plus the roster,
-threshold, who answered each stage and who dropped out. With it and the chain's events
-anyone can re-check a round without trusting the coordinator.
+threshold, who answered each stage and who dropped out, and the round's transcript (every
+signed masked vector and reveal), from which ``protocol.recompute`` recomputes the global
+model. With it and the chain's events anyone can re-check a round without trusting the
+coordinator.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from protocol.errors import ProtocolError
 from protocol.merkle import merkle_proof, merkle_root
 from protocol.typed_data import Domain
 
-SCHEMA = "lethe.manifest.v2"
+SCHEMA = "lethe.manifest.v3"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class RoundManifest:
     n_total: int
     fixed_point: dict[str, Any]
     forget_requests: list[str] = field(default_factory=list)
+    transcript: dict[str, Any] = field(default_factory=dict)
+    """Every sender's signed masked vector and agreement, every signed reveal
+    (``protocol.recompute.Transcript``): what anyone recomputes the global model from."""
     schema: str = SCHEMA
 
     def __post_init__(self) -> None:
@@ -116,7 +121,7 @@ class RoundManifest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RoundManifest:
-        """Parse stored bytes; ProtocolError on anything that is not a v1 manifest."""
+        """Parse stored bytes; ProtocolError on anything that is not a manifest of this schema."""
         try:
             raw = json.loads(data)
             if raw.get("schema") != SCHEMA:

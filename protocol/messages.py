@@ -348,7 +348,8 @@ class TrainReply(NodeReply):
 @dataclass(frozen=True, kw_only=True)
 class ShareRequest(RoundRequest):
     """Stage 2, coordinator → node: agree on the sender set (every committed node) and
-    share the committed model with this roster."""
+    share the committed model with this roster. ``clip`` and ``frac_bits`` only repeat what
+    the node derives itself from the chain (it refuses any other)."""
 
     STAGE: ClassVar[str] = SHARE
     model_hash: str
@@ -357,6 +358,9 @@ class ShareRequest(RoundRequest):
     frac_bits: int
     senders: list[str]
     roster: bytes
+    commitments: bytes
+    """Every sender's signed update of this round (canonical JSON of
+    ``protocol.manifest.NodeUpdate``): what the node's noise is drawn for."""
 
     def check(self) -> None:
         super().check()

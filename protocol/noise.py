@@ -35,7 +35,7 @@ import numpy as np
 from protocol.canonical import canonical_json
 from protocol.field import IntVector
 
-DEFAULT_NOISE_SCALE = 0.3
+DEFAULT_NOISE_SCALE = 0.1
 """σ of the published global model per coordinate (model units); chosen in the README,
 "Noise inside the sum", from ``make bench-privacy``'s curve."""
 

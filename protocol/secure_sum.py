@@ -58,6 +58,31 @@ MIN_SENDERS = 3
 """No sum over fewer models: with two, each sender learns the other's model from the sum."""
 
 
+CLIP = 8.0
+"""Bound on one sender's weighted parameters ``|α_i·w_i|``: a protocol constant, so no
+coordinator can hand one node a code that keeps its model and rounds the others' to 0."""
+
+
+def round_fixed_point(n_members: int, sigma: float) -> FixedPoint:
+    """The fixed-point code of a round over ``n_members`` (the chain's roster) at noise ``σ``.
+
+    Every party derives it from the chain (roster size, the federation's σ) and the
+    protocol constant :data:`CLIP`: the finest code in which ``n`` clipped inputs plus the
+    noise's headroom (``protocol.noise.noise_headroom``) cannot wrap around the field.
+    """
+    from protocol.field import HALF
+    from protocol.noise import noise_headroom
+
+    if not isinstance(n_members, int) or n_members < 1:
+        raise ValueError(f"a round needs at least one member, got {n_members!r}")
+    headroom = noise_headroom(sigma)
+    for frac_bits in range(30, -1, -1):
+        level = round(CLIP * (1 << frac_bits))
+        if n_members * level + math.ceil(headroom * (1 << frac_bits)) <= HALF:
+            return FixedPoint(CLIP, frac_bits)
+    raise ValueError(f"no fixed-point code fits {n_members} members at clip {CLIP}")
+
+
 def default_threshold(n: int) -> int:
     """``⌊n/2⌋ + 1``: a strict majority must cooperate to reconstruct."""
     return n // 2 + 1
@@ -170,23 +195,97 @@ def envelope_context(roster: Roster, sender: str, recipient: str) -> EnvelopeCon
     )
 
 
-def sender_set_digest(roster: Roster, senders: Collection[str], n_total: int) -> bytes:
+@dataclass(frozen=True)
+class SumSettings:
+    """What every sender of a round's sum must have used alike, and signs.
+
+    ``clip`` and ``frac_bits`` are the fixed-point code (:func:`round_fixed_point` of the
+    chain's roster size and σ, never the coordinator's choice), ``noise_micros`` the σ of
+    the noise inside the sum (the chain's, in millionths), ``through_slice`` the models'
+    slice bound and ``n_total`` the weights' denominator. A sender's masked vector carries
+    them and its agreement signs them: per-node codes that keep one node's model and round
+    the others' to zero fail both checks.
+    """
+
+    clip: float
+    frac_bits: int
+    noise_micros: int
+    through_slice: int | None
+    n_total: int
+
+    @property
+    def fixed_point(self) -> FixedPoint:
+        """The fixed-point code these settings name."""
+        return FixedPoint(self.clip, self.frac_bits)
+
+    @property
+    def sigma(self) -> float:
+        """σ of the noise inside the sum, in model units."""
+        from protocol.noise import NOISE_MICROS
+
+        return self.noise_micros / NOISE_MICROS
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values, as in a masked input's header and a sender-set digest."""
+        return {
+            "clip": self.clip,
+            "frac_bits": self.frac_bits,
+            "noise_micros": self.noise_micros,
+            "through_slice": self.through_slice,
+            "n_total": self.n_total,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> SumSettings:
+        """Inverse of :meth:`to_json`; ``ProtocolError`` on anything ill-typed."""
+        if not isinstance(obj, dict) or set(obj) != set(cls.__dataclass_fields__):
+            raise ProtocolError(f"malformed sum settings: {obj!r}")
+        ints = (obj["frac_bits"], obj["noise_micros"], obj["n_total"])
+        through = obj["through_slice"]
+        if (
+            not isinstance(obj["clip"], (int, float))
+            or isinstance(obj["clip"], bool)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
+            or not (through is None or (isinstance(through, int) and not isinstance(through, bool)))
+        ):
+            raise ProtocolError(f"malformed sum settings: {obj!r}")
+        return cls(float(obj["clip"]), *ints[:2], through, ints[2])
+
+    @classmethod
+    def for_round(
+        cls, n_members: int, sigma: float, *, through_slice: int | None, n_total: int
+    ) -> SumSettings:
+        """The settings every honest party derives for a roster of ``n_members`` at ``σ``."""
+        from protocol.noise import NOISE_MICROS
+
+        fixed_point = round_fixed_point(n_members, sigma)
+        return cls(
+            fixed_point.clip,
+            fixed_point.frac_bits,
+            round(sigma * NOISE_MICROS),
+            through_slice,
+            n_total,
+        )
+
+
+def sender_set_digest(roster: Roster, senders: Collection[str], settings: SumSettings) -> bytes:
     """What a sender signs to agree on the set of senders its round sums over.
 
     A node signs one set per round and sums only when every sender of the set signed it
-    with the same ``n_total`` (the weights' denominator it shared with). Any two sets of
-    at least ``t > n/2`` senders share a node, so a coordinator cannot show different sets
-    to different nodes; and no sender's share is summed with a weight it did not agree to.
+    with the same settings: the weights' denominator ``n_total`` it shared with, and the
+    fixed-point code, noise scale and slice bound. Any two sets of at least ``t > n/2``
+    senders share a node, so a coordinator cannot show different sets to different nodes;
+    no sender's share is summed with a weight or a code it did not agree to.
     """
     return keccak256(
-        b"lethe/sender-set/v1\x00"
+        b"lethe/sender-set/v2\x00"
         + canonical_json(
             {
                 "federation_id": roster.federation_id,
                 "round": roster.round,
                 "roster": roster_digest(roster),
                 "senders": sorted(senders, key=str.lower),
-                "n_total": n_total,
+                "settings": settings.to_json(),
             }
         )
     )
@@ -295,6 +394,7 @@ class MaskedInput:
     masked_with: tuple[str, ...]
     self_commitment: str
     pair_commitments: dict[str, str]
+    settings: SumSettings
     values: IntVector = field(repr=False)
 
     def to_bytes(self) -> bytes:
@@ -308,6 +408,7 @@ class MaskedInput:
                 "masked_with": list(self.masked_with),
                 "self_commitment": self.self_commitment,
                 "pair_commitments": self.pair_commitments,
+                "settings": self.settings.to_json(),
             },
             self.values,
         )
@@ -325,6 +426,7 @@ class MaskedInput:
                 masked_with=_ids(head["masked_with"], "masked_with"),
                 self_commitment=str(head["self_commitment"]),
                 pair_commitments={str(k): str(v) for k, v in head["pair_commitments"].items()},
+                settings=SumSettings.from_json(head["settings"]),
                 values=values,
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -429,6 +531,8 @@ def mask_and_share(
     weight: float,
     fixed_point: FixedPoint,
     senders: Collection[str],
+    settings: SumSettings | None = None,
+    noise: IntVector | None = None,
 ) -> Contribution:
     """Stage 2: mask ``weight · vector`` and Shamir-share the mask seeds to the roster.
 
@@ -446,6 +550,12 @@ def mask_and_share(
     senders
         The sender set this node signed: it masks with each of them, so the pair masks
         cancel in their sum.
+    settings
+        What the masked vector declares it used (the round's :class:`SumSettings`); its
+        code must be ``fixed_point``. Without it: ``fixed_point``, no noise, ``n_total`` 0.
+    noise
+        This sender's integer noise in field units (``protocol.noise.sender_noise``),
+        added to its quantised input before any mask, so no exact sum ever exists.
 
     Returns
     -------
@@ -464,9 +574,20 @@ def mask_and_share(
         raise ProtocolError(f"{me} masks only with a set of distinct senders that includes it")
     for sender in masked_with:
         roster.member(sender)
+    if settings is None:
+        settings = SumSettings(fixed_point.clip, fixed_point.frac_bits, 0, None, 0)
+    elif settings.fixed_point != fixed_point:
+        raise ProtocolError(
+            f"settings name code {settings.fixed_point}, masking with {fixed_point}"
+        )
     d = arr.shape[0]
     self_seed = masking.new_seed()
     acc = fixed_point.quantize(weight * arr)
+    if noise is not None:
+        if noise.shape != (d,):
+            raise ValueError(f"noise must have shape ({d},), got {noise.shape}")
+        # |noise| stays within the headroom round_fixed_point reserves (twelve σ).
+        acc = reduce(acc + np.asarray(noise, dtype=np.int64) + P)
     acc += masking.expand_words(self_seed, d)
     seeds = [self_seed]
     commitments = {}
@@ -493,6 +614,7 @@ def mask_and_share(
         masked_with=masked_with,
         self_commitment=masking.commitment(self_seed, _commit_context(roster, me, None)),
         pair_commitments=commitments,
+        settings=settings,
         values=reduce(acc + subtracted * P),  # n + 1 terms of |·| < 2^31: no overflow
     )
     secret = np.concatenate([masking.seed_to_field(s) for s in seeds])
@@ -611,6 +733,10 @@ def _check_masked(
             f"masked inputs from {sorted(masked)} but the reveals sum {list(senders)}"
         )
     lengths: set[int] = set()
+    settings = {m.settings for m in masked.values()}
+    if len(settings) > 1:
+        detail = "; ".join(f"{node}: {m.settings.to_json()}" for node, m in sorted(masked.items()))
+        raise ProtocolError(f"senders used different sum settings: {detail}")
     for node, m in masked.items():
         if (m.federation_id, m.round, m.roster, m.node_id) != (
             roster.federation_id,
@@ -647,6 +773,9 @@ def reconstruct_sum(
     _check_reveals(roster, reveals)
     senders, masked_with = reveals[0].senders, reveals[0].masked_with
     d = _check_masked(roster, masked, senders, masked_with)
+    declared = next(iter(masked.values())).settings.fixed_point
+    if declared != fixed_point:
+        raise ProtocolError(f"the senders masked under {declared}, not {fixed_point}")
     fixed_point.check_parties(len(senders))
     ordered = sorted(reveals, key=lambda r: r.x)
     xs = [r.x for r in ordered]

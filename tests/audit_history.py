@@ -20,18 +20,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 
-from node.sisa import NodeModel, SisaNode, assign, average, evaluate
+from bench.verify import Sender, masked_round
+from node.sisa import NodeModel, SisaNode, assign, evaluate
 from node.store import NodeConfig, Record
 from protocol.approvals import RoundApproval
 from protocol.certificate import Certificate
 from protocol.commitments import RecordKey, Update
+from protocol.envelope import public_key_bytes
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger
 from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.merkle import EMPTY_ROOT
 from protocol.model import model_bytes
+from protocol.recompute import Transcript
+from protocol.secure_sum import Roster
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
 
@@ -109,7 +114,7 @@ def publish_round(
     """Store a round's global model and manifest as the coordinator does; updates are signed
     for the deployment ``domain``."""
     ordered = sorted(contributions, key=lambda c: c.address.lower())
-    vector = average([c.vector for c in ordered], [c.n_samples for c in ordered])
+    transcript, vector, roster = secure_sum_of(round_no, ordered)
     model = model_bytes(vector)
     model_cid = store.put(model)
     updates = []
@@ -129,8 +134,11 @@ def publish_round(
     manifest = RoundManifest(
         federation_id=FED_ID,
         round=round_no,
-        threshold=2,
-        roster=[{"address": a, "x": i + 1} for i, a in enumerate(addresses)],
+        threshold=roster.threshold,
+        roster=[
+            {"address": m.node_id, "x": m.x, "public_key": "0x" + m.public_key.hex()}
+            for m in roster.members
+        ],
         updates=updates,
         responders={"train": addresses, "share": addresses, "aggregate": addresses},
         dropped=[],
@@ -138,6 +146,7 @@ def publish_round(
         global_model_hash="0x" + keccak256(model).hex(),
         n_total=sum(c.n_samples for c in ordered),
         fixed_point={"prime": 2**31 - 1, "fraction_bits": 16},
+        transcript=transcript.to_json(),
     )
     if edit is not None:
         manifest = edit(manifest)
@@ -150,6 +159,29 @@ def publish_round(
         manifest=manifest,
         global_vector=vector,
     )
+
+
+def x25519_key(address: str) -> X25519PrivateKey:
+    """A node's X25519 key in these histories: fixed by its address, registered on chain."""
+    return X25519PrivateKey.from_private_bytes(keccak256(b"x25519 " + address.encode()))
+
+
+def secure_sum_of(
+    round_no: int, ordered: Sequence[Contribution]
+) -> tuple[Transcript, npt.NDArray[np.float32], Roster]:
+    """The round as nodes run it (``bench.verify.masked_round``); the global model is what
+    anyone recomputes from the transcript."""
+    senders = [
+        Sender(
+            c.address,
+            c.private_key,
+            x25519_key(c.address),
+            np.asarray(c.vector, dtype=np.float64),
+            c.n_samples,
+        )
+        for c in ordered
+    ]
+    return masked_round(FED_ID, round_no, senders)
 
 
 def drop_update(address: str) -> Callable[[RoundManifest], RoundManifest]:
@@ -180,7 +212,7 @@ class History:
             node.train()
             self.nodes.append(node)
             self.ingested.append(16)
-            fed.nodes[i].register_key(keccak256(b"x25519 " + address.encode()))
+            fed.nodes[i].register_key(public_key_bytes(x25519_key(address)))
         self.committed: dict[int, tuple[NodeModel, tuple[bytes, ...]]] = {}
         self.rounds: list[PublishedRound] = []
         self.accuracy: dict[int, float] = {}

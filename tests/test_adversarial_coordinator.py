@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,13 +36,14 @@ import pytest
 from coordinator.rounds import RoundFailed
 from node.stages import answer
 from protocol import masking, shamir
+from protocol.canonical import canonical_json
 from protocol.commitments import sign_leaf
 from protocol.envelope import generate_private_key, public_key_bytes
 from protocol.epoch import chain_epoch
 from protocol.errors import ProtocolError
 from protocol.field import FixedPoint, P
 from protocol.hashing import keccak256
-from protocol.manifest import RoundManifest
+from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.messages import AGGREGATE, SHARE, TRAIN, TrainReply, TrainRequest, WireRecord
 from protocol.model import vector_from_bytes
 from protocol.secure_sum import (
@@ -53,6 +54,7 @@ from protocol.secure_sum import (
     default_threshold,
     reconstruct_sum,
     reveal_layout,
+    round_fixed_point,
 )
 
 if TYPE_CHECKING:
@@ -86,10 +88,17 @@ class RogueCoordinator:
 
     fed: MemoryFederation
     clip: float = 8.0
-    frac_bits: int = FixedPoint.for_parties(3, 8.0).frac_bits
+    frac_bits_override: int | None = None
+    """A fixed-point code of the coordinator's choosing; None: the one nodes derive."""
     refusals: list[tuple[str, str, str]] = field(default_factory=list)
     masked: dict[str, MaskedInput] = field(default_factory=dict)
     """Every masked vector a node uploaded to it, by sender."""
+
+    def __post_init__(self) -> None:
+        # No noise inside the sum: every attack here must fail by the nodes' checks alone,
+        # never because the noise hid the model it would have recovered.
+        if self.fed.chain.owner.noise_scale() != 0:
+            self.fed.chain.owner.set_noise_scale(0.0)
 
     def ask(self, node: NodeHandle, stage: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """One node's answer to a record, or None (its refusal is kept)."""
@@ -101,6 +110,14 @@ class RogueCoordinator:
 
     def next_round(self) -> int:
         return self.fed.chain.owner.last_round() + 1
+
+    @property
+    def frac_bits(self) -> int:
+        """The code's fractional bits: the chain-derived one unless overridden."""
+        if self.frac_bits_override is not None:
+            return self.frac_bits_override
+        roster = self.fed.chain.owner.roster()
+        return round_fixed_point(len(roster), self.fed.chain.owner.noise_scale()).frac_bits
 
     def chain_roster(self, round_no: int, threshold: int | None = None) -> Roster:
         """The chain's admitted nodes and keys, as an honest coordinator announces them."""
@@ -143,6 +160,22 @@ class RogueCoordinator:
         no sender set are asked without one."""
         envelopes, signatures = {}, {}
         for node in nodes:
+            updates = [
+                asdict(
+                    NodeUpdate(
+                        a,
+                        committed[a].model_hash,
+                        committed[a].n_samples,
+                        committed[a].signature,
+                        [
+                            "0x" + committed[a].slice_roots[i : i + 32].hex()
+                            for i in range(0, len(committed[a].slice_roots), 32)
+                        ],
+                    )
+                )
+                for a in senders.get(node.address, [node.address])
+                if a in committed
+            ]
             header = {
                 "federation_id": self.fed.federation_id,
                 "round": roster.round,
@@ -154,7 +187,11 @@ class RogueCoordinator:
                 "senders": senders[node.address],
             }
             for variant in (header, {k: v for k, v in header.items() if k != "senders"}):
-                record = {"header": json.dumps(variant), "blob:roster": roster.to_bytes()}
+                record = {
+                    "header": json.dumps(variant),
+                    "blob:roster": roster.to_bytes(),
+                    "blob:commitments": canonical_json(updates),
+                }
                 reply = self.ask(node, SHARE, record)
                 if reply is not None:
                     self.masked[node.address] = MaskedInput.from_bytes(reply["blob:masked"])
@@ -276,7 +313,7 @@ def test_an_off_chain_round_cannot_be_subtracted_from_a_published_one(
     fed = rogue.fed
     victim, *peers = fed.nodes
     model, n_victim = _victim_model(victim)
-    fed.coordinator.config = replace(fed.coordinator.config, publish_noise=0.0)
+    fed.chain.owner.set_noise_scale(0.0)
     published = fed.coordinator.run_round(None)
     assert published.finalized and published.manifest is not None
     total = published.manifest.n_total
@@ -387,7 +424,7 @@ def test_a_round_that_lost_a_node_publishes_nothing_to_difference(
     victim_index = 0
     victim = fed.nodes[victim_index]
     model, _ = _victim_model(victim)
-    fed.coordinator.config = replace(fed.coordinator.config, publish_noise=0.0)
+    fed.chain.owner.set_noise_scale(0.0)
     assert fed.coordinator.run_round(None).finalized
 
     def offline(_node: NodeHandle, _stage: str, _record: dict[str, Any]) -> dict[str, Any]:
@@ -422,7 +459,7 @@ def test_a_sender_claimed_lost_after_uploading_stays_masked(
     the peers refuse a second set. Without t − 1 colluders it never holds t shares of the
     victim's self mask, so the masked vector stays noise."""
     fed = memory_federation_of(4)  # t = 3
-    rogue = RogueCoordinator(fed, frac_bits=FixedPoint.for_parties(4, 8.0).frac_bits)
+    rogue = RogueCoordinator(fed)
     victim, *peers = fed.nodes
     model, n_victim = _victim_model(victim)
     round_no = rogue.next_round()

@@ -1,11 +1,15 @@
 """The import rules that keep the layers apart, checked on the source of every package.
 
 Specifications:
-- ``protocol`` (pure primitives) imports no other Lethe package, and no Flask, Flower or
-  web3 at module level (inside a function is fine: only what runs, loads them);
+- ``protocol`` (pure primitives) imports no other Lethe package, and no Flower, web3, CLI
+  framework (click, typer) or HTTP server framework at module level (inside a function is
+  fine: only what runs, loads them; the Kubo store's HTTP client, requests, is allowed);
 - ``infra`` (shared infrastructure) imports only ``protocol``;
+- ``verifier`` (the public audit, explorer, receipt check and content-store tools) imports
+  only ``protocol`` and ``infra``: anyone runs it, and nothing in it is the coordinator;
 - ``node`` and ``coordinator`` import ``protocol`` and ``infra``, never each other, and
-  never ``launcher``; nor do their lazy CLI tables name a module of another role;
+  never ``launcher``; nor do their lazy CLI tables name a module of another role (the
+  coordinator may import ``verifier``: its API serves the public explorer page);
 - ``launcher`` (the local federation) sits on top and may import everything.
 """
 
@@ -22,10 +26,14 @@ ALLOWED = {
     "protocol": {"protocol"},
     "infra": {"protocol", "infra"},
     "node": {"protocol", "infra", "node"},
-    "coordinator": {"protocol", "infra", "coordinator"},
-    "launcher": {"protocol", "infra", "node", "coordinator", "launcher"},
+    "verifier": {"protocol", "infra", "verifier"},
+    "coordinator": {"protocol", "infra", "verifier", "coordinator"},
+    "launcher": {"protocol", "infra", "node", "coordinator", "verifier", "launcher"},
 }
-HEAVY = {"flask", "flwr", "web3"}
+HEAVY = {"flwr", "web3"}
+CLI_FRAMEWORKS = {"click", "typer"}
+HTTP_FRAMEWORKS = {"flask", "werkzeug", "waitress", "fastapi", "starlette", "uvicorn", "aiohttp"}
+NOT_IN_PROTOCOL = HEAVY | CLI_FRAMEWORKS | HTTP_FRAMEWORKS
 LAZY_COMMAND = re.compile(r"^([a-z_]+)(\.[a-z_]+)+:[a-z_]+$")
 
 
@@ -59,17 +67,22 @@ def _violations(package: str) -> list[str]:
     found = []
     for path in _sources(package):
         tree = ast.parse(path.read_text(), str(path))
-        where = path.relative_to(REPO_ROOT)
-        for top, module_level in _imports(tree):
-            if top in ALLOWED and top not in ALLOWED[package]:
-                found.append(f"{where} imports {top}")
-            if package == "protocol" and module_level and top in HEAVY:
-                found.append(f"{where} imports {top} at module level")
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                match = LAZY_COMMAND.match(node.value)
-                if match and match[1] in ALLOWED and match[1] not in ALLOWED[package]:
-                    found.append(f"{where} names {node.value}")
+        found += _source_violations(package, tree, path.relative_to(REPO_ROOT))
+    return found
+
+
+def _source_violations(package: str, tree: ast.AST, where: Path) -> list[str]:
+    found = []
+    for top, module_level in _imports(tree):
+        if top in ALLOWED and top not in ALLOWED[package]:
+            found.append(f"{where} imports {top}")
+        if package == "protocol" and module_level and top in NOT_IN_PROTOCOL:
+            found.append(f"{where} imports {top} at module level")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = LAZY_COMMAND.match(node.value)
+            if match and match[1] in ALLOWED and match[1] not in ALLOWED[package]:
+                found.append(f"{where} names {node.value}")
     return found
 
 
@@ -92,3 +105,15 @@ def test_imports_are_found_with_when_they_run() -> None:
         ("typing", True),
         ("web3", False),
     ]
+
+
+def test_a_cli_or_http_framework_in_protocol_is_a_violation() -> None:
+    lazycli = REPO_ROOT / "infra" / "lazycli.py"  # click's group: infrastructure
+    where = Path("protocol/lazycli.py")
+    assert _source_violations("protocol", ast.parse(lazycli.read_text()), where) == [
+        f"{where} imports click at module level"
+    ]
+    assert _source_violations("infra", ast.parse(lazycli.read_text()), where) == []
+    for top in ("flask", "werkzeug", "typer"):
+        assert _source_violations("protocol", ast.parse(f"import {top}"), where)
+    assert not _source_violations("protocol", ast.parse("def f():\n    import click\n"), where)

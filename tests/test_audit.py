@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from coordinator.audit import AuditReport, audit
 from launcher.devnet import DevAccount, Devnet
 from protocol.certificate import Certificate
 from protocol.hashing import keccak256
@@ -32,6 +31,7 @@ from tests.audit_history import (
     drop_update,
     publish_round,
 )
+from verifier.audit import AuditReport, audit
 
 if TYPE_CHECKING:
     from tests.audit_fixtures import AuditedHistory

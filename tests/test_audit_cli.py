@@ -180,3 +180,25 @@ def test_no_flags_audit_the_federation_lethe_up_made(audited_history: AuditedHis
 def test_usage_errors_exit_2(args: list[str], words: str) -> None:
     result = lethe_audit(*args)
     assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_a_work_directory_audits_the_chain_where_its_federation_runs_now(
+    audited_history: AuditedHistory,
+) -> None:
+    """After a second `lethe up` anvil may serve on another port: federation.json says
+    where; a deployment file naming the first run's port must not send the audit there."""
+    from dataclasses import replace
+
+    workdir = Path(".lethe/federation")
+    stale = replace(audited_history.fed.deployment, rpc_url="http://127.0.0.1:9")
+    deployment_file = workdir / "chain" / "deployment.json"
+    stale.save(deployment_file)
+    copy_store(audited_history.store_dir, workdir / "store")
+    summary = {"rpc_url": audited_history.fed.deployment.rpc_url, "api": "http://127.0.0.1:9"}
+    (workdir / "federation.json").write_text(json.dumps(summary))
+    for args in ([], ["--workdir", str(workdir)], ["--deployment", str(deployment_file)]):
+        result = lethe_audit(*args)
+        assert result.exit_code == 0, result.output
+        assert "AUDIT PASSED" in result.output
+    (workdir / "federation.json").unlink()  # no record of where it runs: the file's URL
+    assert lethe_audit().exit_code == 3

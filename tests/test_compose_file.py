@@ -123,3 +123,38 @@ def test_the_runtime_image_installs_no_dev_tools() -> None:
     # Runtime dependencies are pyproject's list; requirements.lock only constrains them.
     assert '["project"]["dependencies"]' in install
     assert "-r requirements.lock" not in install and "-c requirements.lock" in install
+
+
+def _networks(service: dict[str, Any]) -> set[str]:
+    networks = service.get("networks", [])
+    return set(networks) if isinstance(networks, list) else set(dict(networks))
+
+
+def test_participants_reach_the_chain_only_through_the_gate() -> None:
+    services = _services(COMPOSE)
+    participants = ["coordinator", "node-1", "node-2", "node-3"]
+    on_admin = {n for n, s in services.items() if "chain-admin" in _networks(s)}
+    assert on_admin == {"chain", "chain-gate", "owner"}
+    assert _networks(services["chain"]) == {"chain-admin"}
+    for name in participants:
+        env = services[name]["environment"]
+        assert env["LETHE_RPC_URL"] == "http://chain-gate:8545", name
+    assert services["chain-gate"]["command"] == ["rpc-gate"]
+    assert "infra.rpc_gate" in (DOCKER / "entrypoint.sh").read_text()
+
+
+def test_the_store_rpc_is_reachable_by_its_writers_only() -> None:
+    services = _services(COMPOSE)
+    on_store = {n for n, s in services.items() if "store" in _networks(s)}
+    assert on_store == {"ipfs", "coordinator", "node-1", "node-2", "node-3"}
+    assert _networks(services["ipfs"]) == {"store"}
+
+
+def test_the_owner_key_is_generated_in_the_owner_container() -> None:
+    for script in ("owner.sh", "admit.sh"):
+        text = (DOCKER / script).read_text()
+        assert "--dev-account" not in text, script
+        assert "/owner/key/eth.key" in text, script
+    assert "keys.py eth /owner/key" in (DOCKER / "owner.sh").read_text()
+    mounts = {n: _volumes(s) for n, s in _services(COMPOSE).items()}
+    assert [n for n, v in mounts.items() if "owner" in v] == ["owner"]

@@ -3,10 +3,14 @@
 Specification: three nodes hold a bank's customer feedback (each ingested its share of the
 bank's cp1252 export with `lethe-node ingest --id-col … --encoding cp1252`) beside their
 default data; in `/dashboard` the bank's whole file is uploaded, its columns chosen, and
-every row is scored by the federation's global model; every row the policy marks
-(negative or neutral) is forgotten by the node that held it, and the live log shows each
-reach ``completed`` with its certificate CID and a verified badge. The nodes no longer
-hold those records, and still hold the kept ones. The test saves a screenshot.
+every row is scored by the federation's global model and shows its probabilities and the
+round that decided it; every row the model forgets (P(negative ∪ neutral) ≥ τ) is
+forgotten by the node that held it, and the live log shows each reach ``completed`` with
+its certificate CID and a verified badge. Rows the model is unsure of are marked review;
+a person types a name and clicks "forget" on one and "keep" on another: the first follows
+the same path to a verified certificate, signed off with that name. The nodes no longer
+hold the forgotten records, and still hold the kept and unreviewed ones. The test saves a
+screenshot.
 """
 
 from __future__ import annotations
@@ -115,9 +119,36 @@ def test_bank_feedback_flows_from_upload_to_certificates_in_chromium(
                     timeout=300_000,
                 )
                 assert page.locator("td.error").count() == 0
+                model_forgets = page.locator("tr.row[data-decision=forget]").count()
+                model_keeps = page.locator("tr.row[data-decision=keep]").count()
+                reviews = page.locator("tr.row[data-decision=review]").count()
+                assert model_forgets + model_keeps + reviews == ROWS and model_forgets >= 1
+                assert reviews >= 2, "the model was sure of every row: no review to click"
+                first = page.locator("tr.row").first
+                assert "neg " in first.locator("td.probs").inner_text()
+                assert first.locator("td.model").inner_text().startswith("model · round ")
+                assert page.inner_text("#sum-review").startswith(f"{reviews} (")
+
+                # One click each, signed with a name: the person reads the text and forgets a
+                # review row the bank itself calls negative or neutral, keeps a positive one.
+                truth = {r["account_number"]: r["ground_truth"].casefold() for r in rows}
+                pending = page.locator("tr.row[data-decision=review] td.record").all_inner_texts()
+                to_forget = next(r for r in pending if truth[r] in ("negative", "neutral"))
+                to_keep = next(r for r in pending if truth[r] == "positive")
+                page.fill("#decider", "Ana Lima")
+                for record, choice in ((to_forget, "forget"), (to_keep, "keep")):
+                    row = page.locator("tr.row", has=page.locator("td.record", has_text=record))
+                    row.locator(f"button.decide-{choice}").click()
+                page.wait_for_function(
+                    "() => document.getElementById('sum-human').textContent === '2'",
+                    timeout=30_000,
+                )
                 forgets = page.locator("tr.row[data-decision=forget]").count()
                 keeps = page.locator("tr.row[data-decision=keep]").count()
-                assert forgets + keeps == ROWS and forgets >= 1
+                assert (forgets, keeps) == (model_forgets + 1, model_keeps + 1)
+                for record in (to_forget, to_keep):
+                    row = page.locator("tr.row", has=page.locator("td.record", has_text=record))
+                    assert row.locator("td.model").inner_text() == "Ana Lima"
                 started = time.monotonic()
                 page.wait_for_function(
                     "() => [...document.querySelectorAll('tr.row[data-decision=forget]')].every("
@@ -146,13 +177,15 @@ def test_bank_feedback_flows_from_upload_to_certificates_in_chromium(
         assert external == []
         held = _held(fed)
         assert {r for r, d in decided.items() if d == "forget"}.isdisjoint(held)
-        assert {r for r, d in decided.items() if d == "keep"} <= held
+        assert {r for r, d in decided.items() if d in ("keep", "review")} <= held
+        assert to_forget not in held and to_keep in held
         agree = sum(
             label.split()[0] == row["ground_truth"].casefold()
             for label, row in zip(labels, rows, strict=True)
         )
         print(
-            f"{forgets} forgotten, {keeps} kept; forgets completed {waited:.0f} s after scoring; "
+            f"model: {model_forgets} forgotten, {model_keeps} kept, {reviews} to review; "
+            f"forgets completed {waited:.0f} s after scoring; "
             f"the global model agrees with the bank's own labels on {agree}/{ROWS} rows"
         )
     finally:

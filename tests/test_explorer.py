@@ -14,7 +14,6 @@ import pytest
 from werkzeug.serving import make_server
 
 from coordinator.api import create_app
-from coordinator.explorer import render_explorer
 from coordinator.queue import CoordinatorDB
 from launcher.devnet import Devnet
 from protocol.commitments import RecordKey
@@ -23,6 +22,7 @@ from protocol.store import LocalStore
 from protocol.typed_data import Domain
 from tests.audit_history import FED_ID, Contribution, UnguardedLethe, copy_store, publish_round
 from tests.browser import CHROMIUM_ARGS
+from verifier.explorer import render_explorer
 
 if TYPE_CHECKING:
     from tests.audit_fixtures import AuditedHistory

@@ -27,13 +27,13 @@ from bench.faults import (
     node_unavailable_after,
     supervise_until,
 )
-from coordinator.audit import audit
 from coordinator.health import STALE_AFTER_S
 from launcher.federation import FederationSpec, LocalFederation
 from launcher.supervisor import Supervisor
 from node.sisa import SisaNode
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
+from verifier.audit import audit
 
 pytestmark = pytest.mark.slow
 

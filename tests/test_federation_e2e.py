@@ -172,7 +172,7 @@ def test_a_foreign_app_named_lethe_never_runs_on_a_node(
     (app / "foreign_app" / "server.py").write_text(f"RESULT = {str(result)!r}\n{FOREIGN_SERVER}")
     (app / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "lethe"\nversion = "6.6.6"\ndependencies = ["flwr==1.41.0"]\n'
+        '[project]\nname = "lethe"\nversion = "6.6.6"\ndependencies = ["flwr==1.42.0"]\n'
         '[tool.flwr.app]\npublisher = "lethe"\nfab-include = ["foreign_app/**/*.py"]\n'
         "[tool.flwr.app.components]\n"
         'serverapp = "foreign_app.server:app"\nclientapp = "foreign_app.client:app"\n'
@@ -256,9 +256,9 @@ def test_real_history_passes_the_audit_and_shows_in_the_explorer(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    from coordinator.audit import audit
     from tests.browser import CHROMIUM_ARGS
     from tests.conftest import REPO_ROOT
+    from verifier.audit import audit
 
     report = audit(_ledger(federation), LocalStore(federation.workdir / "store"))
     assert report.ok, report.verdict()

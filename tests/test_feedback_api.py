@@ -6,6 +6,10 @@ Specifications:
   to its round's hash, or an unfinalized proposal, is never used;
 - under the policy (default negative or neutral → forget) a forget request is opened for
   the record; a kept text opens none; a record no node holds gets 404;
+- a row the model is unsure of (neither P(forget labels) nor its complement ≥ τ) is sent
+  to review and opens nothing; a person decides it once, by name, through the same
+  forget path; nobody can overrule a row the model decided, decide twice, or decide
+  without the token or a name;
 - without the token nothing is scored, opened or logged, and the live log is not readable;
 - the live log streams each decision and its request's states, with a verify badge that is
   true only for a certificate signed by the node that certified it;
@@ -50,9 +54,13 @@ OTHER_KEY = "0x" + "46" * 32
 
 
 class KeywordScorer:
-    """A stand-in for the global model in these API tests: the label is the keyword present."""
+    """A stand-in for the global model in these API tests: the label is the keyword present
+    (confident), or ``unsure`` (P(negative ∪ neutral) = 0.6: review at the default τ)."""
 
     def score(self, text: str) -> Sentiment:
+        if "unsure" in text:
+            unsure = {"negative": 0.4, "neutral": 0.2, "positive": 0.4}
+            return Sentiment("negative", unsure, model_round=3, model_cid="bafkfake")
         label = next((w for w in ("negative", "neutral") if w in text), "positive")
         probabilities = {
             k: (0.8 if k == label else 0.1) for k in ("negative", "neutral", "positive")
@@ -136,6 +144,137 @@ def test_the_policy_decides_which_labels_forget(
     )
     assert res.status_code == 200 and res.json()["decision"] == "keep"
     assert db.list_forgets() == []
+
+
+def post(api: str, path: str, body: dict[str, Any], headers: dict[str, str] = AUTH) -> Any:
+    return requests.post(f"{api}{path}", json=body, headers=headers, timeout=10)
+
+
+def test_an_unsure_row_goes_to_review_and_a_person_decides_it_once(
+    db: CoordinatorDB, store: LocalStore, serve_app: Callable[[Flask], str]
+) -> None:
+    api = serve_app(feedback_app(db, store))
+    res = post(api, "/feedback", {"record_id": "rec-1", "text": "unsure: it was fine I guess"})
+    assert res.status_code == 200, res.text
+    review = res.json()
+    assert review["decision"] == "review" and review["forget"] is None
+    assert review["decided_by"] == "model" and review["model"] == {"round": 3, "cid": "bafkfake"}
+    assert db.list_forgets() == []
+    seq = review["seq"]
+
+    # Not without the token, not without a name, not in the model's name, nothing else.
+    decide = f"/feedback/{seq}/decision"
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    assert post(api, decide, {"decision": "forget", "decided_by": "Ana"}, wrong).status_code == 401
+    for bad in (
+        {"decision": "forget"},
+        {"decision": "forget", "decided_by": "  "},
+        {"decision": "forget", "decided_by": "model"},
+        {"decision": "maybe", "decided_by": "Ana"},
+        {"decision": "forget", "decided_by": "Ana", "label": "positive"},
+        {"decision": "forget", "decided_by": "x" * 101},
+    ):
+        assert post(api, decide, bad).status_code == 400, bad
+    assert (
+        post(api, "/feedback/999/decision", {"decision": "keep", "decided_by": "Ana"}).status_code
+        == 404
+    )
+    assert db.list_forgets() == []
+
+    res = post(api, decide, {"decision": "forget", "decided_by": "Ana Lima"})
+    assert res.status_code == 202, res.text
+    human = res.json()
+    assert human["decision"] == "forget" and human["decided_by"] == "Ana Lima"
+    assert human["resolves"] == seq and human["record_id"] == "rec-1"
+    assert human["sentiment"] == review["sentiment"] and human["model"] == review["model"]
+    assert db.get_forget(human["forget"]["request_id"]).record_id == "rec-1"
+
+    # Decided once: a second click, or a decision on a row the model decided, is refused.
+    again = post(api, decide, {"decision": "keep", "decided_by": "Bo"})
+    assert again.status_code == 409 and "Ana Lima" in again.json()["error"]
+    confident = post(api, "/feedback", {"record_id": "rec-2", "text": "lovely branch"}).json()
+    overrule = post(
+        api, f"/feedback/{confident['seq']}/decision", {"decision": "forget", "decided_by": "Bo"}
+    )
+    assert overrule.status_code == 409
+    assert (
+        post(
+            api, f"/feedback/{human['seq']}/decision", {"decision": "keep", "decided_by": "Bo"}
+        ).status_code
+        == 409
+    )
+    assert [r.record_id for r in db.list_forgets()] == ["rec-1"]
+
+    summary = requests.get(f"{api}/feedback/summary", headers=AUTH, timeout=10).json()
+    assert summary["model"] == {"forget": 0, "keep": 1, "review": 1}
+    assert summary["reviewed"] == {"forget": 1, "keep": 0}
+    assert summary["shares"] == {"forget": 0.0, "keep": 0.5, "review": 0.5}
+    assert requests.get(f"{api}/feedback/summary", headers=wrong, timeout=10).status_code == 401
+    logged = [(e["decision"], e["decided_by"]) for n, e in events(api, since=0) if n == "feedback"]
+    assert logged == [("review", "model"), ("forget", "Ana Lima"), ("keep", "model")]
+
+
+def test_a_person_may_keep_a_review_row(
+    db: CoordinatorDB, store: LocalStore, serve_app: Callable[[Flask], str]
+) -> None:
+    api = serve_app(feedback_app(db, store))
+    seq = post(api, "/feedback", {"record_id": "rec-1", "text": "unsure"}).json()["seq"]
+    res = post(api, f"/feedback/{seq}/decision", {"decision": "keep", "decided_by": "Ana"})
+    assert res.status_code == 200 and res.json()["forget"] is None
+    assert db.list_forgets() == []
+
+
+def test_tau_half_never_asks_a_person(
+    db: CoordinatorDB, store: LocalStore, serve_app: Callable[[Flask], str]
+) -> None:
+    api = serve_app(feedback_app(db, store, policy=FeedbackPolicy(tau=0.5)))
+    res = post(api, "/feedback", {"record_id": "rec-1", "text": "unsure"})
+    assert res.status_code == 202 and res.json()["decision"] == "forget"
+
+
+def test_the_band_decides_by_the_forget_labels_probability() -> None:
+    def decide(tau: float, neg: float, neu: float) -> str:
+        probs = {"negative": neg, "neutral": neu, "positive": 1 - neg - neu}
+        return FeedbackPolicy(tau=tau).decide(Sentiment("negative", probs, 1, "cid"))
+
+    # The argmax label alone would forget here (negative 0.45); the band does not.
+    assert decide(0.8, 0.45, 0.10) == "review"
+    assert decide(0.8, 0.45, 0.35) == "forget"
+    assert decide(0.8, 0.10, 0.05) == "keep"
+    assert decide(0.5, 0.30, 0.20) == "forget"
+    assert decide(1.0, 0.60, 0.30) == "review"
+    for tau in (0.49, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="tau"):
+            FeedbackPolicy(tau=tau)
+
+
+def test_a_log_from_before_review_rows_is_migrated_without_loss(
+    db: CoordinatorDB, store: LocalStore
+) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(db.path, isolation_level=None)
+    con.execute(
+        "CREATE TABLE feedback (seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL,"
+        " label TEXT NOT NULL, probabilities TEXT NOT NULL, decision TEXT NOT NULL CHECK"
+        " (decision IN ('forget', 'keep')), request_id TEXT, model_round INTEGER NOT NULL,"
+        " model_cid TEXT NOT NULL, created_at REAL NOT NULL)"
+    )
+    con.execute(
+        "INSERT INTO feedback (record_id, label, probabilities, decision, request_id,"
+        " model_round, model_cid, created_at) VALUES ('old', 'negative', '{}', 'forget',"
+        " 'req-1', 2, 'bafold', 1.0)"
+    )
+    con.close()
+    log = FeedbackLog(db, store)
+    old = log.since(0)
+    assert [(e.seq, e.record_id, e.decision, e.decided_by) for e in old] == [
+        (1, "old", "forget", "model")
+    ]
+    added = log.add("new", Sentiment("neutral", {}, 3, "bafnew"), "review", None)
+    assert added.seq == 2 and log.summary()["model"] == {"forget": 1, "keep": 0, "review": 1}
+    FeedbackLog(db, store)  # reopening a migrated log changes nothing
+    assert [e.record_id for e in log.since(0)] == ["old", "new"]
 
 
 def test_a_record_no_node_holds_gets_404(
@@ -263,7 +402,14 @@ def test_the_dashboard_loads_nothing_from_another_origin(
         assert "http://" not in text and "https://" not in text
     assert ".innerHTML" not in script.text  # CSV text reaches the page as text only
     served = requests.get(f"{api}/openapi.json", timeout=10).json()
-    assert {"/feedback", "/feedback/events", "/dashboard", "/dashboard.js"} <= set(served["paths"])
+    assert {
+        "/feedback",
+        "/feedback/{seq}/decision",
+        "/feedback/summary",
+        "/feedback/events",
+        "/dashboard",
+        "/dashboard.js",
+    } <= set(served["paths"])
 
 
 # -- the scorer: the federation's own published model ------------------------------------

@@ -33,8 +33,8 @@ def test_every_patched_target_exists() -> None:
 
 def test_another_flower_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     flower.check_version()
-    monkeypatch.setattr(flower, "version", lambda _name: "1.42.0")
-    with pytest.raises(flower.FlowerVersionError, match=r"flwr==1\.41\.0.*1\.42\.0 is installed"):
+    monkeypatch.setattr(flower, "version", lambda _name: "1.43.0")
+    with pytest.raises(flower.FlowerVersionError, match=r"flwr==1\.42\.0.*1\.43\.0 is installed"):
         flower.cap_supernode_waits(0.1)
 
 

@@ -200,3 +200,40 @@ def test_a_request_waiting_for_its_owner_is_listed_not_a_fault(
         {"request_id": "dsr-wait", "state": "dispatched", "reason": reason}
     ]
     assert db.get_forget("dsr-wait").history[-1]["reason"] == reason
+
+
+def test_health_without_the_token_gives_counts_not_node_ids(
+    tmp_path: Path,
+    db: CoordinatorDB,
+    chain: Devnet,
+    serve_app: Callable[[Flask], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    holder, copier = "0x" + "ab" * 20, "0x" + "cd" * 20
+    db.save_node(holder, {"flower_node_id": 4242424242, "last_round": 1})
+    db.save_node(copier, {"flower_node_id": 5353535353, "last_round": 1})
+    shared = "0x" + "ee" * 32
+    db.replace_record_index(holder, [shared, "0x" + "01" * 32])
+    db.replace_record_index(copier, [shared])
+    store = open_store(str(tmp_path / "blocks"))
+    health = functools.partial(probe, db, rpc_url=chain.rpc_url, store=store, min_nodes=2)
+    api = serve_app(create_app(db, token=TOKEN, record_key=RECORD_KEY, health=health))
+    Heartbeat(db, lambda: [4242424242, 5353535353]).beat()
+
+    public = requests.get(f"{api}/health", timeout=10)
+    text = public.text.lower()
+    for secret in (holder, copier, "4242424242", "5353535353", shared):
+        assert secret not in text, f"{secret} shown without the token"
+    assert public.json()["known_nodes"] == 2
+    assert public.json()["connected_nodes"] == 2
+    assert public.json()["duplicate_records"] == 1
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    full = requests.get(f"{api}/health", headers=auth, timeout=10).json()
+    assert {n["address"] for n in full["nodes"]} == {holder, copier}
+    assert full["duplicate_records"] == [{"commitment": shared, "owners": [holder, copier]}]
+    monkeypatch.setenv("LETHE_API_URL", api)
+    monkeypatch.setenv("LETHE_API_TOKEN", TOKEN)
+    shown = CliRunner().invoke(lethe, ["status"])
+    assert shown.exit_code == 0, shown.output
+    assert f"record {shared} announced by {holder}, {copier}" in shown.output

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.audit import audit
 from launcher.federation import FederationSpec, LocalFederation
 from node.sisa import SisaNode
 from protocol.ledger import Ledger
 from protocol.store import LocalStore
+from verifier.audit import audit
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,7 @@ import requests
 
 from launcher.devnet import Devnet
 from protocol.errors import LedgerError
+from protocol.hashing import keccak256
 from protocol.ledger import (
     ContractRevert,
     Deployment,
@@ -368,6 +369,7 @@ def test_forget_lifecycle_is_recorded_in_state_and_events(federation: Federation
                 "recordCommitment": h(8),
                 "coordinator": fed.coordinator.account,
                 "node": node.account,
+                "requestLabel": "",
             },
         ),
         (
@@ -731,3 +733,17 @@ def _fake_deployment(url: str, tmp_path: Path) -> Path:
         rpc_url=url,
     ).save(path)
     return path
+
+
+def test_a_request_given_as_text_carries_it_and_a_wrong_text_reverts(
+    federation: Federation,
+) -> None:
+    fed = federation
+    node = fed.node_addresses[0]
+    fed.coordinator.request_forget("dsr-42", h(8), node)
+    (opened,) = fed.owner.forget_requests_naming(node)
+    assert (opened.request_id, opened.label) == (keccak256(b"dsr-42"), "dsr-42")
+    assert fed.owner.forget_requests_naming(fed.node_addresses[1]) == []
+    with pytest.raises(ContractRevert) as excinfo:
+        fed.coordinator._transact("requestForget", h(5), h(8), node, "not the preimage of h(5)")
+    assert excinfo.value.error_name == "LabelMismatch"

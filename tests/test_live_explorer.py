@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import requests
 
-from coordinator.explorer import LiveExplorer
 from coordinator.server import ACCESS_LOG
 from protocol.errors import LedgerError
 from protocol.store import LocalStore
 from tests.api_server import FED, TOKEN
+from verifier.explorer import LiveExplorer
 
 pytest_plugins = ["tests.api_fixtures"]
 

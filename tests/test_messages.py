@@ -73,6 +73,7 @@ SAMPLES: list[StageMessage] = [
         frac_bits=16,
         senders=[ADDRESS, OTHER],
         roster=b"{}",
+        commitments=b"[]",
     ),
     ShareReply(
         address=ADDRESS,

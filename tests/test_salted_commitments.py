@@ -24,8 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.api import create_app
-from coordinator.audit import audit
-from coordinator.receipt_cli import check_receipt, receipt
+from coordinator.receipt_cli import receipt
 from node.sisa import SisaNode
 from protocol.certificate import Certificate, record_content_hash, record_leaf
 from protocol.commitments import RecordKey
@@ -34,6 +33,8 @@ from protocol.hashing import keccak256
 from protocol.receipt import Receipt
 from tests.api_server import serve
 from tests.node_fixtures import build_node, make_records, small_config
+from verifier.audit import audit
+from verifier.receipt_cli import check_receipt
 
 if TYPE_CHECKING:
     from tests.round_fixtures import MemoryFederation

@@ -13,19 +13,17 @@ Four real nodes (t = 3), a real chain, the in-memory transport. Specifications:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
-from coordinator.audit import audit
 from coordinator.rounds import RoundFailed
 from node.stages import answer
-from protocol.field import FixedPoint
 from protocol.messages import SHARE, WireRecord
 from protocol.model import vector_from_bytes
 from tests.test_adversarial_coordinator import RogueCoordinator, _is, _victim_model
+from verifier.audit import audit
 
 if TYPE_CHECKING:
     from tests.round_fixtures import MakeFederation, MemoryFederation, NodeHandle
@@ -42,7 +40,7 @@ def _lost_mid_share(node: NodeHandle, stage: str, record: WireRecord) -> WireRec
 
 
 def _exact(fed: MemoryFederation) -> MemoryFederation:
-    fed.coordinator.config = dataclasses.replace(fed.coordinator.config, publish_noise=0.0)
+    fed.chain.owner.set_noise_scale(0.0)
     return fed
 
 
@@ -91,7 +89,7 @@ def test_after_the_sum_over_four_no_node_agrees_to_three(
     memory_federation_of: MakeFederation,
 ) -> None:
     fed = memory_federation_of(4)
-    rogue = RogueCoordinator(fed, frac_bits=FixedPoint.for_parties(4, 8.0).frac_bits)
+    rogue = RogueCoordinator(fed)
     victim, *peers = fed.nodes
     model, n_victim = _victim_model(victim)
     round_no = rogue.next_round()

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from coordinator.audit import audit
 from protocol.approvals import RoundApproval, compact
 from protocol.errors import LedgerError
 from protocol.ledger import ContractRevert, Ledger, StakePolicy
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
 from tests.audit_history import Contribution, History, UnguardedLethe, publish_round
+from verifier.audit import audit
 
 if TYPE_CHECKING:
     from launcher.devnet import DevAccount, Devnet

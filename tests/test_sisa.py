@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from eth_account import Account
 
@@ -28,7 +30,14 @@ from node.store import NodeError, Record
 from protocol.hashing import keccak256
 from protocol.model import model_hash
 from tests.conftest import REPO_ROOT
-from tests.node_fixtures import build_node, fake_embed, make_records, small_config, store_files
+from tests.node_fixtures import (
+    WORDS,
+    build_node,
+    fake_embed,
+    make_records,
+    small_config,
+    store_files,
+)
 
 NODE_KEY = "0x" + "33" * 32
 RECORDS = make_records(120)
@@ -396,3 +405,71 @@ def test_a_forget_certificate_times_the_forget_not_torchs_start_up(
     result = node.forget([RECORDS[5].id])
     assert not first_call[0], "the forget never switched torch to deterministic algorithms"
     assert result.wall_time_ms < 2000, result.wall_time_ms
+
+
+def skewed_records(n: int, prefix: str = "skew") -> list[Record]:
+    """Mostly negative records, one in ten positive, one in twenty neutral (like tweets)."""
+    labels = [
+        "positive" if i % 10 == 3 else "neutral" if i % 20 == 7 else "negative" for i in range(n)
+    ]
+    return [
+        Record(f"{prefix}-{i:04d}", f"{WORDS[lab]} item {i:04d}", lab)
+        for i, lab in enumerate(labels)
+    ]
+
+
+def weak_embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The fake encoder with a faint sentiment signal, so the class prior matters."""
+    rows = fake_embed(
+        [t.replace("awful", "").replace("okay", "").replace("great", "") for t in texts]
+    )
+    for i, text in enumerate(texts):
+        for axis, word in enumerate(WORDS.values()):
+            if word in text:
+                rows[i, axis] += 0.08
+    return rows
+
+
+def test_balanced_forget_of_a_minority_record_equals_retrain_from_scratch(
+    tmp_path: Path,
+) -> None:
+    # Forgetting a positive changes the class counts, so every later slice step's class
+    # weights change: the retrain must recompute them exactly as a fresh training does.
+    records = skewed_records(160)
+    config = small_config(class_weight="balanced")
+    node = build_node(tmp_path / "a.db", records, config)
+    victims = {records[3].id, records[7].id}  # a positive and a neutral
+    node.forget(sorted(victims))
+    scratch = build_node(tmp_path / "b.db", [r for r in records if r.id not in victims], config)
+    assert node.model().hash == scratch.model().hash
+    assert checkpoint_hashes(node) == checkpoint_hashes(scratch)
+    unweighted = build_node(tmp_path / "c.db", records, small_config(class_weight="none"))
+    assert unweighted.model().hash != build_node(tmp_path / "d.db", records, config).model().hash
+
+
+def test_balanced_training_recovers_the_minority_class(tmp_path: Path) -> None:
+    train, test = skewed_records(600), skewed_records(300, "held")
+    x_test = weak_embed([r.text for r in test])
+    y_test = np.array([["negative", "neutral", "positive"].index(r.label) for r in test])
+    recall = {}
+    for weighting in ("none", "balanced"):
+        node = SisaNode.create(tmp_path / f"{weighting}.db", small_config(class_weight=weighting))
+        node.ingest(train, embed=weak_embed)
+        node.train()
+        predicted = predict(node.model().vector, x_test)
+        recall[weighting] = float(np.mean(predicted[y_test == 2] == 2))
+    assert recall["balanced"] >= recall["none"] + 0.3, recall
+
+
+def test_a_store_from_before_class_weights_keeps_its_configuration_digest() -> None:
+    from node.store import NodeConfig
+    from protocol.canonical import canonical_json
+
+    old = {k: v for k, v in small_config(class_weight="none").to_json().items()}
+    assert "class_weight" not in old
+    config = NodeConfig.from_json(old)
+    assert config.class_weight == "none"
+    assert config.digest() == keccak256(canonical_json(old))
+    assert NodeConfig.from_json(small_config().to_json()).class_weight == "balanced"
+    with pytest.raises(NodeError, match="class weight"):
+        small_config(class_weight="inverse")

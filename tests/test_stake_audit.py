@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from coordinator.audit import audit
-from coordinator.explorer import render_explorer
 from protocol.hashing import keccak256
 from protocol.ledger import StakePolicy
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
 from tests.audit_history import Contribution, History, UnguardedLethe, publish_round
+from verifier.audit import audit
+from verifier.explorer import render_explorer
 
 if TYPE_CHECKING:
     from launcher.devnet import Devnet

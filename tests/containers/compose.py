@@ -131,8 +131,8 @@ class ComposeProject:
     def inspect(self, service: str) -> dict[str, Any]:
         return dict(json.loads(self.podman("inspect", self.container(service)))[0])
 
-    def network(self) -> str:
-        return f"{self.name}_federation"
+    def network(self, name: str = "federation") -> str:
+        return f"{self.name}_{name}"
 
     def up(self) -> None:
         self.compose("up", "-d", timeout=600)
@@ -167,7 +167,7 @@ class ComposeProject:
         container = f"{self.name}_{name}"
         self.joined[name] = container
         env = {
-            "LETHE_RPC_URL": "http://chain:8545",
+            "LETHE_RPC_URL": "http://chain-gate:8545",
             "LETHE_STORE": "http://ipfs:5001",
             "LETHE_FEDERATION": "lethe-compose",
             "LETHE_SLICES": "4",
@@ -176,6 +176,7 @@ class ComposeProject:
         }
         self.podman(
             "run", "-d", "--name", container, "--network", self.network(),
+            "--network", self.network("store"),
             "-v", f"{container}:/data", "-v", f"{container}-outbox:/outbox",
             "-v", f"{self.name}_public:/public:ro",
             "-v", f"{self.name}_record-key:/record-key:ro",

@@ -148,6 +148,35 @@ def test_control_and_runtime_apis_are_unreachable_from_a_node(
     assert direct.strip() == "refused"  # the SuperLink itself listens on loopback only
 
 
+CHAIN_PROBE = """
+import json, sys, urllib.request
+for url, method in zip(sys.argv[1::2], sys.argv[2::2]):
+    params = [] if method == "eth_chainId" else ["0x" + "11" * 20, "0x56bc75e2d63100000"]
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        reply = json.load(urllib.request.urlopen(request, timeout=5))
+        print("error" if "error" in reply else "ok")
+    except OSError:
+        print("unreachable")
+"""
+
+
+def test_a_participant_cannot_call_chain_admin_methods(
+    project: ComposeProject, initial_rounds: list[dict[str, Any]]
+) -> None:
+    gate, chain = "http://chain-gate:8545", "http://chain:8545"
+    balance, through_gate_read, direct = project.exec(
+        "node-1", "python", "-c", CHAIN_PROBE,
+        gate, "anvil_setBalance", gate, "eth_chainId", chain, "anvil_setBalance",
+    ).split()  # fmt: skip
+    assert balance == "error"  # the gate refuses the admin method
+    assert through_gate_read == "ok"  # and forwards reads
+    assert direct == "unreachable"  # the chain itself is on the owner's network only
+    owner_key = project.exec("node-1", "ls", "/owner", check=False)
+    assert "eth.key" not in owner_key
+
+
 def test_supernodes_authenticate_and_an_unregistered_key_is_refused(
     project: ComposeProject, initial_rounds: list[dict[str, Any]]
 ) -> None:

@@ -5,7 +5,7 @@ what and where); 2 a usage error (a missing deployment file or store folder incl
 that is no verdict either); 3 the chain could not be read (no verdict).
 
 Without flags it audits the federation `lethe up` runs from this folder (its work
-directory, see :mod:`coordinator.workdir`), or the one `lethe deploy` recorded in
+directory, see :mod:`infra.workdir`), or the one `lethe deploy` recorded in
 ``.lethe/chain/deployment.json`` if that exists.
 """
 
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from coordinator.store_cli import store_location_option
-from coordinator.workdir import WORKDIR_ENV, WorkDir
+from infra.workdir import WORKDIR_ENV, WorkDir
 from protocol.errors import LedgerError
 from protocol.ledger import (
     CONTRACT_ENV,
@@ -26,6 +25,7 @@ from protocol.ledger import (
 )
 from protocol.store import DEFAULT_DIR, open_store
 from protocol.store.kubo import is_api_address
+from verifier.store_cli import store_location_option
 
 EXIT_INCONSISTENT = 1
 EXIT_UNREADABLE = 3
@@ -80,6 +80,8 @@ def _ledger(rpc: str | None, contract: str | None, deployment_file: Path, timeou
         ledger.check_deployed()
         ledger.deployment_block = ledger.deployed_block()
         return ledger
+    if rpc is None and (place := WorkDir.holding(deployment_file)) is not None:
+        rpc = place.rpc_url()  # where this `lethe up` runs the chain now
     return Ledger.from_deployment(deployment_file, rpc_url=rpc, timeout=timeout)
 
 
@@ -130,7 +132,7 @@ def audit(
     Exits 0 only if everything holds, 1 at the first inconsistency, 3 if the chain cannot
     be read.
     """
-    from coordinator.audit import audit as run_audit
+    from verifier.audit import audit as run_audit
 
     deployment = None if contract else _deployment_file(deployment_file, workdir)
     beside = deployment or (WorkDir(workdir).deployment if workdir else None)

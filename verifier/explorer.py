@@ -2,7 +2,7 @@
 
 One self-contained HTML document (inline CSS, no script, nothing fetched from elsewhere), so
 it renders offline and behind any firewall. Every badge is the verdict of
-:func:`coordinator.audit.audit` run with ``keep_going=True``: the page shows what the
+:func:`verifier.audit.audit` run with ``keep_going=True``: the page shows what the
 audit checks, never its own opinion. Every value from the chain, the store or the
 coordinator's database is HTML-escaped: CIDs and strings on chain are attacker-chosen.
 """
@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from coordinator.audit import (
+from protocol.errors import LetheError
+from protocol.stakes import format_ether
+from verifier.audit import (
     AuditReport,
     ForgetAudit,
     IncrementalAudit,
@@ -25,11 +27,8 @@ from coordinator.audit import (
     TxRef,
     audit,
 )
-from protocol.errors import LetheError
-from protocol.stakes import format_ether
 
 if TYPE_CHECKING:
-    from coordinator.queue import CoordinatorDB
     from protocol.ledger import Ledger
     from protocol.store import ContentStore
 
@@ -93,7 +92,14 @@ footer { color:var(--muted); font-size:12px; margin-top:40px; }
 """
 
 
-def render_explorer(ledger: Ledger, store: ContentStore, db: CoordinatorDB | None = None) -> str:
+class RoundLog(Protocol):
+    """Where the page reads the accuracy each round's approvers reported (the coordinator's
+    queue, when the API serves the page): not verified, shown as reported."""
+
+    def list_rounds(self) -> list[dict[str, Any]]: ...
+
+
+def render_explorer(ledger: Ledger, store: ContentStore, db: RoundLog | None = None) -> str:
     """The whole explorer page for the contract behind ``ledger``.
 
     ``db`` (the coordinator's database) only adds what the chain cannot know, such as a
@@ -120,7 +126,7 @@ class LiveExplorer:
         self,
         ledger: Ledger,
         store: ContentStore,
-        db: CoordinatorDB | None = None,
+        db: RoundLog | None = None,
         *,
         min_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -169,7 +175,7 @@ def _unreadable(ledger: Ledger, exc: LetheError) -> str:
     return _document(f"contract <code>{_e(ledger.address)}</code>", body)
 
 
-def _accuracies(db: CoordinatorDB | None) -> dict[int, float]:
+def _accuracies(db: RoundLog | None) -> dict[int, float]:
     if db is None:
         return {}
     found = {}

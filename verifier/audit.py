@@ -7,7 +7,9 @@ certificate by CID (the store verifies every byte against the CID), and checks:
 
 - **rounds**: proposed by the coordinator of the time, numbered without gaps, the quorum and
   node count the roster of the time implies; the model's bytes hash to
-  ``globalModelHash``; the manifest is for this round and federation, names the same model
+  ``globalModelHash`` and are, bit for bit, the model recomputed from the manifest's
+  signed masked vectors and reveals (``protocol.recompute``, the function nodes run before
+  approving); the manifest is for this round and federation, names the same model
   CID and hash, and its Merkle root is ``updatesRoot``; every update is signed by its
   address, an admitted node; every node the manifest lists as a ``share`` responder (stage
   2: its model is in the aggregate) has its update in the manifest, and no one else has;
@@ -54,6 +56,8 @@ from protocol.certificate import Certificate
 from protocol.errors import ProtocolError, StoreError
 from protocol.hashing import keccak256
 from protocol.manifest import RoundManifest
+from protocol.noise import DEFAULT_NOISE_SCALE, NOISE_MICROS
+from protocol.recompute import check_published
 from protocol.stakes import CONTEXT_EVENTS, STAKE_EVENTS, StakeLedger, format_ether
 from protocol.typed_data import Domain
 
@@ -108,6 +112,8 @@ class RoundAudit:
     finalized: TxRef | None = None
     status: Status = "pending"
     problem: str | None = None
+    noise_scale: float | None = None
+    """σ of the noise inside the sum, as every sender declared it (``None``: not checked)."""
 
     def line(self) -> str:
         """One readable line for the report."""
@@ -117,8 +123,9 @@ class RoundAudit:
         votes = f"{len(self.approvals)}/{self.quorum} approvals"
         state = f"finalized ({votes})" if self.finalized else f"pending ({votes})"
         return (
-            f"{head}: {state}, {len(self.participants)} signed updates, "
-            f"model {self.global_model_cid}, tx {self.proposed.tx_hash}"
+            f"{head}: {state}, model recomputed from {len(self.participants)} masked updates "
+            f"(noise σ {self.noise_scale}), model {self.global_model_cid}, "
+            f"tx {self.proposed.tx_hash}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -137,6 +144,7 @@ class RoundAudit:
             "node_count": self.node_count,
             "participants": self.participants,
             "n_total": self.n_total,
+            "noise_scale": self.noise_scale,
             "approvals": [
                 {"node": a.node, "tx_hash": a.tx.tx_hash, "block_number": a.tx.block_number}
                 for a in self.approvals
@@ -362,6 +370,15 @@ def _stake_lines(stakes: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _declared_noise(manifest: RoundManifest) -> float:
+    """σ the senders' masked vectors declare (they all declare the same: recomputed)."""
+    from protocol.recompute import Transcript
+    from protocol.secure_sum import MaskedInput
+
+    first = next(iter(Transcript.from_json(manifest.transcript).masked.values()))
+    return MaskedInput.from_bytes(first.data).settings.sigma
+
+
 def audit(
     ledger: Ledger,
     store: ContentStore,
@@ -485,6 +502,10 @@ class _Replay:
         self.federation_id = federation_id
         self.coordinator: str | None = None
         self.configured_quorum = 0
+        self.noise_micros = round(DEFAULT_NOISE_SCALE * NOISE_MICROS)
+        """σ of the noise inside the sum in force (the contract's initial value first)."""
+        self.noise_since_last_round = {self.noise_micros}
+        """Every σ in force since the last proposal: a round shared under one of them."""
         self.admitted: dict[str, NodeAudit] = {}
         self.nodes: list[NodeAudit] = []
         self.rounds: dict[int, RoundAudit] = {}
@@ -498,6 +519,7 @@ class _Replay:
         self._handlers: dict[str, Callable[[LedgerEvent], None]] = {
             "CoordinatorAdmitted": self._coordinator_admitted,
             "QuorumSet": self._quorum_set,
+            "NoiseScaleSet": self._noise_scale_set,
             "NodeAdmitted": self._node_admitted,
             "NodeRemoved": self._node_removed,
             "KeyRegistered": self._key_registered,
@@ -623,6 +645,10 @@ class _Replay:
     def _quorum_set(self, event: LedgerEvent) -> None:
         self.configured_quorum = int(event.args["configuredQuorum"])
 
+    def _noise_scale_set(self, event: LedgerEvent) -> None:
+        self.noise_micros = int(event.args["noiseScaleMicros"])
+        self.noise_since_last_round.add(self.noise_micros)
+
     def _node_admitted(self, event: LedgerEvent) -> None:
         node = str(event.args["node"])
         if self._admitted(node) is not None:
@@ -696,6 +722,20 @@ class _Replay:
                 cid=item.global_model_cid,
             )
         manifest = self._manifest(item, fail)
+        try:
+            check_published(manifest, model)
+        except ProtocolError as exc:
+            raise fail(f"{exc} (manifest {item.manifest_cid})", cid=item.manifest_cid) from exc
+        item.noise_scale = _declared_noise(manifest)
+        declared = round(item.noise_scale * NOISE_MICROS)
+        if declared not in self.noise_since_last_round:
+            raise fail(
+                f"its senders declared noise σ {item.noise_scale}; the chain's σ since the "
+                f"previous round was "
+                f"{sorted(v / NOISE_MICROS for v in self.noise_since_last_round)}",
+                cid=item.manifest_cid,
+            )
+        self.noise_since_last_round = {self.noise_micros}
         self.manifests[number] = manifest
         for address in item.participants:
             entry = self._admitted(address)

@@ -3,7 +3,7 @@
 
 ```
 <workdir>/                    default .lethe/federation (LETHE_WORKDIR, --workdir)
-  federation.json             where everything runs: RPC URL, contract, API URL, nodes
+  federation.json             where everything runs now: RPC URL, contract, API URL, nodes
   chain/deployment.json       the contract (chain id, address, deployment block)
   store/                      the content store (models, manifests, certificates)
   coordinator/api.token       the API's bearer token
@@ -11,6 +11,12 @@
   node-<i>/node.sqlite        node i's records (`lethe-node records --db …`)
   logs/                       one log per process
 ```
+
+``federation.json`` is the one record of where things run. Each `lethe up` rewrites it
+(anvil, the SuperLink and the API may come back on other ports), so readers in a work
+directory take the chain's endpoint from it, never from the deployment file's
+``rpc_url`` (where the contract was deployed, which `lethe up` refreshes only as a
+courtesy to tools given the deployment file alone).
 """
 
 from __future__ import annotations
@@ -63,6 +69,19 @@ class WorkDir:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    @classmethod
+    def holding(cls, deployment_file: Path) -> WorkDir | None:
+        """The work directory ``deployment_file`` is the deployment of, if it is one."""
+        root = deployment_file.parent.parent
+        if deployment_file.parent.name != "chain" or not (root / "federation.json").is_file():
+            return None
+        return cls(root)
+
+    def rpc_url(self) -> str | None:
+        """The chain endpoint `lethe up` last recorded here (None if there is none)."""
+        url = self.read_summary().get("rpc_url")
+        return url if isinstance(url, str) and url else None
 
     def api_url(self) -> str:
         """The API address `lethe up` recorded here, else the default one."""

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from bench.epoch import hash_embed
-from bench.noise_placement import after_sum, exact_sum, inside_sum, round_fixed_point
+from bench.noise_placement import after_sum, exact_sum, inside_sum
 from bench.privacy import auc, clustered, pair_stats
 from bench.sisa_replay import ReplayNode, check_against_node
 from node.store import NodeConfig, Record, load_default
 from protocol.federation import DEFAULT_LABELS
+from protocol.secure_sum import round_fixed_point
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner, Result
 
-from coordinator.cli import main
+from verifier.cli import main
 from tests.audit_history import copy_store
 
 if TYPE_CHECKING:

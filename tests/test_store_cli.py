@@ -13,7 +13,7 @@ import aleph_cid
 import pytest
 from click.testing import CliRunner, Result
 
-from coordinator.cli import main
+from verifier.cli import main
 from protocol.cid import cid_of
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner, Result
 
-from verifier.cli import main
 from tests.audit_history import copy_store
+from verifier.cli import main
 
 if TYPE_CHECKING:
     from tests.audit_fixtures import AuditedHistory

@@ -13,8 +13,8 @@ import aleph_cid
 import pytest
 from click.testing import CliRunner, Result
 
-from verifier.cli import main
 from protocol.cid import cid_of
+from verifier.cli import main
 
 if TYPE_CHECKING:
     from tests.ipfs_daemon import IpfsDaemon

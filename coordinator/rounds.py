@@ -51,6 +51,7 @@ from protocol.messages import (
     TrainReply,
     TrainRequest,
 )
+from protocol.records_root import RecordsProof, RecordsRoot
 from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
@@ -310,6 +311,10 @@ class Coordinator:
             if signer.lower() != address.lower():
                 self._drop(TRAIN, node, f"{address} signed its commitment with another key")
                 continue
+            problem = self._records_root_problem(state.round, reply)
+            if problem:
+                self._drop(TRAIN, node, problem)
+                continue
             state.committed[address] = Committed(node, member[0], member[1], reply)
             self._save_node(state.round, state.committed[address])
         self._record_forget_results(state, set(members))
@@ -344,11 +349,37 @@ class Coordinator:
             forget_requests=entries,
         )
 
+    def _records_root_problem(self, round_no: int, reply: TrainReply) -> str | None:
+        """Why a reply's records root could not back a forget request, or None: a node whose
+        root is unsigned, out of order or names a stale certification count would hold
+        records no request can name, so it is not let into the round."""
+        try:
+            records = RecordsRoot.unpack(round_no, reply.records, reply.records_certifications)
+            signer = records.signer(Domain.of(self.ledger), reply.records_signature)
+        except ProtocolError as exc:
+            return f"{reply.address} sent an unusable records root: {exc}"
+        if signer.lower() != reply.address.lower():
+            return f"{reply.address} signed its records root with another key"
+        current = self.ledger.certifications_of(reply.address)
+        if reply.records_certifications != current:
+            return (
+                f"{reply.address}'s records root names {reply.records_certifications} "
+                f"certified forgets, the chain has {current}"
+            )
+        return None
+
     def _save_node(self, round_no: int, committed: Committed) -> None:
         reply = committed.reply
         records = reply.records
         self.db.replace_record_index(
             reply.address, [_hex(records[i : i + 32]) for i in range(0, len(records), 32)]
+        )
+        self.db.save_records_root(
+            reply.address,
+            round_no,
+            reply.records_certifications,
+            reply.records_signature,
+            records,
         )
         self.db.save_node(
             reply.address,
@@ -848,13 +879,24 @@ class Coordinator:
                         self._request_on_chain(part)
                 return
             owner = owners[0]
+        commitment = bytes.fromhex(req.record_commitment[2:])
+        committed = self._records_proof(owner, commitment)
+        if isinstance(committed, str):  # retried at the next pass, after the next round
+            self.db.set_reason(req.request_id, "received", committed)
+            return
         try:
             tx: str | None = self.ledger.request_forget(
                 req.request_id,  # its text goes on chain: the owner can act on the event alone
-                bytes.fromhex(req.record_commitment[2:]),
+                commitment,
                 owner,
+                committed,
             ).tx_hash
         except ContractRevert as exc:
+            if exc.error_name == "StaleRecordsRoot":  # the owner certified since: next round
+                self.db.set_reason(
+                    req.request_id, "received", f"waiting for {owner}'s next finalized round"
+                )
+                return
             if exc.error_name != "RequestExists":  # sent before a crash: already on chain
                 raise
             tx = None
@@ -862,6 +904,20 @@ class Coordinator:
             req.request_id, "received", "dispatched", request_tx=tx, node_address=owner
         ):
             self.report(f"forget {req.request_id}: requested on chain (tx {tx})")
+
+    def _records_proof(self, owner: str, commitment: bytes) -> RecordsProof | str:
+        """The proof ``requestForget`` needs that ``owner`` committed to ``commitment``, from
+        its newest records root of a finalized round; or why there is none yet."""
+        saved = self.db.finalized_records_root(owner)
+        if saved is None:
+            return f"waiting for a finalized round with {owner}'s records root"
+        round_no, certifications, signature, records = saved
+        try:
+            return RecordsRoot.unpack(round_no, records, certifications).proof(
+                commitment, signature
+            )
+        except ProtocolError:
+            return f"{owner}'s records root of round {round_no} does not hold this record"
 
     def _complete(self, round_no: int, manifest: RoundManifest) -> None:
         """Complete every certified request whose owner's new model is in a finalized round."""

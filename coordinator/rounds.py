@@ -87,6 +87,11 @@ class RoundOutcome:
     manifest: RoundManifest | None = None
 
 
+WAITING_FOR_ROOT = "waiting for a finalized round with the records root"
+"""Why a request is not on chain yet: ``requestForget`` needs the owner's records root of a
+finalized round holding the record, at its current certification count."""
+
+
 @dataclass(frozen=True)
 class Committed:
     """A node whose train reply was accepted: its Flower id, roster place and commitment."""
@@ -894,7 +899,9 @@ class Coordinator:
         except ContractRevert as exc:
             if exc.error_name == "StaleRecordsRoot":  # the owner certified since: next round
                 self.db.set_reason(
-                    req.request_id, "received", f"waiting for {owner}'s next finalized round"
+                    req.request_id,
+                    "received",
+                    f"{WAITING_FOR_ROOT} of {owner} (it certified a forget since)",
                 )
                 return
             if exc.error_name != "RequestExists":  # sent before a crash: already on chain
@@ -910,14 +917,14 @@ class Coordinator:
         its newest records root of a finalized round; or why there is none yet."""
         saved = self.db.finalized_records_root(owner)
         if saved is None:
-            return f"waiting for a finalized round with {owner}'s records root"
+            return f"{WAITING_FOR_ROOT} of {owner} (none yet)"
         round_no, certifications, signature, records = saved
         try:
             return RecordsRoot.unpack(round_no, records, certifications).proof(
                 commitment, signature
             )
         except ProtocolError:
-            return f"{owner}'s records root of round {round_no} does not hold this record"
+            return f"{WAITING_FOR_ROOT} of {owner} holding it (round {round_no}'s does not)"
 
     def _complete(self, round_no: int, manifest: RoundManifest) -> None:
         """Complete every certified request whose owner's new model is in a finalized round."""
@@ -950,8 +957,14 @@ class Coordinator:
             self._request_on_chain(req)
         dispatched = [r for r in self.db.list_forgets(("dispatched",)) if not r.is_split][:batch]
         certified = self.db.list_forgets(("certified",))
+        # Waiting for an owner's records root that holds the record (docs/rounds.md): only a
+        # finalized round brings one, so run one even if no model need change.
+        refresh = any(
+            (r.reason or "").startswith(WAITING_FOR_ROOT)
+            for r in self.db.list_forgets(("received",))
+        )
         self._settle_split()
-        if not (dispatched or certified):
+        if not (dispatched or certified or refresh):
             self._backoff_s = 0.0
             return False
         connected = frozenset(self.transport.node_ids())
@@ -960,7 +973,9 @@ class Coordinator:
             return False
         self.last_committed, self.last_unasked_owner = set(), False
         try:
-            outcome = self.run_round(None, forgets=dispatched, require_change=True)
+            outcome = self.run_round(
+                None, forgets=dispatched, require_change=bool(dispatched or certified)
+            )
         except RoundFailed as exc:
             self._mark_owners()
             if self.last_unasked_owner:  # an owner came back under a new id: ask it now
@@ -974,7 +989,7 @@ class Coordinator:
         if outcome.finalized and outcome.manifest is not None:
             self._complete(outcome.round, outcome.manifest)
         self._settle_split()
-        if self.db.list_forgets(("dispatched", "certified")):
+        if self.db.list_forgets(("dispatched", "certified")) or refresh:
             self._back_off(connected, "requests still open after the round")
         else:
             self._backoff_s, self._retry_at = 0.0, 0.0

@@ -484,15 +484,24 @@ contract Lethe {
         view
     {
         if (!_approved(round, _members[witness].id)) revert NotApprover(round, witness);
+        if (_recoverCompact(digest, signature) != witness) revert InvalidSignature(0);
+    }
+
+    /// @dev The signer of `digest` by an EIP-2098 (64-byte) signature; address 0 if none.
+    function _recoverCompact(bytes32 digest, bytes calldata signature) private pure returns (address) {
         if (signature.length != 64) revert BadSignatures(signature.length);
         bytes32 vs = bytes32(signature[32:64]);
-        address signer = ecrecover(
+        return ecrecover(
             digest,
             uint8(uint256(vs) >> 255) + 27,
             bytes32(signature[0:32]),
             vs & 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
         );
-        if (signer != witness) revert InvalidSignature(0);
+    }
+
+    /// @dev The EIP-712 domain every Lethe signature is bound to: this chain, this contract.
+    function _domainSeparator() private view returns (bytes32) {
+        return keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
     }
 
     /// @dev Counts the caller's approval of proposed round `round` (content already checked).
@@ -527,7 +536,7 @@ contract Lethe {
         bytes32 updatesRoot,
         string calldata manifestCid
     ) public view returns (bytes32) {
-        bytes32 domain = keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+        bytes32 domain = _domainSeparator();
         bytes32 structHash = keccak256(
             abi.encode(
                 ROUND_APPROVAL_TYPEHASH,
@@ -719,20 +728,11 @@ contract Lethe {
         bytes32 digest = keccak256(
             abi.encodePacked(
                 "\x19\x01",
-                keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this))),
+                _domainSeparator(),
                 keccak256(abi.encode(RECORDS_ROOT_TYPEHASH, p.round, p.root, p.count, p.certifications))
             )
         );
-        bytes calldata signature = p.signature;
-        if (signature.length != 64) revert BadSignatures(signature.length);
-        bytes32 vs = bytes32(signature[32:64]);
-        address signer = ecrecover(
-            digest,
-            uint8(uint256(vs) >> 255) + 27,
-            bytes32(signature[0:32]),
-            vs & 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
-        );
-        if (signer != node) revert NotRecordsRootSigner(node);
+        if (_recoverCompact(digest, p.signature) != node) revert NotRecordsRootSigner(node);
         if (p.index >= p.count || _merkleRoot(leaf, p.index, p.count, p.proof) != p.root) revert NotCommitted(node, leaf);
     }
 

@@ -3,7 +3,8 @@
 ``python -m bench.gas`` (``make bench-gas``) deploys the committed build on a fresh dev
 chain, sets a stake policy (so admissions, rounds and requests pay for the staking checks a
 staked federation makes), has NODES nodes stake and join, funds the reward pool, runs two
-rounds and one forget request, lets a second request miss its deadline and slashes it,
+rounds and one forget request (proving the record is among the node's 65,536 committed
+in a finalized round), lets a second request miss its deadline and slashes it,
 has every node claim its rewards and one node leave, and writes ``bench/results/gas.json``
 (gas used per call; the most expensive occurrence of each, e.g. the approval that finalizes
 a round, the first node admitted) and ``gas.png``.
@@ -31,6 +32,7 @@ from protocol.approvals import RoundApproval
 from protocol.envelope import public_key_bytes
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger, StakePolicy, TxResult, deploy
+from protocol.records_root import RecordsRoot
 from protocol.typed_data import Domain
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,13 +70,15 @@ POLICY = StakePolicy(
 TARGETS: dict[tuple[str, ...], int] = {
     ("propose_round",): 150_000,
     ("approve_round",): 60_000,
-    ("request_forget", "certify_forget", "complete_forget"): 200_000,
+    ("request_forget", "certify_forget", "complete_forget"): 250_000,
     ("round_total_n10",): 150_000,
 }
 # Realistic lengths: CIDv1 base32 of a raw sha2-256 block, as the content store makes them.
 MODEL_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 MANIFEST_CID = "bafkreidgvpkjawlxz6sffxzwgooowe5yt7i6wsyg236mfoks77nywkptdq"
 CERT_CID = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+RECORDS = 2**16
+"""Records the requested node committed to: its proof has 16 siblings."""
 
 
 def _x25519_key(rng: random.Random) -> bytes:
@@ -124,15 +128,22 @@ def measure(nodes: int = NODES) -> dict[str, int]:
                 approve = functools.partial(node.approve_round, round_number)
                 record("approve_round", functools.partial(approve, *proposed[round_number]))
 
-        # As the coordinator sends it: the request id's text (a uuid4 hex) goes on chain.
+        # As the coordinator sends it: the request id's text (a uuid4 hex) goes on chain, with
+        # the proof that the node committed to the record in finalized round 1.
         label, owner_node = rng.randbytes(16).hex(), node_ledgers[0]
         request_id = keccak256(label.encode())
         record("propose_round", lambda: propose(1))
+        approve_all(1)
+        records = RecordsRoot.of(1, (rng.randbytes(32) for _ in range(RECORDS)), 0)
+        signature = records.sign(Domain.of(owner), node_accts[0].private_key)
+        record_commitment = records.leaves[RECORDS // 3]
+        committed = records.proof(record_commitment, signature)
         record(
             "request_forget",
-            lambda: coordinator.request_forget(label, rng.randbytes(32), str(owner_node.account)),
+            lambda: coordinator.request_forget(
+                label, record_commitment, str(owner_node.account), committed
+            ),
         )
-        approve_all(1)
         record(
             "certify_forget",
             lambda: owner_node.certify_forget(request_id, CERT_CID, rng.randbytes(32)),
@@ -145,7 +156,14 @@ def measure(nodes: int = NODES) -> dict[str, int]:
                 record("claim", functools.partial(node.claim_rewards, [round_number]))
 
         missed, late_node = rng.randbytes(32), node_ledgers[1]
-        coordinator.request_forget(missed, rng.randbytes(32), str(late_node.account))
+        late = RecordsRoot.of(2, [rng.randbytes(32)], 0)
+        late_signature = late.sign(Domain.of(owner), node_accts[1].private_key)
+        coordinator.request_forget(
+            missed,
+            late.leaves[0],
+            str(late_node.account),
+            late.proof(late.leaves[0], late_signature),
+        )
         _mine(chain.rpc_url, POLICY.forget_deadline_blocks + 1)
         record("slash", functools.partial(node_ledgers[-1].slash, missed))
         leaver = node_ledgers[-1]

@@ -40,10 +40,30 @@ contract Lethe {
     ///      admission serial (a node removed and admitted again gets a new one; 0 once
     ///      removed) and its id: given at its first admission and kept for ever, so the
     ///      approval bits of a node's past rounds stay its own after removal.
+    ///      `certifications` counts the node's certified forget requests, for ever: a records
+    ///      root it signed names the count when it signed, and `requestForget` accepts only a
+    ///      root naming the current one, so a root from before the node forgot a record
+    ///      cannot open a request for that record again.
     struct Member {
         uint128 positionPlusOne;
         uint64 serial;
         uint32 id;
+        uint32 certifications;
+    }
+
+    /// @notice A node's signed commitment to its records and a commitment's place in it.
+    /// @dev `signature` is the node's EIP-712 `RecordsRoot(round, root, count, certifications)`
+    ///      in EIP-2098 form: `root` is the Merkle root (protocol/merkle.py) over the `count`
+    ///      sorted keyed record commitments it announced for round `round`; `proof` shows the
+    ///      requested commitment is leaf `index`.
+    struct RecordsProof {
+        uint64 round;
+        uint32 count;
+        uint32 certifications;
+        uint32 index;
+        bytes32 root;
+        bytes signature;
+        bytes32[] proof;
     }
 
     /// @dev `node` is the record's owner, named by the request; only it certifies.
@@ -83,6 +103,9 @@ contract Lethe {
     bytes32 public constant ROUND_APPROVAL_TYPEHASH = keccak256(
         "RoundApproval(uint64 round,bytes32 globalModelHash,string globalModelCid,bytes32 updatesRoot,string manifestCid)"
     );
+    /// @notice EIP-712 type of a node's commitment to its records in one round.
+    bytes32 public constant RECORDS_ROOT_TYPEHASH =
+        keccak256("RecordsRoot(uint64 round,bytes32 root,uint32 count,uint32 certifications)");
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     /// @dev The domain every Lethe signature uses (protocol/typed_data.py): name and version.
@@ -227,6 +250,9 @@ contract Lethe {
     error NoDeadline(bytes32 requestId);
     error DeadlineNotPassed(bytes32 requestId, uint64 deadline);
     error AlreadySlashed(bytes32 requestId);
+    error StaleRecordsRoot(address node, uint32 certifications, uint32 current);
+    error NotRecordsRootSigner(address node);
+    error NotCommitted(address node, bytes32 recordCommitment);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
@@ -287,7 +313,8 @@ contract Lethe {
             nodeIds = id;
             nodeIdsHash = keccak256(abi.encode(nodeIdsHash, node));
         }
-        _members[node] = Member({positionPlusOne: uint128(count), serial: serial, id: id});
+        _members[node] =
+            Member({positionPlusOne: uint128(count), serial: serial, id: id, certifications: _members[node].certifications});
         _activeIds[(id - 1) / 256] |= 1 << ((id - 1) % 256);
         emit NodeAdmitted(node, count);
     }
@@ -311,7 +338,8 @@ contract Lethe {
         _roster.pop();
         // The id stays: the node's past approvals (and their rewards) remain its own.
         uint32 id = _members[node].id;
-        _members[node] = Member({positionPlusOne: 0, serial: 0, id: id});
+        _members[node] =
+            Member({positionPlusOne: 0, serial: 0, id: id, certifications: _members[node].certifications});
         _activeIds[(id - 1) / 256] &= ~(1 << ((id - 1) % 256));
         delete nodeKey[node];
         emit NodeRemoved(node, last - 1);
@@ -456,15 +484,24 @@ contract Lethe {
         view
     {
         if (!_approved(round, _members[witness].id)) revert NotApprover(round, witness);
+        if (_recoverCompact(digest, signature) != witness) revert InvalidSignature(0);
+    }
+
+    /// @dev The signer of `digest` by an EIP-2098 (64-byte) signature; address 0 if none.
+    function _recoverCompact(bytes32 digest, bytes calldata signature) private pure returns (address) {
         if (signature.length != 64) revert BadSignatures(signature.length);
         bytes32 vs = bytes32(signature[32:64]);
-        address signer = ecrecover(
+        return ecrecover(
             digest,
             uint8(uint256(vs) >> 255) + 27,
             bytes32(signature[0:32]),
             vs & 0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
         );
-        if (signer != witness) revert InvalidSignature(0);
+    }
+
+    /// @dev The EIP-712 domain every Lethe signature is bound to: this chain, this contract.
+    function _domainSeparator() private view returns (bytes32) {
+        return keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
     }
 
     /// @dev Counts the caller's approval of proposed round `round` (content already checked).
@@ -499,7 +536,7 @@ contract Lethe {
         bytes32 updatesRoot,
         string calldata manifestCid
     ) public view returns (bytes32) {
-        bytes32 domain = keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+        bytes32 domain = _domainSeparator();
         bytes32 structHash = keccak256(
             abi.encode(
                 ROUND_APPROVAL_TYPEHASH,
@@ -650,15 +687,23 @@ contract Lethe {
     // ----- forgetting --------------------------------------------------------------------
 
     /// @notice Open forget request `requestId` for the record committed to by `recordCommitment`,
-    ///         held by admitted node `node` (the node that announced the commitment).
+    ///         held by admitted node `node`: `committed` proves the node committed to it, under
+    ///         the records root it signed for a finalized round and still current.
     ///         `label`, if not empty, is the id's preimage: the certificate names it, and the
     ///         node watching the chain certifies from the event without a coordinator message.
-    function requestForget(bytes32 requestId, bytes32 recordCommitment, address node, string calldata label)
-        external
-        onlyCoordinator
-    {
+    /// @dev Without the proof the coordinator could name any node with any commitment, and
+    ///      slash an honest node (and lock its stake) for a record it never held.
+    function requestForget(
+        bytes32 requestId,
+        bytes32 recordCommitment,
+        address node,
+        string calldata label,
+        RecordsProof calldata committed
+    ) external onlyCoordinator {
         if (bytes(label).length != 0 && keccak256(bytes(label)) != requestId) revert LabelMismatch(requestId);
-        if (_members[node].positionPlusOne == 0) revert NotAdmittedNode(node);
+        Member memory m = _members[node];
+        if (m.positionPlusOne == 0) revert NotAdmittedNode(node);
+        _checkCommitted(recordCommitment, node, m.certifications, committed);
         Forget storage f = _forgets[requestId];
         if (f.state != ForgetState.None) revert RequestExists(requestId);
         f.state = ForgetState.Requested;
@@ -670,6 +715,49 @@ contract Lethe {
             _stakes[node].openForgets += 1;
         }
         emit ForgetRequested(requestId, recordCommitment, msg.sender, node, label);
+    }
+
+    /// @dev Reverts unless `p` shows `node` signed a records root, for a finalized round and
+    ///      naming its current certification count, with `leaf` in it.
+    function _checkCommitted(bytes32 leaf, address node, uint32 certifications, RecordsProof calldata p)
+        private
+        view
+    {
+        if (!_rounds[p.round].finalized) revert RoundNotFinalized(p.round);
+        if (p.certifications != certifications) revert StaleRecordsRoot(node, p.certifications, certifications);
+        bytes32 digest = keccak256(
+            abi.encodePacked(
+                "\x19\x01",
+                _domainSeparator(),
+                keccak256(abi.encode(RECORDS_ROOT_TYPEHASH, p.round, p.root, p.count, p.certifications))
+            )
+        );
+        if (_recoverCompact(digest, p.signature) != node) revert NotRecordsRootSigner(node);
+        if (p.index >= p.count || _merkleRoot(leaf, p.index, p.count, p.proof) != p.root) revert NotCommitted(node, leaf);
+    }
+
+    /// @dev The root `proof` implies for `leaf` at `index` (< `count`) of `count` leaves
+    ///      (protocol/merkle.py: parent keccak256(0x01 ‖ left ‖ right), an odd node out promoted
+    ///      unchanged); 0 if the proof does not have exactly the length that position needs.
+    function _merkleRoot(bytes32 leaf, uint256 index, uint256 count, bytes32[] calldata proof)
+        private
+        pure
+        returns (bytes32 node)
+    {
+        node = leaf;
+        uint256 used;
+        while (count > 1) {
+            if ((index ^ 1) < count) {
+                if (used == proof.length) return bytes32(0);
+                bytes32 sibling = proof[used++];
+                node = index % 2 == 0
+                    ? keccak256(abi.encodePacked(bytes1(0x01), node, sibling))
+                    : keccak256(abi.encodePacked(bytes1(0x01), sibling, node));
+            }
+            index /= 2;
+            count = (count + 1) / 2;
+        }
+        if (used != proof.length) return bytes32(0);
     }
 
     /// @notice The owning node certifies it deleted the record and retrained.
@@ -685,6 +773,8 @@ contract Lethe {
         if (state == ForgetState.None) revert UnknownRequest(requestId);
         if (state != ForgetState.Requested) revert AlreadyCertified(requestId, f.node);
         if (f.node != msg.sender) revert NotRecordOwner(requestId, msg.sender);
+        // Every records root the node signed before this certification is stale from now on.
+        _members[msg.sender].certifications += 1;
         if (f.answerable) {
             // Certifying late still forgets, but pays the slash nobody has called yet.
             if (block.number > f.deadline) _slash(requestId, f);
@@ -864,6 +954,11 @@ contract Lethe {
 
     function nodeCount() external view returns (uint256) {
         return _roster.length;
+    }
+
+    /// @notice How many forget requests `node` certified: what its next records root names.
+    function certificationsOf(address node) external view returns (uint32) {
+        return _members[node].certifications;
     }
 
     function isNode(address account) external view returns (bool) {

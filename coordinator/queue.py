@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS record_index (
     node_address TEXT NOT NULL,
     PRIMARY KEY (commitment, node_address)
 );
+CREATE TABLE IF NOT EXISTS records_roots (
+    node_address TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    certifications INTEGER NOT NULL,
+    signature TEXT NOT NULL,
+    records BLOB NOT NULL,
+    PRIMARY KEY (node_address, round)
+);
 CREATE TABLE IF NOT EXISTS control (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -471,6 +479,39 @@ class CoordinatorDB:
                 [(c, node_address) for c in commitments],
             )
             con.execute("COMMIT")
+
+    def save_records_root(
+        self, node_address: str, round_no: int, certifications: int, signature: str, records: bytes
+    ) -> None:
+        """Keep a node's signed records root of one round (what a forget request proves
+        against), and drop its roots older than its newest one of a finalized round."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(
+                "INSERT OR REPLACE INTO records_roots VALUES (?,?,?,?,?)",
+                (node_address.lower(), round_no, certifications, signature, records),
+            )
+            con.execute(
+                "DELETE FROM records_roots WHERE node_address=? AND round < (SELECT"
+                " COALESCE(MAX(t.round), 0) FROM records_roots t JOIN rounds r ON r.round=t.round"
+                " WHERE t.node_address=? AND r.state='finalized')",
+                (node_address.lower(), node_address.lower()),
+            )
+            con.execute("COMMIT")
+
+    def finalized_records_root(self, node_address: str) -> tuple[int, int, str, bytes] | None:
+        """A node's newest signed records root of a finalized round: (round,
+        certifications, signature, records), or None."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT t.round, t.certifications, t.signature, t.records FROM records_roots t"
+                " JOIN rounds r ON r.round=t.round WHERE t.node_address=?"
+                " AND r.state='finalized' ORDER BY t.round DESC LIMIT 1",
+                (node_address.lower(),),
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), int(row[1]), str(row[2]), bytes(row[3])
 
     def record_owners(self, commitment: str) -> list[str]:
         """Addresses of every node that announced this record commitment, sorted."""

@@ -53,6 +53,7 @@ from protocol.messages import (
     TrainReply,
     TrainRequest,
 )
+from protocol.records_root import RecordsProof, RecordsRoot
 from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class RoundOutcome:
     finalized: bool
     info: dict[str, Any] = field(default_factory=dict)
     manifest: RoundManifest | None = None
+
+
+WAITING_FOR_ROOT = "waiting for a finalized round with the records root"
+"""Why a request is not on chain yet: ``requestForget`` needs the owner's records root of a
+finalized round holding the record, at its current certification count."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +318,10 @@ class Coordinator:
             if signer.lower() != address.lower():
                 self._drop(TRAIN, node, f"{address} signed its commitment with another key")
                 continue
+            problem = self._records_root_problem(state.round, reply)
+            if problem:
+                self._drop(TRAIN, node, problem)
+                continue
             state.committed[address] = Committed(node, member[0], member[1], reply)
             self._save_node(state.round, state.committed[address])
         self._record_forget_results(state, set(members))
@@ -346,11 +356,37 @@ class Coordinator:
             forget_requests=entries,
         )
 
+    def _records_root_problem(self, round_no: int, reply: TrainReply) -> str | None:
+        """Why a reply's records root could not back a forget request, or None: a node whose
+        root is unsigned, out of order or names a stale certification count would hold
+        records no request can name, so it is not let into the round."""
+        try:
+            records = RecordsRoot.unpack(round_no, reply.records, reply.records_certifications)
+            signer = records.signer(Domain.of(self.ledger), reply.records_signature)
+        except ProtocolError as exc:
+            return f"{reply.address} sent an unusable records root: {exc}"
+        if signer.lower() != reply.address.lower():
+            return f"{reply.address} signed its records root with another key"
+        current = self.ledger.certifications_of(reply.address)
+        if reply.records_certifications != current:
+            return (
+                f"{reply.address}'s records root names {reply.records_certifications} "
+                f"certified forgets, the chain has {current}"
+            )
+        return None
+
     def _save_node(self, round_no: int, committed: Committed) -> None:
         reply = committed.reply
         records = reply.records
         self.db.replace_record_index(
             reply.address, [_hex(records[i : i + 32]) for i in range(0, len(records), 32)]
+        )
+        self.db.save_records_root(
+            reply.address,
+            round_no,
+            reply.records_certifications,
+            reply.records_signature,
+            records,
         )
         self.db.save_node(
             reply.address,
@@ -866,13 +902,26 @@ class Coordinator:
                         self._request_on_chain(part)
                 return
             owner = owners[0]
+        commitment = bytes.fromhex(req.record_commitment[2:])
+        committed = self._records_proof(owner, commitment)
+        if isinstance(committed, str):  # retried at the next pass, after the next round
+            self.db.set_reason(req.request_id, "received", committed)
+            return
         try:
             tx: str | None = self.ledger.request_forget(
                 req.request_id,  # its text goes on chain: the owner can act on the event alone
-                bytes.fromhex(req.record_commitment[2:]),
+                commitment,
                 owner,
+                committed,
             ).tx_hash
         except ContractRevert as exc:
+            if exc.error_name == "StaleRecordsRoot":  # the owner certified since: next round
+                self.db.set_reason(
+                    req.request_id,
+                    "received",
+                    f"{WAITING_FOR_ROOT} of {owner} (it certified a forget since)",
+                )
+                return
             if exc.error_name != "RequestExists":  # sent before a crash: already on chain
                 raise
             tx = None
@@ -880,6 +929,20 @@ class Coordinator:
             req.request_id, "received", "dispatched", request_tx=tx, node_address=owner
         ):
             self.report(f"forget {req.request_id}: requested on chain (tx {tx})")
+
+    def _records_proof(self, owner: str, commitment: bytes) -> RecordsProof | str:
+        """The proof ``requestForget`` needs that ``owner`` committed to ``commitment``, from
+        its newest records root of a finalized round; or why there is none yet."""
+        saved = self.db.finalized_records_root(owner)
+        if saved is None:
+            return f"{WAITING_FOR_ROOT} of {owner} (none yet)"
+        round_no, certifications, signature, records = saved
+        try:
+            return RecordsRoot.unpack(round_no, records, certifications).proof(
+                commitment, signature
+            )
+        except ProtocolError:
+            return f"{WAITING_FOR_ROOT} of {owner} holding it (round {round_no}'s does not)"
 
     def _complete(self, round_no: int, manifest: RoundManifest) -> None:
         """Complete every certified request whose owner's new model is in a finalized round."""
@@ -912,8 +975,14 @@ class Coordinator:
             self._request_on_chain(req)
         dispatched = [r for r in self.db.list_forgets(("dispatched",)) if not r.is_split][:batch]
         certified = self.db.list_forgets(("certified",))
+        # Waiting for an owner's records root that holds the record (docs/rounds.md): only a
+        # finalized round brings one, so run one even if no model need change.
+        refresh = any(
+            (r.reason or "").startswith(WAITING_FOR_ROOT)
+            for r in self.db.list_forgets(("received",))
+        )
         self._settle_split()
-        if not (dispatched or certified):
+        if not (dispatched or certified or refresh):
             self._backoff_s = 0.0
             return False
         connected = frozenset(self.transport.node_ids())
@@ -922,7 +991,9 @@ class Coordinator:
             return False
         self.last_committed, self.last_unasked_owner = set(), False
         try:
-            outcome = self.run_round(None, forgets=dispatched, require_change=True)
+            outcome = self.run_round(
+                None, forgets=dispatched, require_change=bool(dispatched or certified)
+            )
         except RoundFailed as exc:
             self._mark_owners()
             if self.last_unasked_owner:  # an owner came back under a new id: ask it now
@@ -936,7 +1007,7 @@ class Coordinator:
         if outcome.finalized and outcome.manifest is not None:
             self._complete(outcome.round, outcome.manifest)
         self._settle_split()
-        if self.db.list_forgets(("dispatched", "certified")):
+        if self.db.list_forgets(("dispatched", "certified")) or refresh:
             self._back_off(connected, "requests still open after the round")
         else:
             self._backoff_s, self._retry_at = 0.0, 0.0

@@ -56,6 +56,7 @@ from protocol.messages import (
     TrainRequest,
     WireRecord,
 )
+from protocol.records_root import RecordsRoot
 from protocol.typed_data import Domain
 
 if TYPE_CHECKING:
@@ -186,6 +187,9 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         if node.enter_epoch(epoch):
             logger.info("roster epoch %s: retraining every slice for it", _hex(epoch))
         forgotten = forget_and_certify(rt, node, request.forget_requests)
+        # Read before the ids, under the lock the chain watcher certifies under too: any
+        # record certified after this read makes the count, so this root, stale on chain.
+        certifications = rt.ledger.certifications_of(rt.address)
         node.train(on_slice=None)
         model = node.model(request.through_slice)
         ids = node.store.record_ids()
@@ -196,6 +200,9 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
     update = Update(
         request.federation_id, request.round, rt.address, model.hash, model.n_samples, tuple(roots)
     )
+    records = RecordsRoot.of(
+        request.round, (rt.record_key.commitment(rid) for rid in ids), certifications
+    )
     return TrainReply(
         address=rt.address,
         public_key=_hex(rt.public_key),
@@ -204,7 +211,9 @@ def handle_train(rt: NodeRuntime, request: TrainRequest) -> TrainReply:
         signature=update.sign(Domain.of(rt.ledger), rt.eth_key),
         local_accuracy=accuracy,
         forget_results=forgotten,
-        records=b"".join(rt.record_key.commitment(rid) for rid in ids),
+        records=records.packed(),
+        records_certifications=certifications,
+        records_signature=records.sign(Domain.of(rt.ledger), rt.eth_key),
         slice_roots=b"".join(roots),
     )
 

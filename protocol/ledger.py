@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from web3.contract import Contract
     from web3.types import Nonce, TxParams, TxReceipt, Wei
 
+    from protocol.records_root import RecordsProof
+
 RPC_URL_ENV = "LETHE_RPC_URL"
 DEPLOYMENT_ENV = "LETHE_DEPLOYMENT"
 CONTRACT_ENV = "LETHE_CONTRACT"
@@ -596,9 +598,14 @@ class Ledger:
         )
 
     def request_forget(
-        self, request_id: bytes | str, record_commitment: bytes, node: str
+        self,
+        request_id: bytes | str,
+        record_commitment: bytes,
+        node: str,
+        committed: RecordsProof,
     ) -> TxResult:
-        """Coordinator: open a forget request for a record held by admitted node ``node``.
+        """Coordinator: open a forget request for a record held by admitted node ``node``;
+        ``committed`` proves the node committed to it (``protocol.records_root``).
 
         Given as text, the request's id on chain is its keccak256 and the text goes in the
         ``ForgetRequested`` event, so the node can certify it from the chain alone."""
@@ -610,7 +617,12 @@ class Ledger:
             _bytes32(record_commitment, "record commitment"),
             node,
             label,
+            committed.abi(),
         )
+
+    def certifications_of(self, node: str) -> int:
+        """How many forget requests ``node`` certified: what its next records root names."""
+        return int(self._call("certificationsOf", node))
 
     def certify_forget(
         self, request_id: bytes, certificate_cid: str, new_model_hash: bytes
@@ -768,9 +780,7 @@ class Ledger:
         """Every forget request opened for ``node`` since ``from_block``, in chain order."""
         found = self.events(["ForgetRequested"], from_block=from_block)
         return [
-            _forget_request_event(e)
-            for e in found
-            if str(e.args["node"]).lower() == node.lower()
+            _forget_request_event(e) for e in found if str(e.args["node"]).lower() == node.lower()
         ]
 
     def has_approved(self, round_number: int, node: str) -> bool:

@@ -328,7 +328,12 @@ class TrainReply(NodeReply):
     local_accuracy: float | None
     forget_results: list[ForgetResult]
     records: bytes
-    """The node's record commitments, 32 bytes each."""
+    """The node's record commitments, 32 bytes each, sorted and distinct."""
+    records_certifications: int
+    """The node's certified forget requests on chain when it built ``records``."""
+    records_signature: str
+    """The node's EIP-712 ``RecordsRoot`` over ``records`` (``protocol.records_root``): what a
+    forget request naming this node must prove its record is under."""
     slice_roots: bytes
     """The node's slice roots (32 bytes each, shard-major), committed to by ``signature``."""
 
@@ -343,6 +348,8 @@ class TrainReply(NodeReply):
         check_range(self.local_accuracy, "local_accuracy", 0.0, 1.0)
         if len(self.records) % 32:
             raise ProtocolError("records must be whole 32-byte commitments")
+        check_range(self.records_certifications, "records_certifications", 0)
+        check_hex(self.records_signature, 65, "records_signature")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,6 +38,16 @@ UPDATE_TYPES: dict[str, list[dict[str, str]]] = {
 }
 """A node's commitment to its model and its data in one round."""
 
+RECORDS_ROOT_TYPES: dict[str, list[dict[str, str]]] = {
+    "RecordsRoot": [
+        {"name": "round", "type": "uint64"},
+        {"name": "root", "type": "bytes32"},
+        {"name": "count", "type": "uint32"},
+        {"name": "certifications", "type": "uint32"},
+    ]
+}
+"""A node's commitment to the records it announced in one round (protocol/records_root.py)."""
+
 CERTIFICATE_TYPES: dict[str, list[dict[str, str]]] = {
     "Certificate": [
         {"name": "requestId", "type": "string"},

@@ -36,6 +36,7 @@ from protocol.manifest import NodeUpdate, RoundManifest
 from protocol.merkle import EMPTY_ROOT
 from protocol.model import model_bytes
 from protocol.recompute import Transcript
+from protocol.records_root import RecordsRoot
 from protocol.secure_sum import Roster
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
@@ -302,8 +303,16 @@ class History:
         self.forgotten.add(record_id)
         on_chain = keccak256(request_id.encode())
         self.request_ids[request_id] = on_chain
+        commitment = RECORD_KEY.commitment(record_id)
+        held = [RECORD_KEY.commitment(r) for r in self.nodes[node].store.record_ids()]
+        committed = RecordsRoot.of(
+            self.fed.owner.last_round(),  # finalized: the node's root as of it
+            held,
+            self.fed.owner.certifications_of(self.addresses[node]),
+        )
+        signature = committed.sign(Domain.of(self.fed.owner), self.keys[node])
         self.fed.coordinator.request_forget(
-            on_chain, RECORD_KEY.commitment(record_id), self.addresses[node]
+            on_chain, commitment, self.addresses[node], committed.proof(commitment, signature)
         )
         result = self.nodes[node].forget([record_id], request_ids=[request_id])
         cert = result.certificate(request_id)

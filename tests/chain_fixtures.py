@@ -26,6 +26,8 @@ class Federation:
     coordinator: Ledger
     nodes: list[Ledger]
     outsider: Ledger
+    node_keys: tuple[str, ...] = ()
+    """Each node's private key, in ``nodes`` order: what signs its records roots."""
 
     @property
     def node_addresses(self) -> list[str]:
@@ -47,6 +49,7 @@ def deploy_federation(chain: Devnet, nodes: int = NODE_COUNT) -> Federation:
         coordinator=owner.with_account(coordinator_account.private_key),
         nodes=[owner.with_account(a.private_key) for a in node_accounts],
         outsider=owner.with_account(accounts[-1].private_key),
+        node_keys=tuple(a.private_key for a in node_accounts),
     )
 
 

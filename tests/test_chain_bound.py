@@ -22,6 +22,7 @@ from protocol.epoch import chain_epoch
 from protocol.hashing import keccak256
 from protocol.ledger import Ledger, TxResult
 from protocol.messages import TRAIN, ForgetEntry, TrainReply, TrainRequest
+from tests.records_proofs import finalize_next_round, request_committed
 
 if TYPE_CHECKING:
     from tests.round_fixtures import MemoryFederation, NodeHandle
@@ -106,12 +107,16 @@ def test_a_node_deletes_nothing_for_a_forget_request_the_chain_does_not_authoris
     victim, other = fed.nodes[1], fed.nodes[2]
     record_id = _held_record(victim)
     chain_id = keccak256(b"made-up")
+    if opened != "never":
+        finalize_next_round(fed.chain)
     if opened == "for another record":
         other_record = fed.record_key.commitment(_held_record(victim, 4))
-        fed.chain.coordinator.request_forget(chain_id, other_record, victim.address)
-    elif opened == "naming another node":
+        rt = victim.runtime
+        request_committed(fed.chain, chain_id, other_record, rt.ledger, rt.eth_key)
+    elif opened == "naming another node":  # which committed to a copy of the record
         commitment = fed.record_key.commitment(record_id)
-        fed.chain.coordinator.request_forget(chain_id, commitment, other.address)
+        rt = other.runtime
+        request_committed(fed.chain, chain_id, commitment, rt.ledger, rt.eth_key)
     with victim.runtime.sisa() as sisa:  # trained for the federation's roster, as in a round
         sisa.enter_epoch(chain_epoch(fed.chain.owner.roster()))
         sisa.train()

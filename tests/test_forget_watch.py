@@ -20,6 +20,7 @@ from web3 import Web3
 from node.forget_watch import Answered, answer_forget_requests
 from protocol.hashing import keccak256
 from protocol.ledger import ContractRevert, ForgetState, StakePolicy
+from tests.records_proofs import finalize_next_round, request_committed
 
 if TYPE_CHECKING:
     from tests.round_fixtures import MemoryFederation
@@ -67,11 +68,14 @@ def test_a_request_never_dispatched_is_certified_from_the_chain(
 def test_a_request_for_a_record_the_node_lacks_is_reported_with_the_reason(
     memory_federation: MemoryFederation,
 ) -> None:
+    # A record the node committed to but no longer holds (the chain refuses any other).
     fed = memory_federation
     victim = fed.nodes[0]
     with victim.runtime.sisa() as node:
         before = node.store.record_ids()
-    fed.chain.coordinator.request_forget("bogus-1", keccak256(b"no such record"), victim.address)
+    finalize_next_round(fed.chain)
+    rt = victim.runtime
+    request_committed(fed.chain, "bogus-1", keccak256(b"no such record"), rt.ledger, rt.eth_key)
 
     (answered,) = answer_forget_requests(victim.runtime)
 
@@ -90,9 +94,9 @@ def test_the_watcher_leaves_a_request_to_the_coordinator_until_half_its_deadline
     owner = fed.nodes[2]
     with owner.runtime.sisa() as node:
         record_id = node.store.record_ids()[2]
-    fed.chain.coordinator.request_forget(
-        "late-1", bytes.fromhex(fed.commitment(record_id)[2:]), owner.address
-    )
+    commitment = bytes.fromhex(fed.commitment(record_id)[2:])
+    rt = owner.runtime
+    request_committed(fed.chain, "late-1", commitment, rt.ledger, rt.eth_key)
     seen: dict[bytes, float] = {}
 
     def watch() -> list[Answered]:

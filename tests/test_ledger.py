@@ -28,6 +28,8 @@ from protocol.ledger import (
     TxResult,
     load_artifact,
 )
+from protocol.records_root import RecordsProof
+from tests.records_proofs import committed
 
 if TYPE_CHECKING:
     from tests.chain_fixtures import Federation, StartFederation
@@ -58,6 +60,30 @@ def propose(fed: Federation, round_number: int) -> None:
 def approve(node: Ledger, round_number: int) -> TxResult:
     """Approve what :func:`propose` proposed for that round."""
     return node.approve_round(round_number, h(100 + round_number), h(200))
+
+
+def finalize(fed: Federation, round_number: int) -> None:
+    """Propose a round and have nodes 0 and 1 approve it (the quorum of three)."""
+    propose(fed, round_number)
+    for node in fed.nodes[:2]:
+        approve(node, round_number)
+
+
+def proof(fed: Federation, index: int, commitment: bytes, round_number: int = 1) -> RecordsProof:
+    """Node ``index``'s signed records root of ``round_number`` holding ``commitment``."""
+    return committed(fed.nodes[index], fed.node_keys[index], commitment, round_number)
+
+
+def open_request(
+    fed: Federation, request_id: bytes | str, commitment: bytes, index: int, round_number: int = 1
+) -> TxResult:
+    """Request the record of node ``index`` it committed to in round ``round_number``."""
+    return fed.coordinator.request_forget(
+        request_id,
+        commitment,
+        fed.node_addresses[index],
+        proof(fed, index, commitment, round_number),
+    )
 
 
 def names(events: list[LedgerEvent]) -> list[str]:
@@ -345,8 +371,8 @@ def test_a_node_admitted_after_the_proposal_cannot_approve_it(federation: Federa
 def test_forget_lifecycle_is_recorded_in_state_and_events(federation: Federation) -> None:
     fed = federation
     node = fed.nodes[1]
-    propose(fed, 1)
-    fed.coordinator.request_forget(h(7), h(8), str(node.account))
+    finalize(fed, 1)
+    open_request(fed, h(7), h(8), 1)
     assert fed.owner.forget_state(h(7)).state is ForgetState.REQUESTED
     node.certify_forget(h(7), CERT_CID, h(9))
     status = fed.owner.forget_state(h(7))
@@ -390,7 +416,8 @@ def test_only_the_node_the_request_names_can_certify(federation: Federation) -> 
     # Attack: another admitted node front-runs the owner with a fabricated certificate.
     fed = federation
     owner_node, other = fed.nodes[0], fed.nodes[1]
-    fed.coordinator.request_forget(h(7), h(8), str(owner_node.account))
+    finalize(fed, 1)
+    open_request(fed, h(7), h(8), 0)
     with pytest.raises(LedgerError) as excinfo:
         other.certify_forget(h(7), CERT_CID, h(9))
     assert revert_name(excinfo) == "NotRecordOwner"
@@ -405,7 +432,7 @@ def test_only_the_node_the_request_names_can_certify(federation: Federation) -> 
 def test_a_forget_request_must_name_an_admitted_node(federation: Federation) -> None:
     fed = federation
     with pytest.raises(LedgerError) as excinfo:
-        fed.coordinator.request_forget(h(7), h(8), str(fed.outsider.account))
+        fed.coordinator.request_forget(h(7), h(8), str(fed.outsider.account), proof(fed, 0, h(8)))
     assert revert_name(excinfo) == "NotAdmittedNode"
     assert fed.owner.forget_request(h(7)) is None
 
@@ -414,7 +441,8 @@ def test_a_forget_request_must_name_an_admitted_node(federation: Federation) -> 
 def test_only_an_admitted_node_can_certify(federation: Federation, who: str) -> None:
     # In particular the coordinator cannot certify on a node's behalf.
     fed = federation
-    fed.coordinator.request_forget(h(7), h(8), fed.node_addresses[0])
+    finalize(fed, 1)
+    open_request(fed, h(7), h(8), 0)
     with pytest.raises(LedgerError) as excinfo:
         getattr(fed, who).certify_forget(h(7), CERT_CID, h(9))
     assert revert_name(excinfo) == "NotAdmittedNode"
@@ -424,21 +452,22 @@ def test_only_an_admitted_node_can_certify(federation: Federation, who: str) -> 
 def test_forget_requests_follow_their_lifecycle_order(federation: Federation) -> None:
     fed = federation
     node = fed.nodes[0]
+    finalize(fed, 1)
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: node.certify_forget(h(1), CERT_CID, h(9)), "UnknownRequest"),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "UnknownRequest"),
-        (lambda: node.request_forget(h(1), h(2), fed.node_addresses[0]), "NotCoordinator"),
+        (
+            lambda: node.request_forget(h(1), h(2), fed.node_addresses[0], proof(fed, 0, h(2))),
+            "NotCoordinator",
+        ),
     ]
     for attempt, expected in cases:
         with pytest.raises(LedgerError) as excinfo:
             attempt()
         assert revert_name(excinfo) == expected
-    fed.coordinator.request_forget(h(1), h(2), fed.node_addresses[0])
+    open_request(fed, h(1), h(2), 0)
     again: list[tuple[Callable[[], object], str]] = [
-        (
-            lambda: fed.coordinator.request_forget(h(1), h(3), fed.node_addresses[0]),
-            "RequestExists",
-        ),
+        (lambda: open_request(fed, h(1), h(3), 0), "RequestExists"),
         (lambda: fed.coordinator.complete_forget(h(1), 1), "NotCertified"),
     ]
     for attempt, expected in again:
@@ -458,7 +487,7 @@ def test_complete_forget_needs_a_finalized_round_after_the_certificate(
     propose(fed, 1)
     for node in fed.nodes[:2]:
         approve(node, 1)
-    fed.coordinator.request_forget(h(1), h(2), fed.node_addresses[0])
+    open_request(fed, h(1), h(2), 0)
     fed.nodes[0].certify_forget(h(1), CERT_CID, h(9))
     # Round 1 is finalized but predates the certificate: it cannot hold the new model.
     with pytest.raises(LedgerError) as excinfo:
@@ -654,7 +683,7 @@ def test_restart_from_the_state_file_keeps_state_and_events(
         propose(fed, 1)
         for node in fed.nodes[:2]:
             approve(node, 1)
-        fed.coordinator.request_forget(h(5), h(6), fed.node_addresses[2])
+        open_request(fed, h(5), h(6), 2)
         fed.nodes[2].certify_forget(h(5), CERT_CID, h(7))
         before_events = fed.owner.events()
         before = (fed.owner.roster(), fed.owner.round_state(1), fed.owner.forget_state(h(5)))
@@ -740,10 +769,13 @@ def test_a_request_given_as_text_carries_it_and_a_wrong_text_reverts(
 ) -> None:
     fed = federation
     node = fed.node_addresses[0]
-    fed.coordinator.request_forget("dsr-42", h(8), node)
+    finalize(fed, 1)
+    open_request(fed, "dsr-42", h(8), 0)
     (opened,) = fed.owner.forget_requests_naming(node)
     assert (opened.request_id, opened.label) == (keccak256(b"dsr-42"), "dsr-42")
     assert fed.owner.forget_requests_naming(fed.node_addresses[1]) == []
     with pytest.raises(ContractRevert) as excinfo:
-        fed.coordinator._transact("requestForget", h(5), h(8), node, "not the preimage of h(5)")
+        fed.coordinator._transact(
+            "requestForget", h(5), h(8), node, "not the preimage of h(5)", proof(fed, 0, h(8)).abi()
+        )
     assert excinfo.value.error_name == "LabelMismatch"

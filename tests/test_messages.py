@@ -63,6 +63,8 @@ SAMPLES: list[StageMessage] = [
             )
         ],
         records=b"\x01" * 64,
+        records_certifications=2,
+        records_signature=SIGNATURE,
         slice_roots=b"\x02" * 128,
     ),
     ShareRequest(

@@ -14,6 +14,7 @@ import requests
 from coordinator.queue import CoordinatorDB
 from coordinator.reconcile import reconcile
 from protocol.hashing import keccak256
+from tests.records_proofs import finalize_next_round, request_committed
 
 if TYPE_CHECKING:
     from launcher.devnet import Devnet
@@ -36,8 +37,14 @@ def rpc(chain: Devnet, method: str, params: list[Any] | None = None) -> Any:
 def open_request(db: CoordinatorDB, federation: Federation, request_id: str) -> None:
     """Queue a request and open it on chain naming node 0, as the coordinator does."""
     db.submit_forget("rec-1", COMMITMENT, request_id)
-    federation.coordinator.request_forget(
-        keccak256(request_id.encode()), bytes.fromhex(COMMITMENT[2:]), federation.node_addresses[0]
+    if not federation.owner.last_round():
+        finalize_next_round(federation)
+    request_committed(
+        federation,
+        keccak256(request_id.encode()),
+        bytes.fromhex(COMMITMENT[2:]),
+        federation.nodes[0],
+        federation.node_keys[0],
     )
     assert db.advance_forget(request_id, "received", "dispatched")
 

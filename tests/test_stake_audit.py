@@ -26,6 +26,7 @@ from protocol.ledger import StakePolicy
 from protocol.store import LocalStore
 from protocol.typed_data import Domain
 from tests.audit_history import Contribution, History, UnguardedLethe, publish_round
+from tests.records_proofs import request_committed
 from verifier.audit import audit
 from verifier.explorer import render_explorer
 
@@ -62,7 +63,7 @@ def test_an_honest_staked_history_passes_and_shows_every_nodes_account(
         fed.nodes[0].claim_rewards([1, 2])
         fed.nodes[2].claim_rewards([1])
         missed = keccak256(b"missed")
-        fed.coordinator.request_forget(missed, keccak256(b"some record"), fed.node_addresses[1])
+        request_committed(fed, missed, keccak256(b"some record"), fed.nodes[1], fed.node_keys[1])
         _mine(devnet, POLICY.forget_deadline_blocks + 1)
         fed.outsider.slash(missed)
         report = audit(fed.owner, history.store)

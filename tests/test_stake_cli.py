@@ -23,6 +23,7 @@ from launcher.cli import main as lethe_main
 from node.cli import main as node_main
 from protocol.hashing import keccak256
 from protocol.ledger import Deployment, Ledger
+from tests.records_proofs import committed
 
 if TYPE_CHECKING:
     from launcher.devnet import Devnet
@@ -139,7 +140,10 @@ def test_unstake_waits_for_the_delay(chain: Chain) -> None:
 def test_anyone_slashes_a_missed_deadline_from_the_command_line(chain: Chain) -> None:
     request_id = keccak256(b"request")
     node = str(chain.nodes[1].account)
-    chain.coordinator.request_forget(request_id, keccak256(b"record"), node)
+    chain.round(1, [0, 1, 2])  # finalized: node 1 committed to its records in it
+    record = keccak256(b"record")
+    proof = committed(chain.nodes[1], chain.devnet.accounts[3].private_key, record, 1)
+    chain.coordinator.request_forget(request_id, record, node, proof)
     early = lethe("slash", "0x" + request_id.hex(), "--deployment", str(chain.file),
                   "--dev-account", "9")  # fmt: skip
     assert early.exit_code == 1 and "DeadlineNotPassed" in early.output

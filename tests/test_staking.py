@@ -15,6 +15,7 @@ Specifications:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from protocol.ledger import (
     deploy,
     load_artifact,
 )
+from protocol.records_root import RecordsProof
+from tests.records_proofs import committed
 
 if TYPE_CHECKING:
     from launcher.devnet import Devnet
@@ -65,12 +68,14 @@ class Staked:
         self.owner.set_stake_policy(policy)
         self.coordinator = self.owner.with_account(accounts[1].private_key)
         self.nodes = [self.owner.with_account(a.private_key) for a in accounts[2:5]]
+        self.keys = {str(a.address): a.private_key for a in accounts[2:5]}
         self.outsider = self.owner.with_account(accounts[-1].private_key)
         for node in self.nodes:
             if policy.required_stake:
                 node.stake(policy.required_stake)
             self.owner.admit_node(str(node.account))
         self.proposed: dict[int, tuple[bytes, bytes]] = {}
+        self.records_round = 0
 
     def propose(self, round_number: int) -> tuple[bytes, bytes]:
         model, root = keccak256(b"model %d" % round_number), keccak256(b"root %d" % round_number)
@@ -82,11 +87,23 @@ class Staked:
         return node.approve_round(round_number, *self.proposed[round_number])
 
     def request(self, label: bytes, node: Ledger) -> bytes:
+        """Open a request for a record ``node`` committed to in a finalized round."""
         request_id = keccak256(label)
+        record = keccak256(b"record " + label)
         self.coordinator.request_forget(
-            request_id, keccak256(b"record " + label), str(node.account)
+            request_id, record, str(node.account), self.committed(node, record)
         )
         return request_id
+
+    def committed(self, node: Ledger, record: bytes) -> RecordsProof:
+        """``node``'s signed records root holding ``record``, in a round finalized for it."""
+        if not self.records_round:
+            self.records_round = self.owner.last_round() + 1
+            self.propose(self.records_round)
+            for approver in self.nodes[:2]:
+                self.approve(self.records_round, approver)
+        key = self.keys[str(node.account)]
+        return committed(node, key, record, self.records_round, [keccak256(b"other record")])
 
     def mine(self, blocks: int) -> None:
         from web3 import Web3
@@ -372,3 +389,60 @@ def _gas_price(ledger: Ledger, tx: TxResult) -> int:
 
     w3 = Web3(Web3.HTTPProvider(ledger.rpc_url))
     return int(w3.eth.get_transaction_receipt(tx.tx_hash)["effectiveGasPrice"])  # type: ignore[arg-type]
+
+
+def test_a_record_the_node_never_committed_to_cannot_be_requested(staked: Staked) -> None:
+    # Attack: the coordinator opens requests for records the victim never held. The honest
+    # victim cannot certify them; before, each missed deadline slashed it (1.0 -> 0.5 -> 0.0
+    # ETH with three) and the open requests made withdrawStake revert OpenForgets.
+    victim, other = staked.nodes[0], staked.nodes[1]
+    address = str(victim.account)
+    held = keccak256(b"a record the victim holds")
+    honest = staked.committed(victim, held)
+    bogus = keccak256(b"a record the victim never held")
+    outcomes = []
+    for label, proof in [
+        (b"bogus-proof", honest),  # the victim's real root, proof of another record
+        (b"no-proof", dataclasses.replace(honest, index=0, proof=())),
+        (b"other-root", staked.committed(other, bogus)),  # another node's root
+        (b"made-up-root", committed(victim, staked.keys[str(other.account)], bogus, 1)),
+        (b"unfinalized", committed(victim, staked.keys[address], bogus, 99)),
+    ]:
+        request = functools.partial(
+            staked.coordinator.request_forget, keccak256(label), bogus, address, proof
+        )
+        outcomes.append(reverts(request))
+    assert outcomes == [
+        "NotCommitted",
+        "NotCommitted",
+        "NotRecordsRootSigner",
+        "NotRecordsRootSigner",
+        "RoundNotFinalized",
+    ]
+    assert staked.owner.stake_of(address).open_forgets == 0
+    victim.request_unstake()
+    staked.mine(POLICY.unstake_delay_blocks)
+    victim.withdraw_stake()  # nothing open: the victim leaves with its whole stake
+    assert staked.owner.stake_of(address).amount == 0
+
+
+def test_a_root_from_before_a_certification_cannot_request_the_record_again(
+    staked: Staked,
+) -> None:
+    # Attack: after the node forgot a record, the coordinator replays the old root (which
+    # held it) to request that record again and have the node slashed for it.
+    node = staked.nodes[0]
+    record = keccak256(b"record first")
+    old_root = staked.committed(node, record)
+    staked.coordinator.request_forget(keccak256(b"first"), record, str(node.account), old_root)
+    node.certify_forget(keccak256(b"first"), "bafy-cert", keccak256(b"new model"))
+    again = lambda: staked.coordinator.request_forget(  # noqa: E731
+        keccak256(b"again"), record, str(node.account), old_root
+    )
+    assert reverts(again) == "StaleRecordsRoot"
+    # A root signed after the certification (a later round) is accepted for other records.
+    staked.records_round = 0
+    other = keccak256(b"record later")
+    staked.coordinator.request_forget(
+        keccak256(b"later"), other, str(node.account), staked.committed(node, other)
+    )

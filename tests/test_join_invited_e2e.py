@@ -96,6 +96,16 @@ def test_a_newcomer_joins_with_three_commands_and_is_in_the_next_round(tmp_path:
         again = CliRunner().invoke(lethe, ["admit", str(request), "--workdir", workdir])
         assert again.exit_code == 0, again.output  # the same request again: idempotent
 
+        # The forget goes out once the newcomer's share key is on chain: a forget certified
+        # under the old roster epoch, whose owner then retrains for the new one, never
+        # completes (the certified model is gone; see the README's known limits).
+        from protocol.ledger import Ledger
+
+        chain = Ledger.from_deployment(fed.deployment)
+        while address.lower() not in {e.address.lower() for e in chain.roster() if e.key}:
+            assert join.alive(), join.log.read_text()[-3000:]
+            assert time.monotonic() < deadline + 300, "the newcomer never registered its key"
+            time.sleep(0.5)
         with SisaNode.open(fed.nodes[0].config.db) as node:
             record_id = node.store.record_ids()[3]
         fed.forget(record_id, request_id="invited-forget-1")
